@@ -1,0 +1,153 @@
+"""Flat, self-validating configuration for the model, training and sampling. No torch here.
+
+The CLI takes its defaults from these dataclasses, so each default is written once.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+from dataclasses import dataclass
+from typing import Any
+
+from chargen.errors import ConfigError
+
+CELLS = ("lstm", "gru", "rnn")
+DEVICES = ("auto", "cpu", "cuda", "mps")
+DEFAULT_TIME_BUDGET = 120.0  # seconds of training when no limit at all is given
+
+
+def _require(condition: bool, flag: str, message: str) -> None:
+    if not condition:
+        raise ConfigError(f"{flag} {message}")
+
+
+def parse_duration(value: str | float | int | None, flag: str = "--max-time") -> float | None:
+    """Seconds from `90`, `90s`, `3m`, `1.5h` or `1h30m`; None stays None."""
+    if value is None or isinstance(value, int | float):
+        seconds = value
+    else:
+        text = value.strip().lower()
+        parts = re.fullmatch(r"(?:(\d+(?:\.\d+)?)h)?(?:(\d+(?:\.\d+)?)m)?(?:(\d+(?:\.\d+)?)s?)?", text)
+        if not text or parts is None:
+            raise ConfigError(f"{flag} must be a duration such as 90, 90s, 3m or 1h30m, not {value!r}")
+        hours, minutes, secs = (float(p) if p else 0.0 for p in parts.groups())
+        seconds = hours * 3600 + minutes * 60 + secs
+    if seconds is not None and seconds <= 0:
+        raise ConfigError(f"{flag} must be a positive duration, not {value!r}")
+    return seconds
+
+
+def _fields_from(cls: type, data: dict[str, Any]) -> dict[str, Any]:
+    """Only the keys `cls` knows, so a run written by a newer version with extra keys still loads."""
+    names = {f.name for f in dataclasses.fields(cls)}
+    return {k: v for k, v in data.items() if k in names}
+
+
+@dataclass
+class ModelConfig:
+    cell: str = "lstm"  # recurrent cell: lstm, gru or rnn (tanh)
+    vocab_size: int = 0  # number of distinct characters; set from the corpus
+    embed: int = 64  # size of the character embedding, >= 1
+    hidden: int = 256  # units per recurrent layer, >= 1
+    layers: int = 2  # stacked recurrent layers, >= 1
+    dropout: float = 0.2  # between layers and before the output layer, in [0, 1)
+    tie_weights: bool = False  # share the embedding and output matrices (needs embed == hidden)
+
+    def __post_init__(self) -> None:
+        _require(self.cell in CELLS, "--cell", f"must be one of {', '.join(CELLS)}, not {self.cell!r}")
+        _require(self.vocab_size >= 0, "vocab_size", "must not be negative")
+        for flag, value in (("--embed", self.embed), ("--hidden", self.hidden), ("--layers", self.layers)):
+            _require(value >= 1, flag, f"must be at least 1, not {value}")
+        _require(0 <= self.dropout < 1, "--dropout", f"must be in [0, 1), not {self.dropout}")
+        _require(
+            not self.tie_weights or self.embed == self.hidden,
+            "--tie-weights",
+            f"needs --embed equal to --hidden (they are {self.embed} and {self.hidden})",
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> ModelConfig:
+        return cls(**_fields_from(cls, data))
+
+
+@dataclass
+class TrainConfig:
+    batch_size: int = 16  # parallel streams through the text, >= 1
+    bptt: int = 64  # characters per window of truncated backpropagation through time, >= 1
+    lr: float = 3e-3  # peak learning rate of AdamW, > 0
+    weight_decay: float = 0.01  # AdamW decoupled weight decay on matrices, >= 0
+    warmup_steps: int = 50  # linear warm-up of the learning rate, then cosine decay, >= 0
+    min_lr_ratio: float = 0.1  # the learning rate decays to lr * this by the end, in [0, 1]
+    clip: float = 1.0  # gradient-norm clipping threshold; 0 disables clipping
+    epochs: float | None = None  # stop after this many passes over the training split
+    max_steps: int | None = None  # stop after this many optimiser steps
+    max_time: float | None = None  # stop after this many seconds of training (evaluation excluded)
+    eval_every: int = 200  # validate every this many steps (and at the end), >= 1
+    log_every: int = 10  # report training loss every this many steps, >= 1
+    val_fraction: float = 0.1  # the last fraction of the text held out for validation, in (0, 1)
+    state_reset: float = 0.01  # chance per window that a stream's state is zeroed, in [0, 1]
+    seed: int | None = None  # random seed; None picks one and records it
+    device: str = "auto"  # auto, cpu, cuda or mps
+
+    def __post_init__(self) -> None:
+        for flag, value in (
+            ("--batch-size", self.batch_size),
+            ("--bptt", self.bptt),
+            ("--eval-every", self.eval_every),
+            ("--log-every", self.log_every),
+        ):
+            _require(value >= 1, flag, f"must be at least 1, not {value}")
+        _require(self.lr > 0, "--lr", f"must be positive, not {self.lr}")
+        _require(self.weight_decay >= 0, "--weight-decay", f"must not be negative, not {self.weight_decay}")
+        _require(self.warmup_steps >= 0, "--warmup-steps", f"must not be negative, not {self.warmup_steps}")
+        _require(0 <= self.min_lr_ratio <= 1, "--min-lr-ratio", f"must be in [0, 1], not {self.min_lr_ratio}")
+        _require(self.clip >= 0, "--clip", f"must not be negative (0 disables clipping), not {self.clip}")
+        _require(self.epochs is None or self.epochs > 0, "--epochs", f"must be positive, not {self.epochs}")
+        _require(
+            self.max_steps is None or self.max_steps >= 1,
+            "--max-steps",
+            f"must be at least 1, not {self.max_steps}",
+        )
+        self.max_time = parse_duration(self.max_time)
+        _require(
+            0 < self.val_fraction < 1, "--val-fraction", f"must be between 0 and 1, not {self.val_fraction}"
+        )
+        _require(0 <= self.state_reset <= 1, "--state-reset", f"must be in [0, 1], not {self.state_reset}")
+        _require(
+            self.device in DEVICES, "--device", f"must be one of {', '.join(DEVICES)}, not {self.device!r}"
+        )
+        if self.epochs is None and self.max_steps is None and self.max_time is None:
+            self.max_time = DEFAULT_TIME_BUDGET
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> TrainConfig:
+        return cls(**_fields_from(cls, data))
+
+
+@dataclass
+class SampleConfig:
+    prefix: str = ""  # text the model continues; it is printed first
+    length: int = 500  # characters to generate after the prefix, >= 0
+    temperature: float = 0.8  # divides the logits; 0 is greedy (always the likeliest character)
+    top_k: int | None = None  # sample only among the k likeliest characters, >= 1
+    top_p: float = 1.0  # sample only from the smallest set with this much probability, in (0, 1]
+    seed: int | None = None  # the same seed gives the same text
+    num_samples: int = 1  # independent samples, generated together as one batch, >= 1
+
+    def __post_init__(self) -> None:
+        _require(self.length >= 0, "--length", f"must not be negative, not {self.length}")
+        _require(
+            self.temperature >= 0,
+            "--temperature",
+            f"must not be negative (0 is greedy), not {self.temperature}",
+        )
+        _require(self.top_k is None or self.top_k >= 1, "--top-k", f"must be at least 1, not {self.top_k}")
+        _require(0 < self.top_p <= 1, "--top-p", f"must be in (0, 1], not {self.top_p}")
+        _require(self.num_samples >= 1, "--num-samples", f"must be at least 1, not {self.num_samples}")
