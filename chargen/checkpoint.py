@@ -1,0 +1,182 @@
+"""The run directory: saving and loading a trained model and everything needed to use it.
+
+A run is a directory of readable JSON and safetensors weights; loading it never unpickles
+anything. Every file is written to a temporary name and renamed, so a crash leaves either the old
+file or the new one.
+
+    run.json            format version, model and training configuration, corpus details
+    vocab.json          the characters, in id order
+    best.safetensors    the weights with the lowest validation loss so far
+    last.safetensors    the latest weights
+    metrics.jsonl       one JSON object per logged step and per evaluation
+    summary.json        final figures, written when training ends
+    valid.txt           the held-out validation text, so `chargen eval` needs nothing else
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_model, save_model
+
+from chargen.config import ModelConfig, TrainConfig
+from chargen.errors import RunError
+from chargen.model import CharRNN
+from chargen.vocab import Vocab
+
+FORMAT = "chargen-run"
+FORMAT_VERSION = 1
+RUN_JSON, VOCAB_JSON, METRICS, SUMMARY, VALID_TEXT = (
+    "run.json",
+    "vocab.json",
+    "metrics.jsonl",
+    "summary.json",
+    "valid.txt",
+)
+BEST, LAST = "best.safetensors", "last.safetensors"
+LATEST = "latest"  # symbolic link, beside the runs, to the newest one
+_UMASK = os.umask(0)
+os.umask(_UMASK)
+
+
+@contextmanager
+def _atomic_path(path: Path) -> Iterator[Path]:
+    """A temporary path beside `path` that replaces it (fsync, then rename) when the block ends."""
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp makes files private; a run is an ordinary file
+    try:
+        yield Path(tmp)
+        with open(tmp, "rb+") as f:
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+def write_text_atomic(path: Path, text: str) -> None:
+    with _atomic_path(path) as tmp:
+        tmp.write_text(text, encoding="utf-8")
+
+
+def write_json(path: Path, data: Any) -> None:
+    write_text_atomic(path, json.dumps(data, indent=2, ensure_ascii=False) + "\n")
+
+
+def append_jsonl(path: Path, record: dict[str, Any]) -> None:
+    with open(path, "a", encoding="utf-8") as f:
+        f.write(json.dumps(record, ensure_ascii=False) + "\n")
+
+
+def save_weights(model: CharRNN, path: Path) -> None:
+    with _atomic_path(path) as tmp:
+        save_model(model, str(tmp))  # handles the tied embedding/output matrix
+
+
+def new_run_dir(out: Path | None, corpus_name: str, runs_root: Path = Path("runs")) -> Path:
+    """Create the run directory: `out`, or runs/<corpus>-<timestamp>; `runs/latest` points to it."""
+    if out is None:
+        stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
+        out = runs_root / f"{corpus_name}-{stamp}"
+        suffix = 2
+        while out.exists():
+            out = runs_root / f"{corpus_name}-{stamp}-{suffix}"
+            suffix += 1
+    if out.exists() and (not out.is_dir() or any(out.iterdir())):
+        what = "a chargen run" if (out / RUN_JSON).exists() else "not empty"
+        raise RunError(f"--out {out} already exists and is {what}; choose another directory or remove it")
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise RunError(f"cannot create run directory {out}: {err.strerror}") from err
+    if out.parent.resolve() == runs_root.resolve():
+        _point_latest(runs_root, out)
+    return out
+
+
+def _point_latest(runs_root: Path, run_dir: Path) -> None:
+    link = runs_root / LATEST
+    tmp = runs_root / f".{LATEST}.tmp"
+    if tmp.is_symlink() or tmp.exists():
+        tmp.unlink()
+    tmp.symlink_to(run_dir.name, target_is_directory=True)
+    os.replace(tmp, link)  # atomic: `latest` always points at a whole run
+
+
+@dataclass
+class Run:
+    """A loaded run: what sampling and evaluation need."""
+
+    path: Path
+    model_config: ModelConfig
+    train_config: TrainConfig
+    vocab: Vocab
+    info: dict[str, Any]  # the whole of run.json
+
+    def validation_text(self) -> str:
+        path = self.path / VALID_TEXT
+        if not path.exists():
+            raise RunError(f"{path} is missing; give a TEXT_FILE to evaluate on")
+        return path.read_text(encoding="utf-8")
+
+
+def _read_json(path: Path) -> Any:
+    if not path.exists():
+        raise RunError(f"{path.parent} is not a complete chargen run: {path.name} is missing")
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise RunError(f"{path} is not valid JSON ({err}); the run is damaged") from err
+
+
+def load_run(path: Path | str) -> Run:
+    path = Path(path)
+    if not path.exists():
+        raise RunError(f"run directory not found: {path}; train one with `chargen train` or pass --model")
+    if not path.is_dir():
+        raise RunError(f"{path} is not a run directory")
+    info = _read_json(path / RUN_JSON)
+    if not isinstance(info, dict) or info.get("format") != FORMAT:
+        raise RunError(f"{path / RUN_JSON} is not a chargen run description")
+    if info.get("format_version", 0) > FORMAT_VERSION:
+        raise RunError(
+            f"{path} was written by a newer chargen (run format {info['format_version']}, "
+            f"this one reads {FORMAT_VERSION}); upgrade chargen"
+        )
+    try:
+        vocab = Vocab.from_dict(_read_json(path / VOCAB_JSON))
+        model_config = ModelConfig.from_dict(info["model"])
+        train_config = TrainConfig.from_dict(info["train"])
+    except (KeyError, TypeError, ValueError) as err:
+        raise RunError(f"{path} has an invalid run description ({err})") from err
+    if len(vocab) != model_config.vocab_size:
+        raise RunError(
+            f"{path}: vocab.json has {len(vocab)} characters but the model expects {model_config.vocab_size}"
+        )
+    return Run(path=path, model_config=model_config, train_config=train_config, vocab=vocab, info=info)
+
+
+def load_model_weights(run: Run, device: torch.device | str = "cpu", which: str = BEST) -> CharRNN:
+    """The run's model with its best (or last) weights, in evaluation mode on `device`."""
+    weights = run.path / which
+    if not weights.exists():
+        raise RunError(f"{weights} is missing: the run has not reached its first evaluation yet")
+    model = CharRNN(run.model_config)
+    try:
+        load_model(model, str(weights), device=str(device))
+    except (SafetensorError, RuntimeError, OSError) as err:
+        raise RunError(
+            f"{weights} cannot be loaded ({str(err).splitlines()[0]}); the file is damaged"
+        ) from err
+    return model.to(device).eval()

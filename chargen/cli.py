@@ -1,0 +1,308 @@
+"""The `chargen` command: parses options, calls the library, prints. The only module that imports
+typer, rich or tqdm; torch is imported inside the commands so `chargen --help` stays instant.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from chargen import __version__
+from chargen.config import ModelConfig, SampleConfig, TrainConfig, parse_duration
+from chargen.errors import ChargenError
+
+if TYPE_CHECKING:
+    from tqdm import tqdm
+
+    from chargen.train import Report, TrainSummary
+
+app = typer.Typer(
+    help="Character-level RNN language models: train on a text, sample from it, evaluate it.",
+    no_args_is_help=True,
+    add_completion=False,
+    rich_markup_mode="markdown",
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+err = Console(stderr=True, highlight=False)
+DEFAULT_RUN = Path("runs/latest")
+
+
+@contextmanager
+def _user_errors() -> Iterator[None]:
+    """Turn the library's errors into one line on stderr and a non-zero exit code."""
+    try:
+        yield
+    except ChargenError as error:
+        err.print(f"[bold red]Error:[/] {error}", markup=True, soft_wrap=True)
+        raise typer.Exit(error.exit_code) from None
+    except KeyboardInterrupt:
+        err.print("Interrupted.")
+        raise typer.Exit(130) from None
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"chargen {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _main(
+    version: Annotated[
+        bool, typer.Option("--version", callback=_version, is_eager=True, help="Show the version and exit.")
+    ] = False,
+) -> None:
+    """Character-level RNN language models: train on a text, sample from it, evaluate it."""
+
+
+class _TrainProgress:
+    """Renders the training loop's reports: a tqdm bar on stderr, evaluations above it."""
+
+    def __init__(self) -> None:
+        self.bar: tqdm | None = None
+
+    def __call__(self, report: Report) -> None:
+        from tqdm import tqdm
+
+        from chargen.train import EvalReport, StartReport, StepReport
+
+        if isinstance(report, StartReport):
+            err.print(
+                f"run [bold]{report.run_dir}[/] | {report.parameters:,} parameters | vocabulary "
+                f"{report.vocab_size} | {report.train_chars:,} training and {report.val_chars:,} "
+                f"validation characters | {report.device} | seed {report.seed}"
+            )
+            self.bar = tqdm(
+                total=1000,
+                file=sys.stderr,
+                bar_format="{percentage:3.0f}%|{bar:20}| {desc}",
+                mininterval=0.1 if sys.stderr.isatty() else 10.0,  # a log file gets a line now and then
+            )
+        elif isinstance(report, StepReport) and self.bar is not None:
+            self.bar.n = int(report.fraction * 1000)
+            eta = time.strftime("%M:%S", time.gmtime(report.eta)) if report.eta < 86400 else "?"
+            self.bar.set_description_str(
+                f"step {report.step} | loss {report.loss:.3f} | bpc {report.bpc:.3f} | "
+                f"{report.chars_per_sec:,.0f} char/s | lr {report.lr:.2e} | "
+                f"|g| {report.grad_norm:.2f} | ETA {eta}"
+            )
+        elif isinstance(report, EvalReport) and self.bar is not None:
+            val = report.val
+            best = " (best)" if report.is_best else ""
+            self.bar.write(
+                f"step {report.step}: validation loss {val.loss:.4f} nats/char, perplexity "
+                f"{val.perplexity:.2f}, {val.bpc:.4f} bpc{best}\n  sample: {report.sample!r}",
+                file=sys.stderr,
+            )
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+
+
+def _print_summary(summary: TrainSummary) -> None:
+    table = Table(title="training finished", show_header=False, title_justify="left")
+    table.add_row("run", str(summary.run_dir))
+    table.add_row(
+        "best validation",
+        f"{summary.best.bpc:.4f} bpc, {summary.best.loss:.4f} nats/char, "
+        f"perplexity {summary.best.perplexity:.2f} (step {summary.best_step})",
+    )
+    table.add_row("final validation", f"{summary.final.bpc:.4f} bpc")
+    table.add_row(
+        "steps", f"{summary.steps:,} ({summary.epochs:.2f} epochs, stopped by {summary.stopped_by})"
+    )
+    table.add_row("speed", f"{summary.chars_per_sec:,.0f} characters/s over {summary.train_seconds:.0f} s")
+    table.add_row("clipped steps", f"{summary.clipped_fraction:.1%}")
+    table.add_row("parameters", f"{summary.parameters:,}")
+    err.print(table)
+    err.print(f'next: chargen sample --model {summary.run_dir} --prefix "..."')
+
+
+@app.command()
+def train(
+    corpus: Annotated[
+        Path | None, typer.Argument(help="UTF-8 text file to train on. Default: the project's own corpus.")
+    ] = None,
+    out: Annotated[
+        Path | None, typer.Option(help="Run directory to create. Default: runs/<corpus>-<timestamp>.")
+    ] = None,
+    cell: Annotated[str, typer.Option(help="Recurrent cell: lstm, gru or rnn.")] = ModelConfig.cell,
+    layers: Annotated[int, typer.Option(help="Stacked recurrent layers, >= 1.")] = ModelConfig.layers,
+    hidden: Annotated[int, typer.Option(help="Units per layer, >= 1.")] = ModelConfig.hidden,
+    embed: Annotated[int, typer.Option(help="Character embedding size, >= 1.")] = ModelConfig.embed,
+    dropout: Annotated[float, typer.Option(help="Dropout between layers and before the output, [0, 1).")] = (
+        ModelConfig.dropout
+    ),
+    tie_weights: Annotated[
+        bool, typer.Option(help="Share embedding and output weights (needs --embed = --hidden).")
+    ] = ModelConfig.tie_weights,
+    batch_size: Annotated[int, typer.Option(help="Parallel streams through the text, >= 1.")] = (
+        TrainConfig.batch_size
+    ),
+    bptt: Annotated[
+        int, typer.Option(help="Characters per backpropagation window, >= 1.")
+    ] = TrainConfig.bptt,
+    lr: Annotated[float, typer.Option(help="Peak learning rate of AdamW, > 0.")] = TrainConfig.lr,
+    weight_decay: Annotated[float, typer.Option(help="AdamW weight decay on matrices, >= 0.")] = (
+        TrainConfig.weight_decay
+    ),
+    warmup_steps: Annotated[int, typer.Option(help="Steps of linear learning-rate warm-up, >= 0.")] = (
+        TrainConfig.warmup_steps
+    ),
+    clip: Annotated[
+        float, typer.Option(help="Gradient-norm clipping threshold; 0 disables.")
+    ] = TrainConfig.clip,
+    epochs: Annotated[float | None, typer.Option(help="Stop after this many passes over the text.")] = None,
+    max_steps: Annotated[int | None, typer.Option(help="Stop after this many optimiser steps.")] = None,
+    max_time: Annotated[
+        str | None,
+        typer.Option(
+            help="Stop after this much training time: seconds or 90s, 3m, 1h. "
+            f"With no limit at all: {TrainConfig().max_time:.0f}s."
+        ),
+    ] = None,
+    eval_every: Annotated[
+        int, typer.Option(help="Validate every this many steps, >= 1.")
+    ] = TrainConfig.eval_every,
+    val_fraction: Annotated[float, typer.Option(help="Last fraction of the text held out, (0, 1).")] = (
+        TrainConfig.val_fraction
+    ),
+    seed: Annotated[int | None, typer.Option(help="Random seed, for a reproducible run.")] = None,
+    device: Annotated[str, typer.Option(help="auto, cpu, cuda or mps.")] = TrainConfig.device,
+) -> None:
+    """Train a character-level language model on a text.
+
+    Examples: `chargen train` (the built-in corpus, 2 minutes);
+    `chargen train notes.txt --max-time 10m --hidden 512 --out runs/notes`.
+    """
+    with _user_errors():
+        from chargen.corpus import load_corpus
+        from chargen.train import train as run_training
+
+        model_config = ModelConfig(
+            cell=cell, layers=layers, hidden=hidden, embed=embed, dropout=dropout, tie_weights=tie_weights
+        )
+        train_config = TrainConfig(
+            batch_size=batch_size,
+            bptt=bptt,
+            lr=lr,
+            weight_decay=weight_decay,
+            warmup_steps=warmup_steps,
+            clip=clip,
+            epochs=epochs,
+            max_steps=max_steps,
+            max_time=parse_duration(max_time),
+            eval_every=eval_every,
+            val_fraction=val_fraction,
+            seed=seed,
+            device=device,
+        )
+        progress = _TrainProgress()
+        try:
+            summary = run_training(load_corpus(corpus), model_config, train_config, out, report=progress)
+        finally:
+            progress.close()
+        _print_summary(summary)
+
+
+@app.command()
+def sample(
+    model: Annotated[Path, typer.Option(help="Run directory to sample from.")] = DEFAULT_RUN,
+    prefix: Annotated[str, typer.Option(help="Text to continue; printed first.")] = SampleConfig.prefix,
+    length: Annotated[int, typer.Option(help="Characters to generate, >= 0.")] = SampleConfig.length,
+    temperature: Annotated[float, typer.Option(help="Randomness, >= 0; 0 is greedy, 1 the model's own.")] = (
+        SampleConfig.temperature
+    ),
+    top_k: Annotated[int | None, typer.Option(help="Sample among the k likeliest characters, >= 1.")] = None,
+    top_p: Annotated[
+        float, typer.Option(help="Sample from the smallest set holding this probability, (0, 1].")
+    ] = (SampleConfig.top_p),
+    seed: Annotated[int | None, typer.Option(help="Random seed; the same seed gives the same text.")] = None,
+    num_samples: Annotated[int, typer.Option(help="Independent samples, generated as one batch, >= 1.")] = (
+        SampleConfig.num_samples
+    ),
+    device: Annotated[str, typer.Option(help="auto, cpu, cuda or mps.")] = "auto",
+) -> None:
+    """Continue a prefix with a trained model; the text streams to stdout.
+
+    Example: `chargen sample --prefix "time traveller" --length 300 --temperature 0.7 --seed 1`.
+    """
+    with _user_errors():
+        from chargen.checkpoint import load_model_weights, load_run
+        from chargen.device import resolve_device
+        from chargen.sample import sample_batch, sample_stream
+
+        config = SampleConfig(
+            prefix=prefix,
+            length=length,
+            temperature=temperature,
+            top_k=top_k,
+            top_p=top_p,
+            seed=seed,
+            num_samples=num_samples,
+        )
+        run = load_run(model)
+        run.vocab.encode(prefix, what="--prefix")  # an unknown character fails before any output
+        torch_device = resolve_device(device)
+        net = load_model_weights(run, torch_device)
+        if num_samples == 1:
+            sys.stdout.write(prefix)
+            last_flush = time.monotonic()
+            for char in sample_stream(net, run.vocab, config, torch_device):
+                sys.stdout.write(char)
+                if char == "\n" or time.monotonic() - last_flush > 0.05:
+                    sys.stdout.flush()
+                    last_flush = time.monotonic()
+            sys.stdout.write("\n")
+        else:
+            texts = sample_batch(net, run.vocab, config, torch_device)
+            sys.stdout.write("\n\n".join(prefix + text for text in texts) + "\n")
+        sys.stdout.flush()
+
+
+@app.command("eval")
+def evaluate(
+    text_file: Annotated[
+        Path | None, typer.Argument(help="Text to evaluate on. Default: the run's validation split.")
+    ] = None,
+    model: Annotated[Path, typer.Option(help="Run directory to evaluate.")] = DEFAULT_RUN,
+    as_json: Annotated[
+        bool, typer.Option("--json", help="Print one JSON object instead of a table.")
+    ] = False,
+    device: Annotated[str, typer.Option(help="auto, cpu, cuda or mps.")] = "auto",
+) -> None:
+    """Loss, perplexity and bits per character of a model on a text.
+
+    Example: `chargen eval --model runs/tm --json` or `chargen eval other.txt`.
+    """
+    with _user_errors():
+        from chargen.evaluate import evaluate_run
+
+        stats = evaluate_run(model, text_file, device)
+        result: dict[str, Any] = stats.to_dict()
+        if as_json:
+            typer.echo(json.dumps(result))
+            return
+        table = Table(show_header=False, title=f"{model} on {text_file or 'its validation split'}")
+        table.add_row("characters", f"{stats.chars:,}")
+        table.add_row("loss", f"{stats.loss:.4f} nats/char")
+        table.add_row("perplexity", f"{stats.perplexity:.3f}")
+        table.add_row("bits per character", f"{stats.bpc:.4f}")
+        table.add_row("speed", f"{stats.chars_per_sec:,.0f} characters/s")
+        Console().print(table)
+
+
+def main() -> None:
+    if sys.stdout.encoding and sys.stdout.encoding.lower().replace("-", "") != "utf8":
+        sys.stdout.reconfigure(encoding="utf-8")  # type: ignore[union-attr]  # samples are any Unicode
+    app()

@@ -1,0 +1,83 @@
+"""CharRNN: embedding -> stacked LSTM/GRU/RNN -> linear to the vocabulary. Imports only torch.
+
+The recurrent layers are torch's fused modules (cuDNN on a GPU, oneDNN on a CPU), never a Python
+loop over time steps.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from chargen.config import ModelConfig
+
+# An LSTM's state is (h, c); a GRU's or plain RNN's is just h. Each tensor is (layers, B, hidden).
+State = torch.Tensor | tuple[torch.Tensor, torch.Tensor]
+
+_CELLS: dict[str, type[nn.RNNBase]] = {"lstm": nn.LSTM, "gru": nn.GRU, "rnn": nn.RNN}
+
+
+class CharRNN(nn.Module):
+    def __init__(self, config: ModelConfig) -> None:
+        super().__init__()
+        self.config = config
+        self.embed = nn.Embedding(config.vocab_size, config.embed)
+        self.rnn = _CELLS[config.cell](
+            config.embed,
+            config.hidden,
+            num_layers=config.layers,
+            dropout=config.dropout if config.layers > 1 else 0.0,
+        )
+        self.drop = nn.Dropout(config.dropout)
+        self.head = nn.Linear(config.hidden, config.vocab_size)
+        if config.tie_weights:
+            self.head.weight = self.embed.weight
+        self._init_forget_gate()
+
+    def _init_forget_gate(self) -> None:
+        """Start the LSTM forget gates at bias 1 so memory is kept by default (Jozefowicz et al., 2015)."""
+        if self.config.cell != "lstm":
+            return
+        h = self.config.hidden
+        with torch.no_grad():
+            for name, bias in self.rnn.named_parameters():
+                if name.startswith("bias_ih"):  # gate order is input, forget, cell, output
+                    bias[h : 2 * h].fill_(1.0)
+                elif name.startswith("bias_hh"):
+                    bias[h : 2 * h].fill_(0.0)
+
+    def forward(self, x: torch.Tensor, state: State | None = None) -> tuple[torch.Tensor, State]:
+        """Logits for the next character at every position, and the state after the last one."""
+        emb = self.embed(x)  # (T, B) -> (T, B, E)
+        out, state = self.rnn(emb, state)  # (T, B, H)
+        logits = self.head(self.drop(out))  # (T, B, V)
+        return logits, state
+
+    def init_state(self, batch_size: int, device: torch.device | str = "cpu") -> State:
+        h = torch.zeros(self.config.layers, batch_size, self.config.hidden, device=device)
+        return (h, torch.zeros_like(h)) if self.config.cell == "lstm" else h
+
+    def num_parameters(self) -> int:
+        return sum(p.numel() for p in self.parameters())  # parameters() lists a tied matrix once
+
+
+def detach_state(state: State) -> State:
+    """Cut the graph at a window edge: gradients stop here, but the values carry on."""
+    if isinstance(state, tuple):
+        return tuple(s.detach() for s in state)  # type: ignore[return-value]
+    return state.detach()
+
+
+def mask_state(state: State, keep: torch.Tensor) -> State:
+    """Zero the state of the streams where `keep` (B,) is 0, as if they were starting afresh."""
+    keep = keep.view(1, -1, 1)  # broadcast over layers and units
+    if isinstance(state, tuple):
+        return tuple(s * keep for s in state)  # type: ignore[return-value]
+    return state * keep
+
+
+def expand_state(state: State, batch_size: int) -> State:
+    """Repeat a one-stream state for `batch_size` streams."""
+    if isinstance(state, tuple):
+        return tuple(s.expand(-1, batch_size, -1).contiguous() for s in state)  # type: ignore[return-value]
+    return state.expand(-1, batch_size, -1).contiguous()
