@@ -1,0 +1,59 @@
+import json
+import pickle
+import shutil
+from pathlib import Path
+
+import pytest
+import torch
+
+from chargen import checkpoint as ckpt
+from chargen.errors import RunError
+from chargen.train import TrainSummary
+
+
+def test_save_then_load_gives_identical_logits(tiny_run: TrainSummary, tmp_path: Path) -> None:
+    run = ckpt.load_run(tiny_run.run_dir)
+    model = ckpt.load_model_weights(run)
+    shutil.copytree(tiny_run.run_dir, tmp_path / "copy")
+    ckpt.save_weights(model, tmp_path / "copy" / ckpt.BEST)
+    reloaded = ckpt.load_model_weights(ckpt.load_run(tmp_path / "copy"))
+    x = torch.from_numpy(run.vocab.encode("The Time Traveller").astype("int64")).view(-1, 1)
+    with torch.no_grad():
+        assert torch.equal(model(x)[0], reloaded(x)[0])
+
+
+def test_missing_and_damaged_runs_are_refused(tiny_run: TrainSummary, tmp_path: Path) -> None:
+    with pytest.raises(RunError, match="not found"):
+        ckpt.load_run(tmp_path / "nothing")
+    damaged = tmp_path / "damaged"
+    shutil.copytree(tiny_run.run_dir, damaged)
+    (damaged / ckpt.RUN_JSON).write_text("{not json")
+    with pytest.raises(RunError, match=r"run\.json is not valid JSON"):
+        ckpt.load_run(damaged)
+    info = json.loads((tiny_run.run_dir / ckpt.RUN_JSON).read_text())
+    (damaged / ckpt.RUN_JSON).write_text(json.dumps({**info, "format_version": 99}))
+    with pytest.raises(RunError, match="newer chargen"):
+        ckpt.load_run(damaged)
+
+
+def test_a_pickle_in_place_of_the_weights_is_refused(tiny_run: TrainSummary, tmp_path: Path) -> None:
+    run_dir = tmp_path / "evil"
+    shutil.copytree(tiny_run.run_dir, run_dir)
+    (run_dir / ckpt.BEST).write_bytes(pickle.dumps({"weights": [1, 2, 3]}))
+    with pytest.raises(RunError, match=r"best\.safetensors cannot be loaded"):
+        ckpt.load_model_weights(ckpt.load_run(run_dir))
+
+
+def test_an_existing_directory_is_not_overwritten(tmp_path: Path) -> None:
+    (tmp_path / "mine").mkdir()
+    (tmp_path / "mine" / "notes.txt").write_text("precious")
+    with pytest.raises(RunError, match="already exists"):
+        ckpt.new_run_dir(tmp_path / "mine", "x")
+    assert (tmp_path / "mine" / "notes.txt").read_text() == "precious"
+
+
+def test_atomic_writes_leave_no_temporary_files(tmp_path: Path) -> None:
+    ckpt.write_json(tmp_path / "a.json", {"é": 1})
+    ckpt.write_json(tmp_path / "a.json", {"é": 2})
+    assert json.loads((tmp_path / "a.json").read_text(encoding="utf-8")) == {"é": 2}
+    assert [p.name for p in tmp_path.iterdir()] == ["a.json"]

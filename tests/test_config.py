@@ -1,0 +1,43 @@
+import pytest
+
+from chargen.config import DEFAULT_TIME_BUDGET, ModelConfig, SampleConfig, TrainConfig, parse_duration
+from chargen.errors import ConfigError
+
+
+@pytest.mark.parametrize(
+    ("text", "seconds"), [("90", 90), ("90s", 90), ("3m", 180), ("1.5h", 5400), ("1h30m", 5400)]
+)
+def test_durations(text: str, seconds: float) -> None:
+    assert parse_duration(text) == seconds
+
+
+@pytest.mark.parametrize("text", ["", "soon", "3x", "0", "-5"])
+def test_bad_durations_name_the_flag(text: str) -> None:
+    with pytest.raises(ConfigError, match="--max-time"):
+        parse_duration(text)
+
+
+@pytest.mark.parametrize(
+    ("make", "flag"),
+    [
+        (lambda: ModelConfig(cell="lstmx"), "--cell"),
+        (lambda: ModelConfig(hidden=0), "--hidden"),
+        (lambda: ModelConfig(dropout=1.0), "--dropout"),
+        (lambda: ModelConfig(tie_weights=True, embed=32, hidden=64), "--tie-weights"),
+        (lambda: TrainConfig(batch_size=0), "--batch-size"),
+        (lambda: TrainConfig(val_fraction=1.0), "--val-fraction"),
+        (lambda: TrainConfig(clip=-1), "--clip"),
+        (lambda: SampleConfig(temperature=-0.5), "--temperature"),
+        (lambda: SampleConfig(top_p=0), "--top-p"),
+        (lambda: SampleConfig(top_k=0), "--top-k"),
+        (lambda: SampleConfig(length=-1), "--length"),
+    ],
+)
+def test_bad_values_name_the_flag(make, flag: str) -> None:
+    with pytest.raises(ConfigError, match=flag):
+        make()
+
+
+def test_a_run_with_no_limit_gets_the_default_time_budget() -> None:
+    assert TrainConfig().max_time == DEFAULT_TIME_BUDGET
+    assert TrainConfig(max_steps=5).max_time is None

@@ -1,0 +1,34 @@
+import numpy as np
+import pytest
+
+from chargen.data import StreamBatches, split_ids
+from chargen.errors import CorpusError
+
+
+def test_split_holds_out_the_last_fraction() -> None:
+    ids = np.arange(100, dtype=np.uint8)
+    train, val = split_ids(ids, 0.1)
+    assert len(val) == 10 and val[0] == 90 and train[-1] == 89
+
+
+def test_targets_are_inputs_shifted_by_one() -> None:
+    ids = np.arange(1000, dtype=np.uint16)  # each id is its own position
+    batches = StreamBatches(ids, batch_size=4, bptt=7)
+    for x, y in batches.epoch(offset=3):
+        assert x.shape == y.shape and x.shape[1] == 4
+        assert (y == x + 1).all()
+
+
+def test_each_column_continues_across_windows() -> None:
+    ids = np.arange(1000, dtype=np.uint16)
+    batches = StreamBatches(ids, batch_size=4, bptt=7)
+    windows = list(batches.epoch(offset=2))
+    assert len(windows) == batches.windows_per_epoch
+    column = np.concatenate([x[:, 1].numpy() for x, _ in windows])
+    assert (np.diff(column) == 1).all()  # one contiguous run of the text, so state can carry
+    assert sum(x.numel() for x, _ in windows) == batches.chars_per_epoch
+
+
+def test_too_short_a_text_says_how_to_fit() -> None:
+    with pytest.raises(CorpusError, match="--batch-size"):
+        StreamBatches(np.zeros(50, dtype=np.uint8), batch_size=8, bptt=32)

@@ -1,0 +1,51 @@
+import torch
+
+from chargen.config import ModelConfig
+from chargen.model import CharRNN, detach_state, mask_state
+
+
+def _model(cell: str = "lstm", **kw) -> CharRNN:
+    torch.manual_seed(0)
+    return CharRNN(ModelConfig(cell=cell, vocab_size=20, embed=8, hidden=16, layers=2, dropout=0.0, **kw))
+
+
+def test_shapes_for_every_cell() -> None:
+    x = torch.randint(0, 20, (7, 3))  # (T, B)
+    for cell in ("lstm", "gru", "rnn"):
+        logits, state = _model(cell)(x)
+        assert logits.shape == (7, 3, 20)
+        h = state[0] if isinstance(state, tuple) else state
+        assert h.shape == (2, 3, 16)
+
+
+def test_carrying_the_state_equals_one_long_pass() -> None:
+    model = _model().eval()
+    x = torch.randint(0, 20, (12, 2))
+    whole, _ = model(x)
+    first, state = model(x[:5])
+    second, _ = model(x[5:], detach_state(state))
+    assert torch.allclose(torch.cat([first, second]), whole, atol=1e-6)
+    fresh, _ = model(x[5:])
+    assert not torch.allclose(second, fresh, atol=1e-3)  # the carried state really matters
+
+
+def test_detached_state_has_no_graph() -> None:
+    model = _model()
+    _, state = model(torch.randint(0, 20, (4, 2)))
+    assert all(s.grad_fn is not None for s in state)
+    assert all(s.grad_fn is None and not s.requires_grad for s in detach_state(state))
+
+
+def test_mask_state_zeroes_only_the_chosen_streams() -> None:
+    model = _model("gru")
+    _, state = model(torch.randint(0, 20, (4, 3)))
+    masked = mask_state(state, torch.tensor([1.0, 0.0, 1.0]))
+    assert masked[:, 1].abs().sum() == 0 and torch.equal(masked[:, 0], state[:, 0])
+
+
+def test_lstm_forget_gate_starts_at_one_and_tied_weights_are_shared() -> None:
+    model = _model()
+    total = model.rnn.bias_ih_l0 + model.rnn.bias_hh_l0
+    assert torch.allclose(total[16:32], torch.ones(16))
+    tied = CharRNN(ModelConfig(vocab_size=20, embed=16, hidden=16, tie_weights=True))
+    assert tied.head.weight is tied.embed.weight

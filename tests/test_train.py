@@ -1,0 +1,98 @@
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from chargen import checkpoint as ckpt
+from chargen.config import ModelConfig, TrainConfig
+from chargen.corpus import Corpus
+from chargen.errors import ChargenError
+from chargen.evaluate import evaluate_run
+from chargen.model import CharRNN
+from chargen.train import TrainSummary, lr_at, train, train_step
+from tests.conftest import TINY_MODEL, TINY_TRAIN
+
+
+def test_train_step_detaches_but_carries_the_state() -> None:
+    torch.manual_seed(0)
+    model = CharRNN(ModelConfig(vocab_size=10, embed=8, hidden=16, layers=1, dropout=0.0))
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3)
+    x = torch.randint(0, 10, (6, 3))
+    y = torch.randint(0, 10, (6, 3))
+    state = model.init_state(3)
+    for _ in range(3):
+        loss, grad_norm, state = train_step(model, optimizer, x, y, state, clip=1.0)
+        assert all(s.grad_fn is None for s in state)  # the graph ends at the window edge
+        assert all(s.abs().sum() > 0 for s in state)  # ... but the values are not reset
+        assert loss.grad_fn is None and grad_norm > 0
+
+
+def test_learning_rate_warms_up_then_decays_to_the_floor() -> None:
+    config = TrainConfig(lr=1e-2, min_lr_ratio=0.1, max_steps=100)
+    assert lr_at(config, 0, 0.0, warmup_steps=10) == pytest.approx(1e-3)
+    assert lr_at(config, 9, 0.09, warmup_steps=10) < 1e-2
+    assert lr_at(config, 50, 0.5, warmup_steps=10) == pytest.approx(0.55e-2)
+    assert lr_at(config, 100, 1.0, warmup_steps=10) == pytest.approx(1e-3)
+
+
+def test_a_run_directory_holds_everything(tiny_run: TrainSummary) -> None:
+    run_dir = tiny_run.run_dir
+    expected = (
+        ckpt.RUN_JSON,
+        ckpt.VOCAB_JSON,
+        ckpt.BEST,
+        ckpt.LAST,
+        ckpt.METRICS,
+        ckpt.SUMMARY,
+        ckpt.VALID_TEXT,
+    )
+    for name in expected:
+        assert (run_dir / name).is_file(), name
+    records = [json.loads(line) for line in (run_dir / ckpt.METRICS).read_text().splitlines()]
+    evals = [r for r in records if r["kind"] == "eval"]
+    assert [r["step"] for r in evals] == [30, 60]
+    assert all({"loss", "perplexity", "bpc", "chars"} <= r.keys() for r in evals)
+    steps = [r for r in records if r["kind"] == "train"]
+    assert all(math.isfinite(r["grad_norm"]) for r in steps)
+    assert tiny_run.steps == 60 and tiny_run.stopped_by == "max_steps"
+
+
+def test_training_lowers_the_validation_loss(tiny_run: TrainSummary) -> None:
+    records = [json.loads(line) for line in (tiny_run.run_dir / ckpt.METRICS).read_text().splitlines()]
+    vocab_size = len(json.loads((tiny_run.run_dir / ckpt.VOCAB_JSON).read_text())["chars"])
+    assert tiny_run.best.loss < math.log(vocab_size) - 0.8  # well below a uniform guess
+    assert records[0]["loss"] > records[-2]["loss"]  # training loss fell too
+
+
+def test_eval_reproduces_the_recorded_best_figure(tiny_run: TrainSummary) -> None:
+    stats = evaluate_run(tiny_run.run_dir, device="cpu")
+    assert stats.chars == tiny_run.best.chars
+    assert abs(stats.bpc - tiny_run.best.bpc) < 1e-4
+
+
+def test_the_same_seed_trains_the_same_weights(timemachine: Corpus, tmp_path: Path) -> None:
+    small = Corpus("s", timemachine.path, timemachine.text[:20_000], "-")
+    config = TrainConfig(batch_size=4, bptt=16, max_steps=8, eval_every=8, seed=3)
+    a = train(small, TINY_MODEL, config, out=tmp_path / "a")
+    b = train(small, TINY_MODEL, config, out=tmp_path / "b")
+    assert a.best.loss == b.best.loss
+    assert (tmp_path / "a" / ckpt.BEST).read_bytes() == (tmp_path / "b" / ckpt.BEST).read_bytes()
+
+
+def test_bad_input_writes_nothing(tmp_path: Path) -> None:
+    tiny = Corpus("t", tmp_path / "t.txt", "too short a text " * 3, "-")
+    with pytest.raises(ChargenError, match="--batch-size"):
+        train(tiny, TINY_MODEL, TINY_TRAIN, out=tmp_path / "run")
+    assert not (tmp_path / "run").exists()
+
+
+def test_default_run_directory_and_latest_link(timemachine: Corpus, tmp_path: Path) -> None:
+    small = Corpus("tm", timemachine.path, timemachine.text[:20_000], "-")
+    config = TrainConfig(batch_size=4, bptt=16, max_steps=2, eval_every=2, seed=0)
+    summary = train(small, TINY_MODEL, config, runs_root=tmp_path / "runs")
+    assert summary.run_dir.parent == tmp_path / "runs" and summary.run_dir.name.startswith("tm-")
+    assert (tmp_path / "runs" / "latest").resolve() == summary.run_dir.resolve()
+    assert np.isfinite(summary.best.loss)
