@@ -134,7 +134,7 @@ def train(
         Path | None, typer.Argument(help="UTF-8 text file to train on. Default: the project's own corpus.")
     ] = None,
     out: Annotated[
-        Path | None, typer.Option(help="Run directory to create. Default: runs/<corpus>-<timestamp>.")
+        Path | None, typer.Option(help="Run directory to create. Default: runs/CORPUS-TIMESTAMP.")
     ] = None,
     cell: Annotated[str, typer.Option(help="Recurrent cell: lstm, gru or rnn.")] = ModelConfig.cell,
     layers: Annotated[int, typer.Option(help="Stacked recurrent layers, >= 1.")] = ModelConfig.layers,
