@@ -206,6 +206,40 @@ def train(
     ).run()
 
 
+class _Meter:
+    """Training figures summed on the device between reports, so a step never waits for the host."""
+
+    def __init__(self, device: torch.device, clip: float) -> None:
+        self.clip = clip
+        self.loss = torch.zeros((), device=device)
+        self.clipped = torch.zeros((), device=device)
+        self.chars = self.steps = self.clipped_total = 0
+        self.since = time.perf_counter()
+
+    def add(self, loss: torch.Tensor, grad_norm: torch.Tensor, chars: int) -> None:
+        self.loss += loss
+        self.clipped += (grad_norm > self.clip).float()
+        self.chars += chars
+        self.steps += 1
+
+    def take(self) -> tuple[float, float, float]:
+        """Mean loss per character, fraction of steps clipped and characters per second since the
+        last call; then start again."""
+        now = time.perf_counter()
+        mean_loss = self.loss.item() / max(self.chars, 1)
+        clipped = int(self.clipped.item())
+        self.clipped_total += clipped
+        result = (mean_loss, clipped / max(self.steps, 1), self.chars / max(now - self.since, 1e-9))
+        self.loss.zero_()
+        self.clipped.zero_()
+        self.chars = self.steps = 0
+        self.since = now
+        return result
+
+    def pause(self, seconds: float) -> None:
+        self.since += seconds  # time spent evaluating is not training time
+
+
 class _Loop:
     """One training run's mutable state, so that the loop itself reads top to bottom."""
 
@@ -229,139 +263,119 @@ class _Loop:
         self.warmup = config.warmup_steps
         if config.max_steps:  # a short run should not spend itself warming up
             self.warmup = min(self.warmup, max(1, config.max_steps // 5))
+        self.clip = config.clip if config.clip > 0 else math.inf  # with inf, clipping only measures
+        self.meter = _Meter(device, self.clip)
         self.rng = np.random.default_rng(config.seed)  # epoch offsets
         self.reset_gen = torch.Generator().manual_seed(config.seed)  # which streams start afresh
+        self.step, self.epoch, self.chars = 0, 0.0, 0
+        self.start = time.perf_counter()
+        self.eval_seconds = 0.0
         self.best: LossStats | None = None
         self.best_step = 0
         self.last_eval: LossStats | None = None
         self.last_eval_step = -1
-        self.eval_seconds = 0.0
+
+    def train_seconds(self) -> float:
+        return time.perf_counter() - self.start - self.eval_seconds
+
+    def fraction(self) -> float:
+        return self.limits.fraction(self.step, self.train_seconds(), self.epoch)
 
     def run(self) -> TrainSummary:
         config, model, device = self.config, self.model, self.device
-        clip = config.clip if config.clip > 0 else math.inf  # with inf, clipping only measures the norm
-        step, epoch_index, epoch_pos = 0, 0, 0.0
-        start = time.perf_counter()
-        # Summed on the device between reports, so the loop does not wait for the host every step.
-        loss_sum = torch.zeros((), device=device)
-        chars_total, chars_since, steps_since, clipped_since = 0, 0, 0, torch.zeros((), device=device)
-        clipped_total, last_report_time = 0, start
-        grad_norm = torch.zeros((), device=device)
-        stopped = False
-
         model.train()
-        while not stopped:
+        epoch_index = 0
+        while self.fraction() < 1.0:
             offset = int(self.rng.integers(0, config.bptt))
             state = model.init_state(config.batch_size, device)  # a new layout: start afresh
             for window, (x, y) in enumerate(self.batches.epoch(offset)):
                 x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
                 if config.state_reset > 0:
-                    keep = (
-                        torch.rand(config.batch_size, generator=self.reset_gen) >= config.state_reset
-                    ).float()
-                    state = mask_state(state, keep.to(device))
-                train_seconds = time.perf_counter() - start - self.eval_seconds
-                epoch_pos = epoch_index + window / self.batches.windows_per_epoch
-                fraction = self.limits.fraction(step, train_seconds, epoch_pos)
-                lr = lr_at(config, step, fraction, self.warmup)
+                    draw = torch.rand(config.batch_size, generator=self.reset_gen)
+                    state = mask_state(state, (draw >= config.state_reset).float().to(device))
+                lr = lr_at(config, self.step, self.fraction(), self.warmup)
                 for group in self.optimizer.param_groups:
                     group["lr"] = lr
 
-                loss, grad_norm, state = train_step(model, self.optimizer, x, y, state, clip)
+                loss, grad_norm, state = train_step(model, self.optimizer, x, y, state, self.clip)
 
-                step += 1
-                loss_sum += loss
-                chars_since += y.numel()
-                chars_total += y.numel()
-                steps_since += 1
-                clipped_since += (grad_norm > clip).float()
-
-                if step % config.log_every == 0:
-                    now = time.perf_counter()
-                    mean_loss = loss_sum.item() / chars_since
-                    if not math.isfinite(mean_loss):
-                        raise TrainingError(
-                            f"the training loss became {mean_loss} at step {step}; lower --lr "
-                            f"(it is {config.lr}) or keep --clip on"
-                        )
-                    clipped = int(clipped_since.item())
-                    clipped_total += clipped
-                    train_seconds = now - start - self.eval_seconds
-                    fraction = self.limits.fraction(step, train_seconds, epoch_pos)
-                    speed = chars_since / max(now - last_report_time, 1e-9)
-                    eta = train_seconds / fraction - train_seconds if fraction > 0 else math.inf
-                    ckpt.append_jsonl(
-                        self.run_dir / ckpt.METRICS,
-                        {
-                            "kind": "train",
-                            "step": step,
-                            "epoch": epoch_pos,
-                            "time": train_seconds,
-                            "chars": chars_total,
-                            "lr": lr,
-                            "loss": mean_loss,
-                            "bpc": mean_loss / math.log(2),
-                            "grad_norm": float(grad_norm),
-                            "clipped": clipped / steps_since,
-                            "chars_per_sec": speed,
-                        },
-                    )
-                    self.report(
-                        StepReport(step, epoch_pos, fraction, mean_loss, lr, float(grad_norm), speed, eta)
-                    )
-                    loss_sum.zero_()
-                    clipped_since.zero_()
-                    chars_since, steps_since, last_report_time = 0, 0, now
-
-                if step % config.eval_every == 0:
-                    eval_start = time.perf_counter()
-                    self._evaluate(step, epoch_pos)
-                    self.eval_seconds += time.perf_counter() - eval_start
-                    last_report_time += time.perf_counter() - eval_start
-
-                train_seconds = time.perf_counter() - start - self.eval_seconds
-                epoch_pos = epoch_index + (window + 1) / self.batches.windows_per_epoch
-                if self.limits.fraction(step, train_seconds, epoch_pos) >= 1.0:
-                    stopped = True
+                self.step += 1
+                self.chars += y.numel()
+                self.epoch = epoch_index + (window + 1) / self.batches.windows_per_epoch
+                self.meter.add(loss, grad_norm, y.numel())
+                if self.step % config.log_every == 0:
+                    self._log(lr, float(grad_norm))
+                if self.step % config.eval_every == 0:
+                    self._evaluate()
+                if self.fraction() >= 1.0:
                     break
             epoch_index += 1
 
-        train_seconds = time.perf_counter() - start - self.eval_seconds
-        clipped_total += int(clipped_since.item())
-        if self.last_eval_step != step:
-            self._evaluate(step, epoch_pos)
+        train_seconds = self.train_seconds()
+        self.meter.take()  # counts the clipped steps since the last report
+        if self.last_eval_step != self.step:
+            self._evaluate()
         assert self.best is not None and self.last_eval is not None
         summary = TrainSummary(
             run_dir=self.run_dir,
-            steps=step,
-            epochs=epoch_pos,
+            steps=self.step,
+            epochs=self.epoch,
             train_seconds=train_seconds,
-            chars_per_sec=chars_total / train_seconds,
+            chars_per_sec=self.chars / train_seconds,
             best=self.best,
             best_step=self.best_step,
             final=self.last_eval,
             parameters=model.num_parameters(),
-            clipped_fraction=clipped_total / step,
-            stopped_by=self.limits.stopped_by(step, train_seconds, epoch_pos),
+            clipped_fraction=self.meter.clipped_total / self.step,
+            stopped_by=self.limits.stopped_by(self.step, train_seconds, self.epoch),
         )
         ckpt.write_json(self.run_dir / ckpt.SUMMARY, _summary_dict(summary))
         return summary
 
-    def _evaluate(self, step: int, epoch: float) -> None:
+    def _log(self, lr: float, grad_norm: float) -> None:
+        mean_loss, clipped, speed = self.meter.take()
+        if not math.isfinite(mean_loss):
+            raise TrainingError(
+                f"the training loss became {mean_loss} at step {self.step}; lower --lr "
+                f"(it is {self.config.lr}) or keep --clip on"
+            )
+        seconds, fraction = self.train_seconds(), self.fraction()
+        eta = seconds / fraction - seconds if fraction > 0 else math.inf
+        record = {
+            "kind": "train",
+            "step": self.step,
+            "epoch": self.epoch,
+            "chars": self.chars,
+            "time": seconds,
+            "lr": lr,
+            "loss": mean_loss,
+            "bpc": mean_loss / math.log(2),
+            "grad_norm": grad_norm,
+            "clipped": clipped,
+            "chars_per_sec": speed,
+        }
+        ckpt.append_jsonl(self.run_dir / ckpt.METRICS, record)
+        self.report(StepReport(self.step, self.epoch, fraction, mean_loss, lr, grad_norm, speed, eta))
+
+    def _evaluate(self) -> None:
+        began = time.perf_counter()
         val = evaluate_ids(self.model, self.val_ids, self.device)
         is_best = math.isfinite(val.loss) and (self.best is None or val.loss < self.best.loss)
         if is_best:
-            self.best, self.best_step = val, step
+            self.best, self.best_step = val, self.step
             ckpt.save_weights(self.model, self.run_dir / ckpt.BEST)
         ckpt.save_weights(self.model, self.run_dir / ckpt.LAST)
-        self.last_eval, self.last_eval_step = val, step
+        self.last_eval, self.last_eval_step = val, self.step
         ckpt.append_jsonl(
             self.run_dir / ckpt.METRICS,
-            {"kind": "eval", "step": step, "epoch": epoch, **val.to_dict(), "best": is_best},
+            {"kind": "eval", "step": self.step, "epoch": self.epoch, **val.to_dict(), "best": is_best},
         )
         sample = sample_batch(self.model, self.vocab, self.sample_config, self.device)[0]
         self.model.train()
-        self.report(EvalReport(step, val, is_best, self.sample_config.prefix + sample))
+        self.report(EvalReport(self.step, val, is_best, self.sample_config.prefix + sample))
+        spent = time.perf_counter() - began
+        self.eval_seconds += spent
+        self.meter.pause(spent)
 
 
 def _summary_dict(summary: TrainSummary) -> dict[str, Any]:
