@@ -10,7 +10,7 @@ file or the new one.
     last.safetensors    the latest weights
     metrics.jsonl       one JSON object per logged step and per evaluation
     summary.json        final figures, written when training ends
-    valid.txt           the held-out validation text, so `chargen eval` needs nothing else
+    valid.safetensors   the validation ids, so `chargen eval` needs nothing else
 """
 
 from __future__ import annotations
@@ -25,23 +25,25 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from safetensors import SafetensorError
+from safetensors.numpy import load_file, save_file
 from safetensors.torch import load_model, save_model
 
-from chargen.config import ModelConfig, TrainConfig
-from chargen.errors import RunError
+from chargen.config import ModelConfig, TextConfig, TrainConfig
+from chargen.errors import ChargenError, RunError
 from chargen.model import CharRNN
-from chargen.vocab import Vocab
+from chargen.vocab import Tokenizer, tokenizer_from_dict
 
 FORMAT = "chargen-run"
 FORMAT_VERSION = 1
-RUN_JSON, VOCAB_JSON, METRICS, SUMMARY, VALID_TEXT = (
+RUN_JSON, VOCAB_JSON, METRICS, SUMMARY, VALID = (
     "run.json",
     "vocab.json",
     "metrics.jsonl",
     "summary.json",
-    "valid.txt",
+    "valid.safetensors",
 )
 BEST, LAST = "best.safetensors", "last.safetensors"
 LATEST = "latest"  # symbolic link, beside the runs, to the newest one
@@ -84,6 +86,11 @@ def save_weights(model: CharRNN, path: Path) -> None:
         save_model(model, str(tmp))  # handles the tied embedding/output matrix
 
 
+def save_ids(ids: np.ndarray, path: Path) -> None:
+    with _atomic_path(path) as tmp:
+        save_file({"ids": np.ascontiguousarray(ids)}, str(tmp))
+
+
 def new_run_dir(out: Path | None, corpus_name: str, runs_root: Path = Path("runs")) -> Path:
     """Create the run directory: `out`, or runs/<corpus>-<timestamp>; `runs/latest` points to it."""
     if out is None:
@@ -121,14 +128,18 @@ class Run:
     path: Path
     model_config: ModelConfig
     train_config: TrainConfig
-    vocab: Vocab
+    text_config: TextConfig
+    vocab: Tokenizer
     info: dict[str, Any]  # the whole of run.json
 
-    def validation_text(self) -> str:
-        path = self.path / VALID_TEXT
+    def validation_ids(self) -> np.ndarray:
+        path = self.path / VALID
         if not path.exists():
             raise RunError(f"{path} is missing; give a TEXT_FILE to evaluate on")
-        return path.read_text(encoding="utf-8")
+        try:
+            return load_file(str(path))["ids"]
+        except (SafetensorError, KeyError, OSError) as err:
+            raise RunError(f"{path} cannot be loaded ({err}); the file is damaged") from err
 
 
 def _read_json(path: Path) -> Any:
@@ -155,16 +166,17 @@ def load_run(path: Path | str) -> Run:
             f"this one reads {FORMAT_VERSION}); upgrade chargen"
         )
     try:
-        vocab = Vocab.from_dict(_read_json(path / VOCAB_JSON))
+        vocab = tokenizer_from_dict(_read_json(path / VOCAB_JSON))
         model_config = ModelConfig.from_dict(info["model"])
         train_config = TrainConfig.from_dict(info["train"])
-    except (KeyError, TypeError, ValueError) as err:
+        text_config = TextConfig.from_dict(info.get("text", {}))
+    except (KeyError, TypeError, ValueError, ChargenError) as err:
         raise RunError(f"{path} has an invalid run description ({err})") from err
     if len(vocab) != model_config.vocab_size:
         raise RunError(
             f"{path}: vocab.json has {len(vocab)} characters but the model expects {model_config.vocab_size}"
         )
-    return Run(path=path, model_config=model_config, train_config=train_config, vocab=vocab, info=info)
+    return Run(path, model_config, train_config, text_config, vocab, info)
 
 
 def load_model_weights(run: Run, device: torch.device | str = "cpu", which: str = BEST) -> CharRNN:

@@ -17,8 +17,15 @@ from rich.console import Console
 from rich.table import Table
 
 from chargen import __version__
-from chargen.config import ModelConfig, SampleConfig, TrainConfig, parse_duration
-from chargen.errors import ChargenError
+from chargen.config import (
+    UNKNOWN_POLICIES,
+    ModelConfig,
+    SampleConfig,
+    TextConfig,
+    TrainConfig,
+    parse_duration,
+)
+from chargen.errors import ChargenError, ConfigError
 
 if TYPE_CHECKING:
     from tqdm import tqdm
@@ -177,8 +184,30 @@ def train(
     val_fraction: Annotated[float, typer.Option(help="Last fraction of the text held out, (0, 1).")] = (
         TrainConfig.val_fraction
     ),
+    eval_chars: Annotated[int, typer.Option(help="Validate on at most this many held-out characters.")] = (
+        TrainConfig.eval_chars
+    ),
     seed: Annotated[int | None, typer.Option(help="Random seed, for a reproducible run.")] = None,
     device: Annotated[str, typer.Option(help="auto, cpu, cuda or mps.")] = TrainConfig.device,
+    encoding: Annotated[str, typer.Option(help="The corpus file's encoding.")] = TextConfig.encoding,
+    errors: Annotated[
+        str, typer.Option(help="strict: an undecodable byte is an error; replace: it becomes U+FFFD.")
+    ] = TextConfig.errors,
+    normalize: Annotated[str, typer.Option(help="Unicode normalisation: nfc, nfkc or none.")] = (
+        TextConfig.normalize
+    ),
+    lowercase: Annotated[
+        bool, typer.Option(help="Lowercase the text (Python's rules: not Turkish-aware, I -> i).")
+    ] = TextConfig.lowercase,
+    preset: Annotated[
+        str | None, typer.Option(help="d2l: the d2l book's preprocessing (letters only, lowercase).")
+    ] = None,
+    tokenizer: Annotated[str, typer.Option(help="chars (Unicode code points) or bytes (UTF-8 bytes).")] = (
+        TextConfig.tokenizer
+    ),
+    min_count: Annotated[
+        int, typer.Option(help="Characters seen fewer times become the unknown symbol, >= 1.")
+    ] = TextConfig.min_count,
 ) -> None:
     """Train a character-level language model on a text.
 
@@ -204,12 +233,24 @@ def train(
             max_time=parse_duration(max_time),
             eval_every=eval_every,
             val_fraction=val_fraction,
+            eval_chars=eval_chars,
             seed=seed,
             device=device,
         )
+        text_config = TextConfig(
+            encoding=encoding,
+            errors=errors,
+            normalize=normalize,
+            lowercase=lowercase,
+            preset=preset,
+            tokenizer=tokenizer,
+            min_count=min_count,
+        )
         progress = _TrainProgress()
         try:
-            summary = run_training(load_corpus(corpus), model_config, train_config, out, report=progress)
+            summary = run_training(
+                load_corpus(corpus, text_config), model_config, train_config, out, progress
+            )
         finally:
             progress.close()
         _print_summary(summary)
@@ -231,6 +272,9 @@ def sample(
     num_samples: Annotated[int, typer.Option(help="Independent samples, generated as one batch, >= 1.")] = (
         SampleConfig.num_samples
     ),
+    unknown: Annotated[
+        str, typer.Option(help="A prefix character the model never saw: error, replace or skip.")
+    ] = SampleConfig.unknown,
     device: Annotated[str, typer.Option(help="auto, cpu, cuda or mps.")] = "auto",
 ) -> None:
     """Continue a prefix with a trained model; the text streams to stdout.
@@ -250,22 +294,23 @@ def sample(
             top_p=top_p,
             seed=seed,
             num_samples=num_samples,
+            unknown=unknown,
         )
         run = load_run(model)
-        run.vocab.encode(prefix, what="--prefix")  # an unknown character fails before any output
         torch_device = resolve_device(device)
         net = load_model_weights(run, torch_device)
         if num_samples == 1:
+            pieces = sample_stream(net, run.vocab, config, torch_device, run.text_config)  # checks the prefix
             sys.stdout.write(prefix)
             last_flush = time.monotonic()
-            for char in sample_stream(net, run.vocab, config, torch_device):
-                sys.stdout.write(char)
-                if char == "\n" or time.monotonic() - last_flush > 0.05:
+            for piece in pieces:
+                sys.stdout.write(piece)
+                if "\n" in piece or time.monotonic() - last_flush > 0.05:
                     sys.stdout.flush()
                     last_flush = time.monotonic()
             sys.stdout.write("\n")
         else:
-            texts = sample_batch(net, run.vocab, config, torch_device)
+            texts = sample_batch(net, run.vocab, config, torch_device, run.text_config)
             sys.stdout.write("\n\n".join(prefix + text for text in texts) + "\n")
         sys.stdout.flush()
 
@@ -279,6 +324,13 @@ def evaluate(
     as_json: Annotated[
         bool, typer.Option("--json", help="Print one JSON object instead of a table.")
     ] = False,
+    unknown: Annotated[
+        str, typer.Option(help="Characters the model never saw: error, replace (counted) or skip.")
+    ] = SampleConfig.unknown,
+    encoding: Annotated[
+        str | None, typer.Option(help="The text file's encoding. Default: the run's.")
+    ] = None,
+    errors: Annotated[str | None, typer.Option(help="strict or replace. Default: the run's.")] = None,
     device: Annotated[str, typer.Option(help="auto, cpu, cuda or mps.")] = "auto",
 ) -> None:
     """Loss, perplexity and bits per character of a model on a text.
@@ -288,7 +340,9 @@ def evaluate(
     with _user_errors():
         from chargen.evaluate import evaluate_run
 
-        stats = evaluate_run(model, text_file, device)
+        if unknown not in UNKNOWN_POLICIES:
+            raise ConfigError(f"--unknown must be error, replace or skip, not {unknown!r}")
+        stats = evaluate_run(model, text_file, device, unknown, encoding, errors)
         result: dict[str, Any] = stats.to_dict()
         if as_json:
             typer.echo(json.dumps(result))
@@ -299,6 +353,9 @@ def evaluate(
         table.add_row("perplexity", f"{stats.perplexity:.3f}")
         table.add_row("bits per character", f"{stats.bpc:.4f}")
         table.add_row("speed", f"{stats.chars_per_sec:,.0f} characters/s")
+        if stats.unknown:
+            done = {"replace": "replaced", "skip": "skipped"}[unknown]
+            table.add_row("unknown characters", f"{stats.unknown:,} ({done})")
         Console().print(table)
 
 

@@ -5,6 +5,7 @@ The CLI takes its defaults from these dataclasses, so each default is written on
 
 from __future__ import annotations
 
+import codecs
 import dataclasses
 import re
 from dataclasses import dataclass
@@ -13,6 +14,11 @@ from typing import Any
 from chargen.errors import ConfigError
 
 CELLS = ("lstm", "gru", "rnn")
+NORMALIZATIONS = ("nfc", "nfkc", "none")
+TOKENIZERS = ("chars", "bytes")
+PRESETS = ("d2l",)
+ERROR_POLICIES = ("strict", "replace")
+UNKNOWN_POLICIES = ("error", "replace", "skip")
 DEVICES = ("auto", "cpu", "cuda", "mps")
 DEFAULT_TIME_BUDGET = 120.0  # seconds of training when no limit at all is given
 
@@ -42,6 +48,49 @@ def _fields_from(cls: type, data: dict[str, Any]) -> dict[str, Any]:
     """Only the keys `cls` knows, so a run written by a newer version with extra keys still loads."""
     names = {f.name for f in dataclasses.fields(cls)}
     return {k: v for k, v in data.items() if k in names}
+
+
+@dataclass
+class TextConfig:
+    """How a file becomes the text a vocabulary sees; stored in the run and applied again to every
+    prefix and evaluation text."""
+
+    encoding: str = "utf-8"  # the file's encoding (a UTF-8 byte-order mark is always dropped)
+    errors: str = "strict"  # strict: a bad byte is an error; replace: it becomes U+FFFD
+    normalize: str = "nfc"  # Unicode normalisation: nfc, nfkc or none
+    lowercase: bool = False  # Python's lowercasing, which is not Turkish-aware ('I' -> 'i', not 'ı')
+    preset: str | None = None  # d2l: letters only, lowercased, every other run of characters one space
+    tokenizer: str = "chars"  # chars: Unicode code points; bytes: UTF-8 bytes (256 symbols)
+    min_count: int = 1  # characters seen fewer times than this become the unknown symbol, >= 1
+
+    def __post_init__(self) -> None:
+        try:
+            codecs.lookup(self.encoding)
+        except LookupError:
+            raise ConfigError(f"--encoding {self.encoding!r} is not an encoding Python knows") from None
+        _require(self.errors in ERROR_POLICIES, "--errors", f"must be strict or replace, not {self.errors!r}")
+        _require(
+            self.normalize in NORMALIZATIONS,
+            "--normalize",
+            f"must be one of {', '.join(NORMALIZATIONS)}, not {self.normalize!r}",
+        )
+        _require(self.preset in (None, *PRESETS), "--preset", f"must be d2l, not {self.preset!r}")
+        _require(
+            self.tokenizer in TOKENIZERS, "--tokenizer", f"must be chars or bytes, not {self.tokenizer!r}"
+        )
+        _require(self.min_count >= 1, "--min-count", f"must be at least 1, not {self.min_count}")
+        _require(
+            self.tokenizer == "chars" or (self.min_count == 1 and self.preset is None),
+            "--tokenizer bytes",
+            "has no unknown symbol: it cannot be combined with --min-count or --preset",
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> TextConfig:
+        return cls(**_fields_from(cls, data))
 
 
 @dataclass
@@ -89,6 +138,7 @@ class TrainConfig:
     eval_every: int = 200  # validate every this many steps (and at the end), >= 1
     log_every: int = 10  # report training loss every this many steps, >= 1
     val_fraction: float = 0.1  # the last fraction of the text held out for validation, in (0, 1)
+    eval_chars: int = 250_000  # validate on at most this many held-out characters, >= 2
     state_reset: float = 0.01  # chance per window that a stream's state is zeroed, in [0, 1]
     seed: int | None = None  # random seed; None picks one and records it
     device: str = "auto"  # auto, cpu, cuda or mps
@@ -116,6 +166,7 @@ class TrainConfig:
         _require(
             0 < self.val_fraction < 1, "--val-fraction", f"must be between 0 and 1, not {self.val_fraction}"
         )
+        _require(self.eval_chars >= 2, "--eval-chars", f"must be at least 2, not {self.eval_chars}")
         _require(0 <= self.state_reset <= 1, "--state-reset", f"must be in [0, 1], not {self.state_reset}")
         _require(
             self.device in DEVICES, "--device", f"must be one of {', '.join(DEVICES)}, not {self.device!r}"
@@ -140,6 +191,7 @@ class SampleConfig:
     top_p: float = 1.0  # sample only from the smallest set with this much probability, in (0, 1]
     seed: int | None = None  # the same seed gives the same text
     num_samples: int = 1  # independent samples, generated together as one batch, >= 1
+    unknown: str = "error"  # a prefix character the model never saw: error, replace or skip
 
     def __post_init__(self) -> None:
         _require(self.length >= 0, "--length", f"must not be negative, not {self.length}")
@@ -151,3 +203,8 @@ class SampleConfig:
         _require(self.top_k is None or self.top_k >= 1, "--top-k", f"must be at least 1, not {self.top_k}")
         _require(0 < self.top_p <= 1, "--top-p", f"must be in (0, 1], not {self.top_p}")
         _require(self.num_samples >= 1, "--num-samples", f"must be at least 1, not {self.num_samples}")
+        _require(
+            self.unknown in UNKNOWN_POLICIES,
+            "--unknown",
+            f"must be error, replace or skip, not {self.unknown!r}",
+        )

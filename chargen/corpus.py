@@ -1,61 +1,97 @@
-"""Reading a training or evaluation text from disk, and finding the project's default corpus."""
+"""Turning a text file into token ids, with a memory-mapped cache so a second run starts at once.
+
+A corpus is read in chunks twice: once to count its characters (for the vocabulary), once to
+encode it straight into a file of ids that is then memory-mapped, so memory never holds the
+whole text. The cache is keyed by the file's content hash and every setting that changes the ids.
+"""
 
 from __future__ import annotations
 
 import hashlib
+import json
+import os
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
+
+from chargen.config import TextConfig
 from chargen.errors import CorpusError
+from chargen.text import Preparer, read_chunks
+from chargen.vocab import ByteVocab, Tokenizer, Vocab, count_code_points, tokenizer_from_dict
 
 CORPORA_DIR = Path(__file__).resolve().parent.parent / "corpora"
 DEFAULT_CORPUS = CORPORA_DIR / "the-lamp-at-pellow-point.txt"
+CACHE_VERSION = 1  # bump when the cached format or the encoding rules change
+
+
+def chargen_home() -> Path:
+    """Where chargen keeps caches and downloads: $CHARGEN_HOME, else the user's cache directory."""
+    if os.environ.get("CHARGEN_HOME"):
+        return Path(os.environ["CHARGEN_HOME"])
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "chargen"
 
 
 @dataclass
 class Corpus:
     name: str  # short name for run directories: the file's stem
     path: Path
-    text: str
     sha256: str  # of the file's bytes, so a run records exactly what it was trained on
+    config: TextConfig  # how the file was read and prepared
+    vocab: Tokenizer
+    ids: np.ndarray  # (N,) token ids; for a cached corpus a read-only memory map
+    unknown: int  # characters that were outside the vocabulary (mapped to the unknown symbol)
+
+    def decode(self, start: int = 0, stop: int | None = None) -> str:
+        return self.vocab.decode(self.ids[start:stop])
 
 
-def _position(data: bytes, offset: int) -> str:
-    line = data.count(b"\n", 0, offset) + 1
-    column = offset - (data.rfind(b"\n", 0, offset) + 1) + 1
-    return f"line {line}, column {column} (byte {offset})"
+def file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(1 << 22):
+            digest.update(block)
+    return digest.hexdigest()
 
 
-def read_text(path: Path | str, what: str = "corpus") -> tuple[str, bytes]:
-    """The file's text, decoded as UTF-8 with a byte-order mark dropped, and its raw bytes."""
-    path = Path(path)
-    if not path.exists():
-        raise CorpusError(f"{what} file not found: {path}")
-    if path.is_dir():
-        raise CorpusError(f"{what} {path} is a directory; give a text file")
-    try:
-        data = path.read_bytes()
-    except OSError as err:
-        raise CorpusError(f"cannot read {what} {path}: {err.strerror}") from err
-    nul = data.find(b"\x00")
-    if nul >= 0:
-        raise CorpusError(
-            f"{what} {path} contains NUL bytes at {_position(data, nul)}; "
-            "it looks binary (or UTF-16), not UTF-8 text"
-        )
-    try:
-        text = data.decode("utf-8-sig")
-    except UnicodeDecodeError as err:
-        raise CorpusError(
-            f"{what} {path} is not valid UTF-8 at {_position(data, err.start)}; convert it to UTF-8"
-        ) from err
-    if not text.strip():
-        raise CorpusError(f"{what} {path} is empty" + (" (only white space)" if text else ""))
-    return text, data
+def _count_vocab(path: Path, config: TextConfig, what: str) -> Vocab:
+    counts = None
+    prepare = Preparer(config)
+    for piece in read_chunks(path, config, what):
+        counts = count_code_points(prepare(piece), counts)
+    assert counts is not None  # read_chunks refuses an empty file
+    return Vocab.from_counts(counts, config.min_count, with_unknown=config.preset == "d2l")
 
 
-def load_corpus(path: Path | str | None = None) -> Corpus:
-    """The corpus at `path`, or the project's own default corpus when `path` is None."""
+def _encode_file(path: Path, config: TextConfig, vocab: Tokenizer, unknown: str, what: str, sink) -> int:
+    """Encode the file piece by piece into `sink` (a binary file or a list); returns the unknowns."""
+    prepare, n_unknown = Preparer(config), 0
+    for piece in read_chunks(path, config, what):
+        ids, missing = vocab.encode_counting(prepare(piece), what=f"{what} {path}", unknown=unknown)
+        n_unknown += missing
+        if isinstance(sink, list):
+            sink.append(ids)
+        else:
+            sink.write(ids.tobytes())
+    return n_unknown
+
+
+def load_corpus(
+    path: Path | str | None = None,
+    config: TextConfig | None = None,
+    vocab: Tokenizer | None = None,
+    unknown: str = "replace",
+    cache: bool = True,
+    what: str = "corpus",
+) -> Corpus:
+    """The file's token ids and vocabulary (built from the file, unless `vocab` is given).
+
+    With no path, the project's own default corpus. Characters outside a given vocabulary follow
+    `unknown` ("error", "replace" or "skip"). With `cache`, the ids are stored under
+    chargen_home() and memory-mapped.
+    """
+    config = config or TextConfig()
     if path is None:
         if not DEFAULT_CORPUS.exists():
             raise CorpusError(
@@ -64,5 +100,46 @@ def load_corpus(path: Path | str | None = None) -> Corpus:
             )
         path = DEFAULT_CORPUS
     path = Path(path)
-    text, data = read_text(path)
-    return Corpus(name=path.stem, path=path, text=text, sha256=hashlib.sha256(data).hexdigest())
+    if not path.is_file():
+        next(read_chunks(path, config, what))  # raises the right error: missing or a directory
+    sha256 = file_sha256(path)
+
+    if not cache:
+        vocab = vocab or (ByteVocab() if config.tokenizer == "bytes" else _count_vocab(path, config, what))
+        parts: list[np.ndarray] = []
+        n_unknown = _encode_file(path, config, vocab, unknown, what, parts)
+        ids = np.concatenate(parts) if parts else np.zeros(0, dtype=vocab.dtype)
+        return Corpus(path.stem, path, sha256, config, vocab, ids, n_unknown)
+
+    key_source = {
+        "version": CACHE_VERSION,
+        "sha256": sha256,
+        "text": config.to_dict(),
+        "vocab": vocab.to_dict() if vocab else None,
+        "unknown": unknown if vocab else None,
+    }
+    key = hashlib.sha256(json.dumps(key_source, sort_keys=True).encode()).hexdigest()[:32]
+    folder = chargen_home() / "tokens"
+    ids_path, meta_path = folder / f"{key}.ids", folder / f"{key}.json"
+    if not meta_path.exists():
+        vocab = vocab or (ByteVocab() if config.tokenizer == "bytes" else _count_vocab(path, config, what))
+        folder.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=folder, suffix=".tmp")
+        try:
+            with os.fdopen(fd, "wb") as sink:
+                n_unknown = _encode_file(path, config, vocab, unknown, what, sink)
+            os.replace(tmp, ids_path)
+        finally:
+            if os.path.exists(tmp):
+                os.unlink(tmp)
+        meta = {"vocab": vocab.to_dict(), "dtype": vocab.dtype.str, "unknown": n_unknown, "source": str(path)}
+        meta_path.write_text(json.dumps(meta, ensure_ascii=False), encoding="utf-8")  # last: marks it whole
+    meta = json.loads(meta_path.read_text(encoding="utf-8"))
+    vocab = tokenizer_from_dict(meta["vocab"])
+    size = ids_path.stat().st_size // np.dtype(meta["dtype"]).itemsize
+    ids = (
+        np.memmap(ids_path, dtype=meta["dtype"], mode="r", shape=(size,))
+        if size
+        else np.zeros(0, vocab.dtype)
+    )
+    return Corpus(path.stem, path, sha256, config, vocab, ids, meta["unknown"])

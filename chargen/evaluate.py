@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import math
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 
 from chargen.checkpoint import load_model_weights, load_run
-from chargen.corpus import read_text
+from chargen.corpus import load_corpus
 from chargen.device import resolve_device
 from chargen.errors import CorpusError
 from chargen.model import CharRNN
@@ -27,6 +27,7 @@ class LossStats:
     chars: int  # characters predicted
     loss: float  # mean cross-entropy per character, in nats
     seconds: float = 0.0  # time taken to compute it
+    unknown: int = 0  # characters outside the vocabulary (replaced or skipped before scoring)
 
     @property
     def perplexity(self) -> float:
@@ -40,13 +41,14 @@ class LossStats:
     def chars_per_sec(self) -> float:
         return self.chars / self.seconds if self.seconds > 0 else 0.0
 
-    def to_dict(self) -> dict[str, float]:
+    def to_dict(self) -> dict[str, float | int]:
         return {
             "chars": self.chars,
             "loss": self.loss,
             "perplexity": self.perplexity,
             "bpc": self.bpc,
             "chars_per_sec": self.chars_per_sec,
+            "unknown": self.unknown,
         }
 
 
@@ -120,14 +122,31 @@ def evaluate_ids(
     return LossStats(chars=chars, loss=total.item() / chars, seconds=time.perf_counter() - start)
 
 
-def evaluate_run(run_dir: Path | str, text_file: Path | str | None = None, device: str = "auto") -> LossStats:
-    """A run's best model on `text_file`, or on the run's own validation split when it is None."""
+def evaluate_run(
+    run_dir: Path | str,
+    text_file: Path | str | None = None,
+    device: str = "auto",
+    unknown: str = "error",
+    encoding: str | None = None,
+    errors: str | None = None,
+) -> LossStats:
+    """A run's best model on `text_file`, or on the run's own validation split when it is None.
+
+    The file is read and prepared as the training text was (`encoding` and `errors` may differ);
+    characters outside the vocabulary follow `unknown` and are counted in the result.
+    """
     run = load_run(run_dir)
     torch_device = resolve_device(device)
+    n_unknown = 0
     if text_file is None:
-        text, what = run.validation_text(), "the validation text"
+        ids = run.validation_ids()
     else:
-        text, _ = read_text(text_file, what="text")
-        what = str(text_file)
-    ids = run.vocab.encode(text, what=what)
-    return evaluate_ids(load_model_weights(run, torch_device), ids, torch_device)
+        config = replace(
+            run.text_config,
+            encoding=encoding or run.text_config.encoding,
+            errors=errors or run.text_config.errors,
+        )
+        corpus = load_corpus(text_file, config, vocab=run.vocab, unknown=unknown, cache=False, what="text")
+        ids, n_unknown = corpus.ids, corpus.unknown
+    stats = evaluate_ids(load_model_weights(run, torch_device), ids, torch_device)
+    return replace(stats, unknown=n_unknown)

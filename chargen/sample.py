@@ -9,11 +9,13 @@ import random
 from collections.abc import Iterator
 from contextlib import contextmanager
 
+import numpy as np
 import torch
 
-from chargen.config import SampleConfig
+from chargen.config import SampleConfig, TextConfig
 from chargen.model import CharRNN, expand_state
-from chargen.vocab import Vocab
+from chargen.text import prepare
+from chargen.vocab import Tokenizer
 
 # A model trained with carried state has mostly seen text mid-stream; starting it on a newline
 # (when the corpus has one) puts it where documents and paragraphs begin, instead of at a raw
@@ -44,17 +46,26 @@ def next_ids(logits: torch.Tensor, config: SampleConfig, generator: torch.Genera
     return torch.multinomial(probs, 1, generator=generator).squeeze(1)  # (B,)
 
 
+def encode_prefix(
+    vocab: Tokenizer, prefix: str, text_config: TextConfig, unknown: str = "error"
+) -> np.ndarray:
+    """The ids the model starts from: a line break (where the corpus has them), then the prefix
+    prepared as the training text was. Raises VocabError for an unknown character (by default)."""
+    start = vocab.encode(_START, unknown="skip")
+    ids = np.concatenate(
+        [start, vocab.encode(prepare(prefix, text_config), what="--prefix", unknown=unknown)]
+    )
+    return ids if len(ids) else np.zeros(1, dtype=vocab.dtype)  # no context at all: begin from id 0
+
+
+@torch.inference_mode()  # on a generator, torch applies the mode only while it runs
 def _generate(
-    model: CharRNN, vocab: Vocab, config: SampleConfig, device: torch.device | str
+    model: CharRNN, context: np.ndarray, config: SampleConfig, device: torch.device | str
 ) -> Iterator[torch.Tensor]:
     """Yield a (num_samples,) tensor of new ids per step, `config.length` times."""
-    context = (_START if _START in vocab.chars else "") + config.prefix
-    if not context:  # no newline in the vocabulary and no prefix: any character will do to begin
-        context = vocab.chars[0]
-    ids = torch.from_numpy(vocab.encode(context, what="the prefix").astype("int64")).to(device)
+    ids = torch.from_numpy(context.astype(np.int64)).to(device)
     seed = config.seed if config.seed is not None else random.SystemRandom().randrange(2**31)
     generator = torch.Generator(device=device).manual_seed(seed)
-
     model.eval()
     logits, state = model(ids.view(-1, 1))  # the whole context in one call: (T, 1, V)
     logits = logits[-1].expand(config.num_samples, -1)  # (B, V)
@@ -84,21 +95,39 @@ def _small_steps(device: torch.device, batch_size: int) -> Iterator[None]:
         torch.backends.mkldnn.enabled = mkldnn
 
 
-@torch.inference_mode()
 def sample_stream(
-    model: CharRNN, vocab: Vocab, config: SampleConfig, device: torch.device | str = "cpu"
+    model: CharRNN,
+    vocab: Tokenizer,
+    config: SampleConfig,
+    device: torch.device | str = "cpu",
+    text_config: TextConfig | None = None,
 ) -> Iterator[str]:
-    """The generated characters of the first sample, one by one as they are produced."""
-    for step in _generate(model, vocab, config, device):
-        yield vocab.chars[int(step[0])]
+    """The first sample's text, piece by piece as it is generated (always whole characters).
+
+    The prefix is checked before this returns, so a bad one fails before any output."""
+    context = encode_prefix(vocab, config.prefix, text_config or TextConfig(), config.unknown)
+    decoder = vocab.decoder()
+
+    def pieces() -> Iterator[str]:
+        for step in _generate(model, context, config, device):
+            if text := decoder.decode([int(step[0])]):
+                yield text
+        if text := decoder.decode([], final=True):
+            yield text
+
+    return pieces()
 
 
-@torch.inference_mode()
 def sample_batch(
-    model: CharRNN, vocab: Vocab, config: SampleConfig, device: torch.device | str = "cpu"
+    model: CharRNN,
+    vocab: Tokenizer,
+    config: SampleConfig,
+    device: torch.device | str = "cpu",
+    text_config: TextConfig | None = None,
 ) -> list[str]:
     """`num_samples` generated continuations (without the prefix), computed together as one batch."""
-    steps = list(_generate(model, vocab, config, device))  # stays on the device until the end
+    context = encode_prefix(vocab, config.prefix, text_config or TextConfig(), config.unknown)
+    steps = list(_generate(model, context, config, device))  # stays on the device until the end
     if not steps:
         return [""] * config.num_samples
     ids = torch.stack(steps, dim=1).cpu().numpy()  # (B, length)

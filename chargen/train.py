@@ -24,7 +24,7 @@ from chargen.errors import TrainingError
 from chargen.evaluate import LossStats, evaluate_ids, summed_cross_entropy
 from chargen.model import CharRNN, State, detach_state, mask_state
 from chargen.sample import sample_batch
-from chargen.vocab import Vocab
+from chargen.vocab import Tokenizer
 
 SAMPLE_LENGTH = 200  # characters of the sample shown at each evaluation
 
@@ -123,7 +123,7 @@ def _make_optimizer(model: CharRNN, config: TrainConfig) -> torch.optim.AdamW:
 
 def _sample_prefix(text: str) -> str:
     """A fixed prefix for the samples shown while training: the text's first words."""
-    first_line = text.strip().split("\n", 1)[0]
+    first_line = text.strip().split("\n", 1)[0].replace("\ufffd", "")
     return first_line[:24].rsplit(" ", 1)[0] if len(first_line) > 24 else first_line
 
 
@@ -166,16 +166,16 @@ def train(
     device = resolve_device(config.device)
 
     # Everything that can fail on bad input happens before the run directory is created.
-    vocab = Vocab.from_text(corpus.text)
-    ids = vocab.encode(corpus.text)
-    train_ids, val_ids = split_ids(ids, config.val_fraction)
+    vocab = corpus.vocab
+    train_ids, held_out = split_ids(corpus.ids, config.val_fraction)
+    val_ids = np.array(held_out[: config.eval_chars])  # the validation split, in memory
     batches = StreamBatches(train_ids, config.batch_size, config.bptt)
     model_config = replace(model_config, vocab_size=len(vocab))
     model = CharRNN(model_config).to(device)
 
     run_dir = ckpt.new_run_dir(out, corpus.name, runs_root)
     ckpt.write_json(run_dir / ckpt.VOCAB_JSON, vocab.to_dict())
-    ckpt.write_text_atomic(run_dir / ckpt.VALID_TEXT, corpus.text[len(train_ids) :])
+    ckpt.save_ids(val_ids, run_dir / ckpt.VALID)
     ckpt.write_json(
         run_dir / ckpt.RUN_JSON,
         {
@@ -183,13 +183,16 @@ def train(
             "format_version": ckpt.FORMAT_VERSION,
             "model": model_config.to_dict(),
             "train": config.to_dict(),
+            "text": corpus.config.to_dict(),
             "corpus": {
                 "name": corpus.name,
                 "path": str(corpus.path),
                 "sha256": corpus.sha256,
-                "chars": len(ids),
-                "train_chars": len(train_ids),
-                "val_chars": len(val_ids),
+                "tokens": len(corpus.ids),
+                "unknown": corpus.unknown,
+                "train_tokens": len(train_ids),
+                "val_tokens": len(val_ids),
+                "held_out_tokens": len(held_out),
             },
             "device": str(device),
             "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
@@ -201,9 +204,8 @@ def train(
         )
     )
 
-    return _Loop(
-        model, vocab, config, batches, val_ids, run_dir, device, report, _sample_prefix(corpus.text)
-    ).run()
+    prefix = _sample_prefix(corpus.decode(0, 200))
+    return _Loop(model, vocab, config, batches, val_ids, run_dir, device, report, prefix).run()
 
 
 class _Meter:
@@ -246,7 +248,7 @@ class _Loop:
     def __init__(
         self,
         model: CharRNN,
-        vocab: Vocab,
+        vocab: Tokenizer,
         config: TrainConfig,
         batches: StreamBatches,
         val_ids: np.ndarray,
@@ -257,7 +259,9 @@ class _Loop:
     ) -> None:
         self.model, self.vocab, self.config, self.batches = model, vocab, config, batches
         self.val_ids, self.run_dir, self.device, self.report = val_ids, run_dir, device, report
-        self.sample_config = SampleConfig(prefix=sample_prefix, length=SAMPLE_LENGTH, seed=config.seed)
+        self.sample_config = SampleConfig(
+            prefix=sample_prefix, length=SAMPLE_LENGTH, seed=config.seed, unknown="skip"
+        )
         self.optimizer = _make_optimizer(model, config)
         self.limits = _Limits(config)
         self.warmup = config.warmup_steps

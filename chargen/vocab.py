@@ -1,17 +1,31 @@
-"""Character vocabulary: Unicode code points <-> integer ids. Knows nothing about torch or files."""
+"""Vocabularies: text <-> integer ids, by Unicode code point or by UTF-8 byte. No torch, no files.
+
+Both kinds share one interface (`encode`, `decode`, `decoder`, `to_dict`), so the rest of chargen
+never asks which one it has.
+"""
 
 from __future__ import annotations
 
+import codecs
 from collections.abc import Iterable, Sequence
+from typing import Protocol
 
 import numpy as np
 
 from chargen.errors import VocabError
 
+UNKNOWN = "\ufffd"  # the unknown symbol: Unicode's own replacement character, so it prints as �
 
-def _code_points(text: str) -> np.ndarray:
+
+def code_points(text: str) -> np.ndarray:
     """The code points of `text` as a uint32 array, without a Python loop per character."""
     return np.frombuffer(text.encode("utf-32-le", "surrogatepass"), dtype="<u4")
+
+
+def count_code_points(text: str, counts: np.ndarray | None = None) -> np.ndarray:
+    """Occurrences of every code point (an array indexed by code point), added to `counts`."""
+    new = np.bincount(code_points(text), minlength=0x110000)
+    return new if counts is None else counts + new
 
 
 def describe_chars(chars: Iterable[str], limit: int = 10) -> str:
@@ -21,19 +35,46 @@ def describe_chars(chars: Iterable[str], limit: int = 10) -> str:
     return shown + (f" and {len(chars) - limit} more" if len(chars) > limit else "")
 
 
+def _smallest_dtype(size: int) -> np.dtype:
+    return np.dtype(np.uint8 if size <= 256 else np.uint16 if size <= 65536 else np.uint32)
+
+
+class StreamDecoder(Protocol):
+    def decode(self, ids: Sequence[int], final: bool = False) -> str: ...
+
+
 class Vocab:
-    """The characters a model knows, sorted by code point; id i is the i-th character."""
+    """The characters a model knows, sorted by code point; id i is the i-th character.
+
+    When the vocabulary has the unknown symbol U+FFFD, characters outside it can be mapped to it.
+    """
+
+    kind = "chars"
 
     def __init__(self, chars: Sequence[str]) -> None:
         if len(set(chars)) != len(chars) or any(len(c) != 1 for c in chars):
             raise VocabError("a vocabulary must be a list of distinct single characters")
         self.chars = sorted(chars)
-        self._codes = np.array([ord(c) for c in self.chars], dtype=np.uint32)
+        codes = np.array([ord(c) for c in self.chars], dtype=np.int64)
+        # code point -> id, or -1; one gather encodes a whole text.
+        self._table = np.full(int(codes.max()) + 1 if len(codes) else 1, -1, dtype=np.int32)
+        self._table[codes] = np.arange(len(codes), dtype=np.int32)
         self._lookup = np.array(self.chars)  # id -> character, for vectorised decoding
+        self.unknown_id = self.chars.index(UNKNOWN) if UNKNOWN in self.chars else None
 
     @classmethod
-    def from_text(cls, text: str) -> Vocab:
-        return cls([chr(c) for c in np.unique(_code_points(text))])
+    def from_text(cls, text: str, min_count: int = 1, with_unknown: bool = False) -> Vocab:
+        return cls.from_counts(count_code_points(text), min_count, with_unknown)
+
+    @classmethod
+    def from_counts(cls, counts: np.ndarray, min_count: int = 1, with_unknown: bool = False) -> Vocab:
+        """Characters seen at least `min_count` times; the unknown symbol joins when any were
+        left out, or when `with_unknown` asks for it."""
+        kept = np.flatnonzero(counts >= min_count)
+        chars = [chr(c) for c in kept]
+        if (with_unknown or (counts > 0).sum() > len(kept)) and UNKNOWN not in chars:
+            chars.append(UNKNOWN)
+        return cls(chars)
 
     def __len__(self) -> int:
         return len(self.chars)
@@ -44,32 +85,115 @@ class Vocab:
     @property
     def dtype(self) -> np.dtype:
         """The smallest unsigned integer type that holds every id."""
-        return np.dtype(np.uint8 if len(self) <= 256 else np.uint16 if len(self) <= 65536 else np.uint32)
+        return _smallest_dtype(len(self))
+
+    def _lookup_ids(self, codes: np.ndarray) -> np.ndarray:
+        inside = codes < len(self._table)
+        return np.where(inside, self._table[np.where(inside, codes, 0)], -1)
 
     def unknown_chars(self, text: str) -> list[str]:
         """The distinct characters of `text` that are not in the vocabulary, in code-point order."""
-        codes = np.unique(_code_points(text))
-        return [chr(c) for c in codes[~np.isin(codes, self._codes)]]
+        codes = code_points(text)
+        return [chr(c) for c in np.unique(codes[self._lookup_ids(codes) < 0])]
 
-    def encode(self, text: str, what: str = "the text") -> np.ndarray:
-        """Ids of every character of `text`; raises VocabError naming any unknown characters."""
-        codes = _code_points(text)
-        ids = np.searchsorted(self._codes, codes)
-        ids[ids == len(self)] = 0  # out of range: cannot match, caught just below
-        if len(self) == 0 or not np.array_equal(self._codes[ids], codes):
-            unknown = self.unknown_chars(text)
-            raise VocabError(
-                f"{what} has {len(unknown)} character(s) the model has never seen: "
-                f"{describe_chars(unknown)}; remove them or train on text that contains them"
-            )
-        return ids.astype(self.dtype)
+    def encode_counting(
+        self, text: str, what: str = "the text", unknown: str = "error"
+    ) -> tuple[np.ndarray, int]:
+        """Ids of `text` and how many of its characters were unknown.
+
+        unknown="error" raises VocabError naming them; "replace" maps them to the unknown symbol
+        (when the vocabulary has none, to nothing: they are dropped); "skip" drops them.
+        """
+        ids = self._lookup_ids(code_points(text))
+        missing = ids < 0
+        n_unknown = int(missing.sum())
+        if n_unknown:
+            if unknown == "error":
+                unknown_chars = self.unknown_chars(text)
+                raise VocabError(
+                    f"{what} has {len(unknown_chars)} character(s) the model has never seen: "
+                    f"{describe_chars(unknown_chars)}; remove them, or pass --unknown replace or skip"
+                )
+            if unknown == "replace" and self.unknown_id is not None:
+                ids[missing] = self.unknown_id
+            else:
+                ids = ids[~missing]
+        return ids.astype(self.dtype), n_unknown
+
+    def encode(self, text: str, what: str = "the text", unknown: str = "error") -> np.ndarray:
+        return self.encode_counting(text, what, unknown)[0]
 
     def decode(self, ids: Iterable[int] | np.ndarray) -> str:
         return "".join(self._lookup[np.asarray(ids, dtype=np.int64)].tolist())
 
-    def to_dict(self) -> dict:
-        return {"chars": self.chars}
+    def decoder(self) -> StreamDecoder:
+        return _CharDecoder(self)
 
-    @classmethod
-    def from_dict(cls, data: dict) -> Vocab:
-        return cls(data["chars"])
+    def to_dict(self) -> dict:
+        return {"kind": self.kind, "chars": self.chars}
+
+
+class _CharDecoder:
+    def __init__(self, vocab: Vocab) -> None:
+        self.vocab = vocab
+
+    def decode(self, ids: Sequence[int], final: bool = False) -> str:
+        return self.vocab.decode(ids)
+
+
+class ByteVocab:
+    """UTF-8 bytes as symbols: 256 of them, so no text is ever unknown."""
+
+    kind = "bytes"
+    unknown_id = None
+    dtype = np.dtype(np.uint8)
+
+    def __len__(self) -> int:
+        return 256
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, ByteVocab)
+
+    def unknown_chars(self, text: str) -> list[str]:
+        return []
+
+    def encode_counting(
+        self, text: str, what: str = "the text", unknown: str = "error"
+    ) -> tuple[np.ndarray, int]:
+        return np.frombuffer(text.encode("utf-8", "surrogatepass"), dtype=np.uint8).copy(), 0
+
+    def encode(self, text: str, what: str = "the text", unknown: str = "error") -> np.ndarray:
+        return self.encode_counting(text)[0]
+
+    def decode(self, ids: Iterable[int] | np.ndarray) -> str:
+        """Text of the bytes; an invalid or incomplete sequence becomes U+FFFD."""
+        return np.asarray(ids, dtype=np.uint8).tobytes().decode("utf-8", "replace")
+
+    def decoder(self) -> StreamDecoder:
+        return _ByteDecoder()
+
+    def to_dict(self) -> dict:
+        return {"kind": self.kind}
+
+
+class _ByteDecoder:
+    """Holds back an incomplete UTF-8 sequence until its last byte arrives, so streamed output is
+    always valid text; an invalid sequence is replaced with U+FFFD."""
+
+    def __init__(self) -> None:
+        self._decoder = codecs.getincrementaldecoder("utf-8")("replace")
+
+    def decode(self, ids: Sequence[int], final: bool = False) -> str:
+        return self._decoder.decode(bytes(ids), final)
+
+
+Tokenizer = Vocab | ByteVocab
+
+
+def tokenizer_from_dict(data: dict) -> Tokenizer:
+    kind = data.get("kind", "chars")
+    if kind == "bytes":
+        return ByteVocab()
+    if kind == "chars":
+        return Vocab(data["chars"])
+    raise VocabError(f"unknown vocabulary kind {kind!r}")

@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+import os
+import tempfile
 from pathlib import Path
 
 import pytest
 
-from chargen.config import ModelConfig, TrainConfig
+# Caches and downloads go to a private folder, never the user's own cache.
+os.environ["CHARGEN_HOME"] = tempfile.mkdtemp(prefix="chargen-home-")
+
+from chargen.config import ModelConfig, TextConfig, TrainConfig
 from chargen.corpus import Corpus, load_corpus
 from chargen.train import TrainSummary, train
 
@@ -17,16 +22,25 @@ TINY_MODEL = ModelConfig(hidden=48, embed=16, layers=2, dropout=0.0)
 TINY_TRAIN = TrainConfig(batch_size=8, bptt=32, max_steps=60, eval_every=30, log_every=10, seed=0)
 
 
+def corpus_from_text(
+    folder: Path, text: str, name: str = "small", config: TextConfig | None = None
+) -> Corpus:
+    """A corpus read from a file holding `text`, as a user's would be."""
+    path = folder / f"{name}.txt"
+    path.write_text(text, encoding="utf-8")
+    return load_corpus(path, config)
+
+
 @pytest.fixture(scope="session")
-def timemachine() -> Corpus:
+def timemachine_text() -> str:
     path = SHARED_CORPORA / "timemachine.txt"
     assert path.exists(), f"the shared corpora are expected at {SHARED_CORPORA} (../shared beside the repo)"
-    return load_corpus(path)
+    return path.read_text(encoding="utf-8")
 
 
 @pytest.fixture(scope="session")
-def tiny_run(timemachine: Corpus, tmp_path_factory: pytest.TempPathFactory) -> TrainSummary:
+def tiny_run(timemachine_text: str, tmp_path_factory: pytest.TempPathFactory) -> TrainSummary:
     """A tiny model trained for 60 steps on the first 40,000 characters of The Time Machine."""
-    small = Corpus(name="tm-small", path=timemachine.path, text=timemachine.text[:40_000], sha256="-")
-    out = tmp_path_factory.mktemp("runs") / "tiny"
-    return train(small, TINY_MODEL, TINY_TRAIN, out=out)
+    folder = tmp_path_factory.mktemp("runs")
+    small = corpus_from_text(folder, timemachine_text[:40_000], "tm-small")
+    return train(small, TINY_MODEL, TINY_TRAIN, out=folder / "tiny")

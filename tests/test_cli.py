@@ -8,17 +8,16 @@ from typer.testing import CliRunner
 
 from chargen import checkpoint as ckpt
 from chargen.cli import app
-from chargen.corpus import Corpus
 
 runner = CliRunner()
 TINY = ["--hidden", "32", "--embed", "16", "--layers", "1", "--batch-size", "4", "--bptt", "16"]
 
 
 @pytest.fixture
-def corpus_file(timemachine: Corpus, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+def corpus_file(timemachine_text: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     monkeypatch.chdir(tmp_path)  # runs/ is made in the working directory
     path = tmp_path / "small.txt"
-    path.write_text(timemachine.text[:30_000], encoding="utf-8")
+    path.write_text(timemachine_text[:30_000], encoding="utf-8")
     return path
 
 
@@ -43,7 +42,7 @@ def test_train_sample_eval(corpus_file: Path) -> None:
     result = runner.invoke(app, ["eval", "--json"])
     assert result.exit_code == 0, result.output
     figures = json.loads(result.stdout)
-    assert set(figures) == {"chars", "loss", "perplexity", "bpc", "chars_per_sec"}
+    assert {"chars", "loss", "perplexity", "bpc", "chars_per_sec"} <= set(figures)
     summary = json.loads((Path("runs/latest") / ckpt.SUMMARY).read_text())
     assert abs(figures["bpc"] - summary["best"]["bpc"]) < 1e-4
 

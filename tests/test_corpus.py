@@ -1,16 +1,81 @@
+import unicodedata
 from pathlib import Path
 
+import numpy as np
 import pytest
 
-from chargen.corpus import load_corpus
-from chargen.errors import CorpusError
+from chargen.config import TextConfig
+from chargen.corpus import chargen_home, load_corpus
+from chargen.errors import CorpusError, VocabError
+from chargen.vocab import UNKNOWN, ByteVocab
+
+# Turkish, Portuguese, CJK, emoji with a ZWJ sequence and skin tones, a keycap, combining marks.
+MIXED = (
+    "İstanbul'da ığdır şöyle çöp üzüm; ação, pão, coração, é\n"
+    "東京と大阪 👩‍👩‍👧‍👦 👍🏽 👋🏿 1️⃣ #️⃣ ❤️ naïve ñ a\u0308\u0301\n"
+)
+MIXED_NFC = unicodedata.normalize("NFC", MIXED)  # 'a' + diaeresis + acute becomes 'ä' + acute
 
 
-def test_reads_utf8_and_drops_a_byte_order_mark(tmp_path: Path) -> None:
-    path = tmp_path / "t.txt"
-    path.write_bytes("\ufeffşapka ação".encode())
-    corpus = load_corpus(path)
-    assert corpus.text == "şapka ação" and corpus.name == "t"
+def _write(tmp_path: Path, content: bytes | str, name: str = "t.txt") -> Path:
+    path = tmp_path / name
+    path.write_bytes(content if isinstance(content, bytes) else content.encode("utf-8"))
+    return path
+
+
+def test_reads_utf8_drops_a_byte_order_mark_and_round_trips(tmp_path: Path) -> None:
+    corpus = load_corpus(_write(tmp_path, "\ufeff" + MIXED))
+    assert corpus.decode().encode() == MIXED_NFC.encode()  # byte-exact after NFC
+    assert corpus.name == "t" and corpus.unknown == 0
+    assert set(corpus.vocab.chars) == set(MIXED_NFC)
+
+
+def test_nfc_makes_one_character_of_a_letter_and_its_combining_mark(tmp_path: Path) -> None:
+    decomposed = "s\u0327apka e\u0301"  # s + combining cedilla, e + combining acute
+    corpus = load_corpus(_write(tmp_path, decomposed))
+    assert corpus.decode() == "şapka é"
+    raw = load_corpus(_write(tmp_path, decomposed, "raw.txt"), TextConfig(normalize="none"))
+    assert raw.decode() == decomposed and "\u0327" in raw.vocab.chars
+
+
+def test_bytes_tokenizer_has_256_symbols_and_round_trips(tmp_path: Path) -> None:
+    corpus = load_corpus(_write(tmp_path, MIXED), TextConfig(tokenizer="bytes"))
+    assert isinstance(corpus.vocab, ByteVocab) and len(corpus.vocab) == 256
+    assert corpus.ids.tobytes() == MIXED_NFC.encode() and corpus.decode() == MIXED_NFC
+
+
+def test_lowercase_and_min_count(tmp_path: Path) -> None:
+    corpus = load_corpus(_write(tmp_path, "Aaaa bbb cC zz q"), TextConfig(lowercase=True, min_count=2))
+    assert corpus.vocab.chars == [" ", "a", "b", "c", "z", UNKNOWN]
+    assert corpus.unknown == 1 and corpus.decode().endswith(UNKNOWN)
+
+
+def test_d2l_preset_keeps_letters_and_one_space(tmp_path: Path) -> None:
+    corpus = load_corpus(
+        _write(tmp_path, "The Time-Machine, 1895!\n  by H. G. Wells"), TextConfig(preset="d2l")
+    )
+    assert corpus.decode() == "the time machine by h g wells"
+    assert UNKNOWN in corpus.vocab.chars  # as in the book: letters, space and <unk>
+
+
+def test_the_cache_maps_the_ids_and_is_keyed_by_settings(tmp_path: Path) -> None:
+    path = _write(tmp_path, "abc " * 1000)
+    first = load_corpus(path)
+    assert isinstance(first.ids, np.memmap) and first.ids.dtype == np.uint8
+    assert len(list((chargen_home() / "tokens").glob("*.ids"))) >= 1
+    again = load_corpus(path)
+    assert again.ids.filename == first.ids.filename and np.array_equal(again.ids, first.ids)
+    other = load_corpus(path, TextConfig(tokenizer="bytes"))
+    assert other.ids.filename != first.ids.filename
+
+
+def test_a_given_vocabulary_and_unknown_policies(tmp_path: Path) -> None:
+    vocab = load_corpus(_write(tmp_path, "abc abc")).vocab
+    path = _write(tmp_path, "abz", "other.txt")
+    with pytest.raises(VocabError, match=r"'z' \(U\+007A\)"):
+        load_corpus(path, vocab=vocab, unknown="error", cache=False)
+    skipped = load_corpus(path, vocab=vocab, unknown="skip", cache=False)
+    assert skipped.decode() == "ab" and skipped.unknown == 1
 
 
 @pytest.mark.parametrize(
@@ -18,16 +83,21 @@ def test_reads_utf8_and_drops_a_byte_order_mark(tmp_path: Path) -> None:
     [
         (b"", "is empty"),
         (b" \n\t\n", "only white space"),
-        (b"abc\x00def", "NUL bytes"),
-        ("line one\nbad é".encode("latin-1"), r"not valid UTF-8 at line 2, column 5"),
-        ("hi".encode("utf-16"), "NUL bytes|not valid UTF-8"),
+        (b"abc\x00def", "NUL characters"),
+        ("line one\nbad é".encode("latin-1"), r"not valid utf-8 at line 2, column 5 \(byte 13\)"),
+        ("hi".encode("utf-16"), r"not valid utf-8 at line 1, column 1 \(byte 0\).*--encoding"),
     ],
 )
 def test_unusable_files_are_refused_with_the_reason(tmp_path: Path, content: bytes, message: str) -> None:
-    path = tmp_path / "bad.txt"
-    path.write_bytes(content)
     with pytest.raises(CorpusError, match=message):
-        load_corpus(path)
+        load_corpus(_write(tmp_path, content, "bad.txt"))
+
+
+def test_other_encodings_and_replacing_bad_bytes(tmp_path: Path) -> None:
+    utf16 = _write(tmp_path, "şapka".encode("utf-16"), "u16.txt")
+    assert load_corpus(utf16, TextConfig(encoding="utf-16")).decode() == "şapka"
+    latin = _write(tmp_path, "café".encode("latin-1"), "l1.txt")
+    assert load_corpus(latin, TextConfig(errors="replace")).decode() == "caf\ufffd"
 
 
 def test_missing_file_and_directory(tmp_path: Path) -> None:

@@ -8,12 +8,11 @@ import torch
 
 from chargen import checkpoint as ckpt
 from chargen.config import ModelConfig, TrainConfig
-from chargen.corpus import Corpus
 from chargen.errors import ChargenError
 from chargen.evaluate import evaluate_run
 from chargen.model import CharRNN
 from chargen.train import TrainSummary, lr_at, train, train_step
-from tests.conftest import TINY_MODEL, TINY_TRAIN
+from tests.conftest import TINY_MODEL, TINY_TRAIN, corpus_from_text
 
 
 def test_train_step_detaches_but_carries_the_state() -> None:
@@ -47,7 +46,7 @@ def test_a_run_directory_holds_everything(tiny_run: TrainSummary) -> None:
         ckpt.LAST,
         ckpt.METRICS,
         ckpt.SUMMARY,
-        ckpt.VALID_TEXT,
+        ckpt.VALID,
     )
     for name in expected:
         assert (run_dir / name).is_file(), name
@@ -73,8 +72,8 @@ def test_eval_reproduces_the_recorded_best_figure(tiny_run: TrainSummary) -> Non
     assert abs(stats.bpc - tiny_run.best.bpc) < 1e-4
 
 
-def test_the_same_seed_trains_the_same_weights(timemachine: Corpus, tmp_path: Path) -> None:
-    small = Corpus("s", timemachine.path, timemachine.text[:20_000], "-")
+def test_the_same_seed_trains_the_same_weights(timemachine_text: str, tmp_path: Path) -> None:
+    small = corpus_from_text(tmp_path, timemachine_text[:20_000])
     config = TrainConfig(batch_size=4, bptt=16, max_steps=8, eval_every=8, seed=3)
     a = train(small, TINY_MODEL, config, out=tmp_path / "a")
     b = train(small, TINY_MODEL, config, out=tmp_path / "b")
@@ -83,14 +82,14 @@ def test_the_same_seed_trains_the_same_weights(timemachine: Corpus, tmp_path: Pa
 
 
 def test_bad_input_writes_nothing(tmp_path: Path) -> None:
-    tiny = Corpus("t", tmp_path / "t.txt", "too short a text " * 3, "-")
+    tiny = corpus_from_text(tmp_path, "too short a text " * 3)
     with pytest.raises(ChargenError, match="--batch-size"):
         train(tiny, TINY_MODEL, TINY_TRAIN, out=tmp_path / "run")
     assert not (tmp_path / "run").exists()
 
 
-def test_default_run_directory_and_latest_link(timemachine: Corpus, tmp_path: Path) -> None:
-    small = Corpus("tm", timemachine.path, timemachine.text[:20_000], "-")
+def test_default_run_directory_and_latest_link(timemachine_text: str, tmp_path: Path) -> None:
+    small = corpus_from_text(tmp_path, timemachine_text[:20_000], "tm")
     config = TrainConfig(batch_size=4, bptt=16, max_steps=2, eval_every=2, seed=0)
     summary = train(small, TINY_MODEL, config, runs_root=tmp_path / "runs")
     assert summary.run_dir.parent == tmp_path / "runs" and summary.run_dir.name.startswith("tm-")

@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 
 from chargen.errors import VocabError
-from chargen.vocab import Vocab
+from chargen.vocab import Vocab, tokenizer_from_dict
 
 MIXED = "İstanbul'da ığdır şöyle çüş; ação, pão e coração; 東京 😀👍🏽 e\u0301 end\n"
 
@@ -32,4 +32,4 @@ def test_unknown_characters_are_named() -> None:
 
 def test_serialisation_round_trip() -> None:
     vocab = Vocab.from_text(MIXED)
-    assert Vocab.from_dict(vocab.to_dict()) == vocab
+    assert tokenizer_from_dict(vocab.to_dict()) == vocab
