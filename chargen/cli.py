@@ -116,6 +116,27 @@ class _TrainProgress:
             self.bar.close()
 
 
+class _DownloadBar:
+    """A byte progress bar for a named corpus being downloaded; silent when nothing is."""
+
+    def __init__(self) -> None:
+        self.bar: tqdm | None = None
+
+    def __call__(self, done: int, total: int) -> None:
+        from tqdm import tqdm
+
+        if self.bar is None:
+            self.bar = tqdm(total=total, unit="B", unit_scale=True, desc="downloading", file=sys.stderr)
+        self.bar.update(done - self.bar.n)
+
+    def __enter__(self) -> _DownloadBar:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self.bar is not None:
+            self.bar.close()
+
+
 def _print_summary(summary: TrainSummary) -> None:
     table = Table(title="training finished", show_header=False, title_justify="left")
     table.add_row("run", str(summary.run_dir))
@@ -138,7 +159,10 @@ def _print_summary(summary: TrainSummary) -> None:
 @app.command()
 def train(
     corpus: Annotated[
-        Path | None, typer.Argument(help="UTF-8 text file to train on. Default: the project's own corpus.")
+        str | None,
+        typer.Argument(
+            help="Text file, or a named corpus (see `chargen corpora`). Default: the built-in corpus."
+        ),
     ] = None,
     out: Annotated[
         Path | None, typer.Option(help="Run directory to create. Default: runs/CORPUS-TIMESTAMP.")
@@ -246,11 +270,11 @@ def train(
             tokenizer=tokenizer,
             min_count=min_count,
         )
+        with _DownloadBar() as download:
+            data = load_corpus(corpus, text_config, progress=download)
         progress = _TrainProgress()
         try:
-            summary = run_training(
-                load_corpus(corpus, text_config), model_config, train_config, out, progress
-            )
+            summary = run_training(data, model_config, train_config, out, progress)
         finally:
             progress.close()
         _print_summary(summary)
@@ -356,6 +380,24 @@ def evaluate(
         if stats.unknown:
             done = {"replace": "replaced", "skip": "skipped"}[unknown]
             table.add_row("unknown characters", f"{stats.unknown:,} ({done})")
+        Console().print(table)
+
+
+@app.command()
+def corpora() -> None:
+    """List the named corpora `chargen train NAME` accepts, and where each would come from.
+
+    Example: `chargen corpora`, then `chargen train tinyshakespeare`. Set CHARGEN_CORPORA to a
+    directory holding the files to work offline.
+    """
+    with _user_errors():
+        from chargen import catalogue
+
+        table = Table("name", "what", "size", "licence", "source now")
+        for entry in catalogue.entries().values():
+            table.add_row(
+                entry.name, entry.title, f"{entry.bytes / 1e6:.1f} MB", entry.licence, catalogue.where(entry)
+            )
         Console().print(table)
 
 

@@ -16,21 +16,15 @@ from pathlib import Path
 
 import numpy as np
 
+from chargen import catalogue
 from chargen.config import TextConfig
 from chargen.errors import CorpusError
+from chargen.paths import CORPORA_DIR, chargen_home
 from chargen.text import Preparer, read_chunks
 from chargen.vocab import ByteVocab, Tokenizer, Vocab, count_code_points, tokenizer_from_dict
 
-CORPORA_DIR = Path(__file__).resolve().parent.parent / "corpora"
 DEFAULT_CORPUS = CORPORA_DIR / "the-lamp-at-pellow-point.txt"
 CACHE_VERSION = 1  # bump when the cached format or the encoding rules change
-
-
-def chargen_home() -> Path:
-    """Where chargen keeps caches and downloads: $CHARGEN_HOME, else the user's cache directory."""
-    if os.environ.get("CHARGEN_HOME"):
-        return Path(os.environ["CHARGEN_HOME"])
-    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "chargen"
 
 
 @dataclass
@@ -77,6 +71,29 @@ def _encode_file(path: Path, config: TextConfig, vocab: Tokenizer, unknown: str,
     return n_unknown
 
 
+def resolve_path(
+    path: Path | str | None, progress: catalogue.Progress | None = None, what: str = "corpus"
+) -> tuple[Path, str]:
+    """The file to read and the corpus's name: the default corpus for None, a named corpus from the
+    catalogue for a name that is not a file, else the path itself."""
+    if path is None:
+        if not DEFAULT_CORPUS.exists():
+            raise CorpusError(
+                f"the default corpus {DEFAULT_CORPUS} is missing (chargen must be installed from a "
+                "source checkout with `pip install -e .`); give a CORPUS file instead"
+            )
+        return DEFAULT_CORPUS, DEFAULT_CORPUS.stem
+    path = Path(path)
+    if path.is_dir():
+        raise CorpusError(f"{what} {path} is a directory; give a text file")
+    if path.exists():
+        return path, path.stem
+    named = catalogue.entries()
+    if str(path) in named:
+        return catalogue.resolve(str(path), progress), str(path)
+    raise CorpusError(f"{what} file not found: {path} (named corpora: {', '.join(named) or 'none'})")
+
+
 def load_corpus(
     path: Path | str | None = None,
     config: TextConfig | None = None,
@@ -84,24 +101,17 @@ def load_corpus(
     unknown: str = "replace",
     cache: bool = True,
     what: str = "corpus",
+    progress: catalogue.Progress | None = None,
 ) -> Corpus:
     """The file's token ids and vocabulary (built from the file, unless `vocab` is given).
 
-    With no path, the project's own default corpus. Characters outside a given vocabulary follow
-    `unknown` ("error", "replace" or "skip"). With `cache`, the ids are stored under
-    chargen_home() and memory-mapped.
+    `path` may also name a corpus of the catalogue (`timemachine`), downloaded with `progress`
+    reports if need be; with no path, the project's own default corpus. Characters outside a
+    given vocabulary follow `unknown` ("error", "replace" or "skip"). With `cache`, the ids are
+    stored under chargen_home() and memory-mapped.
     """
     config = config or TextConfig()
-    if path is None:
-        if not DEFAULT_CORPUS.exists():
-            raise CorpusError(
-                f"the default corpus {DEFAULT_CORPUS} is missing (chargen must be installed from a "
-                "source checkout with `pip install -e .`); give a CORPUS file instead"
-            )
-        path = DEFAULT_CORPUS
-    path = Path(path)
-    if not path.is_file():
-        next(read_chunks(path, config, what))  # raises the right error: missing or a directory
+    path, name = resolve_path(path, progress, what)
     sha256 = file_sha256(path)
 
     if not cache:
@@ -109,7 +119,7 @@ def load_corpus(
         parts: list[np.ndarray] = []
         n_unknown = _encode_file(path, config, vocab, unknown, what, parts)
         ids = np.concatenate(parts) if parts else np.zeros(0, dtype=vocab.dtype)
-        return Corpus(path.stem, path, sha256, config, vocab, ids, n_unknown)
+        return Corpus(name, path, sha256, config, vocab, ids, n_unknown)
 
     key_source = {
         "version": CACHE_VERSION,
@@ -122,8 +132,11 @@ def load_corpus(
     folder = chargen_home() / "tokens"
     ids_path, meta_path = folder / f"{key}.ids", folder / f"{key}.json"
     if not meta_path.exists():
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+        except OSError:  # no writable cache: work in memory instead
+            return load_corpus(path, config, vocab, unknown, cache=False, what=what)
         vocab = vocab or (ByteVocab() if config.tokenizer == "bytes" else _count_vocab(path, config, what))
-        folder.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(dir=folder, suffix=".tmp")
         try:
             with os.fdopen(fd, "wb") as sink:
@@ -142,4 +155,4 @@ def load_corpus(
         if size
         else np.zeros(0, vocab.dtype)
     )
-    return Corpus(path.stem, path, sha256, config, vocab, ids, meta["unknown"])
+    return Corpus(name, path, sha256, config, vocab, ids, meta["unknown"])

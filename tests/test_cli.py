@@ -1,6 +1,7 @@
 """The command line end to end, on a tiny model: train -> sample -> eval, and bad input."""
 
 import json
+import unicodedata
 from pathlib import Path
 
 import pytest
@@ -80,3 +81,66 @@ def test_help_has_examples() -> None:
     for command in ("train", "sample", "eval"):
         result = runner.invoke(app, [command, "--help"])
         assert result.exit_code == 0 and "Example" in result.output
+
+
+MIXED = (
+    "İstanbul'da ığdır şöyle çöp üzüm; ação, pão, coração, é. 東京と大阪. "
+    "👩‍👩‍👧‍👦 👍🏽 👋🏿 1️⃣ #️⃣ ❤️ naïve ñ a\u0308\u0301\n"
+) * 60
+
+
+@pytest.mark.parametrize("tokenizer", ["chars", "bytes"])
+def test_any_unicode_text_round_trips_through_train_sample_eval(
+    tokenizer: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    Path("mixed.txt").write_text(MIXED, encoding="utf-8")
+    args = ["train", "mixed.txt", *TINY, "--max-steps", "20", "--eval-every", "10", "--out", "run"]
+    result = runner.invoke(app, [*args, "--tokenizer", tokenizer, "--seed", "0"])
+    assert result.exit_code == 0, result.output
+    vocab = json.loads(Path("run/vocab.json").read_text(encoding="utf-8"))
+    if tokenizer == "chars":
+        assert set(vocab["chars"]) == set(unicodedata.normalize("NFC", MIXED))
+
+    result = runner.invoke(app, ["eval", "mixed.txt", "--model", "run", "--json"])
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)["unknown"] == 0
+
+    for extra in ([], ["--num-samples", "3"]):
+        result = runner.invoke(
+            app, ["sample", "--model", "run", "--prefix", "şöyle 👍🏽", "--length", "300", *extra]
+        )
+        assert result.exit_code == 0, result.output
+        assert result.stdout_bytes.decode("utf-8")  # valid UTF-8, strictly
+        assert result.stdout.startswith("şöyle 👍🏽")
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        ("line one\nbad é".encode("latin-1"), "not valid utf-8 at line 2, column 5"),
+        ("şapka".encode("utf-16"), "not valid utf-8 at line 1, column 1"),
+        (b"text\x00more", "NUL characters"),
+        (b"", "is empty"),
+        (b"  \n\n \t", "only white space"),
+    ],
+)
+def test_bad_corpus_files_get_one_line_and_no_run(
+    content: bytes, message: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    Path("bad.txt").write_bytes(content)
+    error = _one_line_error(runner.invoke(app, ["train", "bad.txt", "--out", "run"]))
+    assert "bad.txt" in error and message in error
+    assert not Path("run").exists() and not Path("runs").exists()
+
+
+def test_unknown_characters_in_an_eval_text(corpus_file: Path, tmp_path: Path) -> None:
+    trained = runner.invoke(app, ["train", str(corpus_file), *TINY, "--max-steps", "2", "--eval-every", "2"])
+    assert trained.exit_code == 0, trained.output
+    Path("odd.txt").write_text("The Time Traveller ☃☃ smiled.\n", encoding="utf-8")
+    assert "'☃' (U+2603)" in _one_line_error(runner.invoke(app, ["eval", "odd.txt"]))
+    result = runner.invoke(app, ["eval", "odd.txt", "--unknown", "skip", "--json"])
+    assert result.exit_code == 0, result.output
+    figures = json.loads(result.stdout)
+    assert figures["unknown"] == 2 and figures["chars"] == len("The Time Traveller  smiled.\n") - 1
