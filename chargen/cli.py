@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 from rich.console import Console
 from rich.table import Table
+from typer.core import TyperGroup
 
 from chargen import __version__
 from chargen.config import (
@@ -32,7 +33,31 @@ if TYPE_CHECKING:
 
     from chargen.train import Report, TrainSummary
 
+
+class _OneLineErrors(TyperGroup):
+    """Usage mistakes (a bad value, an unknown option) as one line on stderr, like every other error."""
+
+    def main(self, *args: Any, standalone_mode: bool = True, **kwargs: Any) -> Any:
+        if not standalone_mode:
+            return super().main(*args, standalone_mode=False, **kwargs)
+        try:
+            code = super().main(*args, standalone_mode=False, **kwargs)
+        except typer.TyperException as error:  # typer's (vendored click's) usage errors
+            message = error.format_message() if hasattr(error, "format_message") else str(error)
+            if not message and getattr(error, "ctx", None):  # no arguments at all: show the help
+                typer.echo(error.ctx.get_help())
+                sys.exit(0)
+            hint = f" (see '{error.ctx.command_path} --help')" if getattr(error, "ctx", None) else ""
+            err.print(f"Error: {message}{hint}", markup=False, highlight=False, soft_wrap=True)
+            sys.exit(getattr(error, "exit_code", 2))
+        except typer.Abort:
+            err.print("Aborted.")
+            sys.exit(130)
+        sys.exit(code if isinstance(code, int) else 0)
+
+
 app = typer.Typer(
+    cls=_OneLineErrors,
     help="Character-level RNN language models: train on a text, sample from it, evaluate it.",
     no_args_is_help=True,
     add_completion=False,
