@@ -7,7 +7,9 @@ file or the new one.
     run.json            format version, model and training configuration, corpus details
     vocab.json          the characters, in id order
     best.safetensors    the weights with the lowest validation loss so far
-    last.safetensors    the latest weights
+    checkpoint.safetensors  everything to resume exactly: weights, optimiser, carried state,
+                        random generators, and the loop's position (as JSON metadata), in one
+                        file so that one rename keeps them consistent
     metrics.jsonl       one JSON object per logged step and per evaluation
     summary.json        final figures, written when training ends
     valid.safetensors   the validation ids, so `chargen eval` needs nothing else
@@ -27,9 +29,10 @@ from typing import Any
 
 import numpy as np
 import torch
-from safetensors import SafetensorError
+from safetensors import SafetensorError, safe_open
 from safetensors.numpy import load_file, save_file
 from safetensors.torch import load_model, save_model
+from safetensors.torch import save_file as save_torch_file
 
 from chargen.config import ModelConfig, TextConfig, TrainConfig
 from chargen.errors import ChargenError, RunError
@@ -45,7 +48,7 @@ RUN_JSON, VOCAB_JSON, METRICS, SUMMARY, VALID = (
     "summary.json",
     "valid.safetensors",
 )
-BEST, LAST = "best.safetensors", "last.safetensors"
+BEST, CHECKPOINT = "best.safetensors", "checkpoint.safetensors"
 LATEST = "latest"  # symbolic link, beside the runs, to the newest one
 _UMASK = os.umask(0)
 os.umask(_UMASK)
@@ -84,6 +87,32 @@ def append_jsonl(path: Path, record: dict[str, Any]) -> None:
 def save_weights(model: CharRNN, path: Path) -> None:
     with _atomic_path(path) as tmp:
         save_model(model, str(tmp))  # handles the tied embedding/output matrix
+
+
+def save_checkpoint(path: Path, tensors: dict[str, torch.Tensor], position: dict[str, Any]) -> None:
+    """Tensors (weights, optimiser moments, state, generator states) and the loop's position."""
+    # safetensors refuses tensors that share memory (a tied matrix), so each is saved as its own copy.
+    plain = {name: t.detach().to("cpu").clone().contiguous() for name, t in tensors.items()}
+    with _atomic_path(path) as tmp:
+        save_torch_file(plain, str(tmp), metadata={"position": json.dumps(position)})
+
+
+def remove_temporaries(run_dir: Path) -> None:
+    """Delete what writes cut short by a crash left behind: never a file anything reads."""
+    for leftover in run_dir.glob(".*.tmp"):
+        leftover.unlink(missing_ok=True)
+
+
+def load_checkpoint(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    if not path.exists():
+        raise RunError(f"{path} is missing: there is nothing to resume from")
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            metadata = f.metadata() or {}
+            tensors = {name: f.get_tensor(name) for name in f.keys()}  # noqa: SIM118 (not a dict)
+        return tensors, json.loads(metadata["position"])
+    except (SafetensorError, OSError, KeyError, json.JSONDecodeError) as err:
+        raise RunError(f"{path} cannot be loaded ({str(err).splitlines()[0]}); the file is damaged") from err
 
 
 def save_ids(ids: np.ndarray, path: Path) -> None:
@@ -179,16 +208,19 @@ def load_run(path: Path | str) -> Run:
     return Run(path, model_config, train_config, text_config, vocab, info)
 
 
-def load_model_weights(run: Run, device: torch.device | str = "cpu", which: str = BEST) -> CharRNN:
-    """The run's model with its best (or last) weights, in evaluation mode on `device`."""
-    weights = run.path / which
-    if not weights.exists():
-        raise RunError(f"{weights} is missing: the run has not reached its first evaluation yet")
+def load_model_weights(run: Run, device: torch.device | str = "cpu") -> CharRNN:
+    """The run's model with its best weights (or, before its first evaluation, the checkpoint's),
+    in evaluation mode on `device`."""
     model = CharRNN(run.model_config)
+    best = run.path / BEST
     try:
-        load_model(model, str(weights), device=str(device))
+        if best.exists():
+            load_model(model, str(best), device=str(device))
+        else:
+            tensors, _ = load_checkpoint(run.path / CHECKPOINT)
+            model.load_state_dict(
+                {k[len("model.") :]: v for k, v in tensors.items() if k.startswith("model.")}
+            )
     except (SafetensorError, RuntimeError, OSError) as err:
-        raise RunError(
-            f"{weights} cannot be loaded ({str(err).splitlines()[0]}); the file is damaged"
-        ) from err
+        raise RunError(f"{best} cannot be loaded ({str(err).splitlines()[0]}); the file is damaged") from err
     return model.to(device).eval()

@@ -5,7 +5,9 @@ typer, rich or tqdm; torch is imported inside the commands so `chargen --help` s
 from __future__ import annotations
 
 import json
+import signal
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -31,7 +33,7 @@ from chargen.errors import ChargenError, ConfigError
 if TYPE_CHECKING:
     from tqdm import tqdm
 
-    from chargen.train import Report, TrainSummary
+    from chargen.loop import Report, TrainSummary
 
 
 class _OneLineErrors(TyperGroup):
@@ -105,11 +107,12 @@ class _TrainProgress:
     def __call__(self, report: Report) -> None:
         from tqdm import tqdm
 
-        from chargen.train import EvalReport, StartReport, StepReport
+        from chargen.loop import EvalReport, StartReport, StepReport
 
         if isinstance(report, StartReport):
+            resumed = f" | resumed at step {report.resumed_at}" if report.resumed_at else ""
             err.print(
-                f"run [bold]{report.run_dir}[/] | {report.parameters:,} parameters | vocabulary "
+                f"run [bold]{report.run_dir}[/]{resumed} | {report.parameters:,} parameters | vocabulary "
                 f"{report.vocab_size} | {report.train_chars:,} training and {report.val_chars:,} "
                 f"validation characters | {report.device} | seed {report.seed}"
             )
@@ -136,9 +139,37 @@ class _TrainProgress:
                 file=sys.stderr,
             )
 
-    def close(self) -> None:
+    def __enter__(self) -> _TrainProgress:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
         if self.bar is not None:
             self.bar.close()
+
+
+def _from_command_line(ctx: typer.Context, name: str) -> bool:
+    source = ctx.get_parameter_source(name)
+    return source is not None and source.name == "COMMANDLINE"
+
+
+@contextmanager
+def _stop_on_signals() -> Iterator[threading.Event]:
+    """The first Ctrl-C or SIGTERM asks training to stop after its current step and save a
+    checkpoint; a second one quits at once (every file is written atomically, so nothing tears)."""
+    stop = threading.Event()
+
+    def handler(signum: int, frame: object) -> None:
+        if stop.is_set():
+            raise KeyboardInterrupt
+        stop.set()
+        err.print("\nstopping after this step and saving a checkpoint (press Ctrl-C again to quit now)")
+
+    previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield stop
+    finally:
+        for sig, old_handler in previous.items():
+            signal.signal(sig, old_handler)
 
 
 class _DownloadBar:
@@ -183,6 +214,7 @@ def _print_summary(summary: TrainSummary) -> None:
 
 @app.command()
 def train(
+    ctx: typer.Context,
     corpus: Annotated[
         str | None,
         typer.Argument(
@@ -191,6 +223,10 @@ def train(
     ] = None,
     out: Annotated[
         Path | None, typer.Option(help="Run directory to create. Default: runs/CORPUS-TIMESTAMP.")
+    ] = None,
+    resume: Annotated[
+        Path | None,
+        typer.Option(help="Continue this run from its checkpoint; only the limits and --device may change."),
     ] = None,
     cell: Annotated[str, typer.Option(help="Recurrent cell: lstm, gru or rnn.")] = ModelConfig.cell,
     layers: Annotated[int, typer.Option(help="Stacked recurrent layers, >= 1.")] = ModelConfig.layers,
@@ -230,6 +266,9 @@ def train(
     eval_every: Annotated[
         int, typer.Option(help="Validate every this many steps, >= 1.")
     ] = TrainConfig.eval_every,
+    save_every: Annotated[int, typer.Option(help="Steps between resumable checkpoints, >= 1.")] = (
+        TrainConfig.save_every
+    ),
     val_fraction: Annotated[float, typer.Option(help="Last fraction of the text held out, (0, 1).")] = (
         TrainConfig.val_fraction
     ),
@@ -261,11 +300,24 @@ def train(
     """Train a character-level language model on a text.
 
     Examples: `chargen train` (the built-in corpus, 2 minutes);
-    `chargen train notes.txt --max-time 10m --hidden 512 --out runs/notes`.
+    `chargen train notes.txt --max-time 10m --hidden 512 --out runs/notes`;
+    `chargen train --resume runs/notes --max-time 20m` (continue it).
     """
     with _user_errors():
         from chargen.corpus import load_corpus
+        from chargen.train import resume as resume_training
         from chargen.train import train as run_training
+
+        if resume is not None:
+            given = {
+                name: value
+                for name, value in ctx.params.items()
+                if name not in ("resume", "corpus") and _from_command_line(ctx, name)
+            }
+            with _stop_on_signals() as stop, _TrainProgress() as progress:
+                summary = resume_training(resume, corpus, given, progress, stop)
+            _print_summary(summary)
+            return
 
         model_config = ModelConfig(
             cell=cell, layers=layers, hidden=hidden, embed=embed, dropout=dropout, tie_weights=tie_weights
@@ -281,6 +333,7 @@ def train(
             max_steps=max_steps,
             max_time=parse_duration(max_time),
             eval_every=eval_every,
+            save_every=save_every,
             val_fraction=val_fraction,
             eval_chars=eval_chars,
             seed=seed,
@@ -297,11 +350,8 @@ def train(
         )
         with _DownloadBar() as download:
             data = load_corpus(corpus, text_config, progress=download)
-        progress = _TrainProgress()
-        try:
-            summary = run_training(data, model_config, train_config, out, progress)
-        finally:
-            progress.close()
+        with _stop_on_signals() as stop, _TrainProgress() as progress:
+            summary = run_training(data, model_config, train_config, out, progress, stop=stop)
         _print_summary(summary)
 
 

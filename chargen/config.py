@@ -136,6 +136,7 @@ class TrainConfig:
     max_steps: int | None = None  # stop after this many optimiser steps
     max_time: float | None = None  # stop after this many seconds of training (evaluation excluded)
     eval_every: int = 200  # validate every this many steps (and at the end), >= 1
+    save_every: int = 200  # write a resumable checkpoint every this many steps (and at each evaluation), >= 1
     log_every: int = 10  # report training loss every this many steps, >= 1
     val_fraction: float = 0.1  # the last fraction of the text held out for validation, in (0, 1)
     eval_chars: int = 250_000  # validate on at most this many held-out characters, >= 2
@@ -148,6 +149,7 @@ class TrainConfig:
             ("--batch-size", self.batch_size),
             ("--bptt", self.bptt),
             ("--eval-every", self.eval_every),
+            ("--save-every", self.save_every),
             ("--log-every", self.log_every),
         ):
             _require(value >= 1, flag, f"must be at least 1, not {value}")

@@ -27,3 +27,9 @@ class RunError(ChargenError):
 
 class TrainingError(ChargenError):
     """Training that cannot go on, such as a loss that became NaN."""
+
+
+class TrainingInterrupted(ChargenError):
+    """Training stopped at the user's request (Ctrl-C, SIGTERM) after saving a checkpoint."""
+
+    exit_code = 130

@@ -40,9 +40,11 @@ def filter_logits(logits: torch.Tensor, temperature: float, top_k: int | None, t
 
 def next_ids(logits: torch.Tensor, config: SampleConfig, generator: torch.Generator) -> torch.Tensor:
     """One character id per stream from (B, V) logits; temperature 0 takes the likeliest."""
+    # A diverged model can put out NaN or inf; clamping keeps every row a valid distribution.
+    logits = torch.nan_to_num(logits.float(), nan=0.0, posinf=1e4, neginf=-1e4)
     if config.temperature == 0:
         return logits.argmax(dim=-1)
-    probs = filter_logits(logits.float(), config.temperature, config.top_k, config.top_p).softmax(dim=-1)
+    probs = filter_logits(logits, config.temperature, config.top_k, config.top_p).softmax(dim=-1)
     return torch.multinomial(probs, 1, generator=generator).squeeze(1)  # (B,)
 
 

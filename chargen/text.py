@@ -67,12 +67,19 @@ def read_chunks(
     _check_file(path, what)
     encoding = "utf-8-sig" if codecs.lookup(config.encoding).name == "utf-8" else config.encoding
     decoder = codecs.getincrementaldecoder(encoding)(config.errors)
+    # In UTF-8, Latin-1 and their kin a NUL byte is a NUL character: binary, not text.
+    ascii_compatible = "\x00".encode(config.encoding, "replace") == b"\x00"
     offset, lines, carry, has_text = 0, 0, "", False
     try:
         with open(path, "rb") as f:
             while True:
                 raw = f.read(chunk_bytes)
                 final = not raw
+                if ascii_compatible and (nul := raw.find(b"\x00")) >= 0:
+                    raise CorpusError(
+                        f"{what} {path} contains NUL bytes (byte {offset + nul}); it looks binary, "
+                        "or UTF-16 (then pass --encoding utf-16)"
+                    )
                 try:
                     text = carry + decoder.decode(raw, final)
                 except UnicodeDecodeError as err:

@@ -13,7 +13,8 @@ os.environ["CHARGEN_HOME"] = tempfile.mkdtemp(prefix="chargen-home-")
 
 from chargen.config import ModelConfig, TextConfig, TrainConfig
 from chargen.corpus import Corpus, load_corpus
-from chargen.train import TrainSummary, train
+from chargen.loop import TrainSummary
+from chargen.train import train
 
 SHARED_CORPORA = Path(__file__).resolve().parents[2] / "shared" / "corpora"
 

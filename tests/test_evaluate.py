@@ -7,8 +7,8 @@ import torch
 from chargen.checkpoint import load_model_weights, load_run
 from chargen.config import ModelConfig
 from chargen.evaluate import LossStats, evaluate_ids
+from chargen.loop import TrainSummary
 from chargen.model import CharRNN
-from chargen.train import TrainSummary
 
 
 def test_perplexity_and_bpc_come_from_the_mean_loss() -> None:

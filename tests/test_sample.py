@@ -4,8 +4,8 @@ import torch
 from chargen.checkpoint import load_model_weights, load_run
 from chargen.config import SampleConfig
 from chargen.errors import VocabError
+from chargen.loop import TrainSummary
 from chargen.sample import filter_logits, sample_batch, sample_stream
-from chargen.train import TrainSummary
 
 
 @pytest.fixture(scope="module")

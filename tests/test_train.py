@@ -10,8 +10,9 @@ from chargen import checkpoint as ckpt
 from chargen.config import ModelConfig, TrainConfig
 from chargen.errors import ChargenError
 from chargen.evaluate import evaluate_run
+from chargen.loop import TrainSummary, lr_at, train_step
 from chargen.model import CharRNN
-from chargen.train import TrainSummary, lr_at, train, train_step
+from chargen.train import train
 from tests.conftest import TINY_MODEL, TINY_TRAIN, corpus_from_text
 
 
@@ -23,7 +24,8 @@ def test_train_step_detaches_but_carries_the_state() -> None:
     y = torch.randint(0, 10, (6, 3))
     state = model.init_state(3)
     for _ in range(3):
-        loss, grad_norm, state = train_step(model, optimizer, x, y, state, clip=1.0)
+        loss, grad_norm, state, taken = train_step(model, optimizer, x, y, state, clip=1.0)
+        assert taken
         assert all(s.grad_fn is None for s in state)  # the graph ends at the window edge
         assert all(s.abs().sum() > 0 for s in state)  # ... but the values are not reset
         assert loss.grad_fn is None and grad_norm > 0
@@ -43,7 +45,7 @@ def test_a_run_directory_holds_everything(tiny_run: TrainSummary) -> None:
         ckpt.RUN_JSON,
         ckpt.VOCAB_JSON,
         ckpt.BEST,
-        ckpt.LAST,
+        ckpt.CHECKPOINT,
         ckpt.METRICS,
         ckpt.SUMMARY,
         ckpt.VALID,

@@ -1,0 +1,463 @@
+"""The training loop: truncated BPTT with carried state, AdamW, warm-up and cosine decay, clipping,
+evaluation, checkpoints that resume exactly.
+
+Knows nothing about corpora or the terminal: it is handed ids and a run directory, reports through
+a callback, and raises ChargenError.
+"""
+
+from __future__ import annotations
+
+import math
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from chargen import checkpoint as ckpt
+from chargen.config import SampleConfig, TrainConfig
+from chargen.data import StreamBatches
+from chargen.errors import TrainingError, TrainingInterrupted
+from chargen.evaluate import LossStats, evaluate_ids, summed_cross_entropy
+from chargen.model import CharRNN, State, detach_state, mask_state
+from chargen.sample import sample_batch
+from chargen.vocab import Tokenizer
+
+SAMPLE_LENGTH = 200  # characters of the sample shown at each evaluation
+MAX_BAD_STEPS = 5  # non-finite steps in a row before training gives up
+
+
+@dataclass
+class StartReport:
+    run_dir: Path
+    device: str
+    seed: int
+    parameters: int
+    vocab_size: int
+    train_chars: int
+    val_chars: int
+    resumed_at: int  # the step a resumed run continues from; 0 for a new run
+
+
+@dataclass
+class StepReport:
+    step: int
+    epoch: float  # passes over the training split so far
+    fraction: float  # of the whole run, by whichever limit is nearest
+    loss: float  # mean training loss per character since the last report, in nats
+    lr: float
+    grad_norm: float  # before clipping, at the last step
+    chars_per_sec: float
+    eta: float  # seconds of training left, estimated
+
+    @property
+    def bpc(self) -> float:
+        return self.loss / math.log(2)
+
+
+@dataclass
+class EvalReport:
+    step: int
+    val: LossStats
+    is_best: bool
+    sample: str  # a short continuation of a fixed prefix
+
+
+@dataclass
+class TrainSummary:
+    run_dir: Path
+    steps: int
+    epochs: float
+    train_seconds: float
+    chars_per_sec: float
+    best: LossStats
+    best_step: int
+    final: LossStats
+    parameters: int
+    clipped_fraction: float
+    skipped_steps: int  # steps whose loss or gradient was not finite, so the weights were left alone
+    stopped_by: str  # which limit ended the run
+
+
+Report = StartReport | StepReport | EvalReport
+Reporter = Callable[[Report], None]
+
+
+def train_step(
+    model: CharRNN,
+    optimizer: torch.optim.Optimizer,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    state: State,
+    clip: float,
+) -> tuple[torch.Tensor, torch.Tensor, State, bool]:
+    """One optimiser step on a (T, B) window.
+
+    Returns the summed loss, the pre-clip gradient norm, the state to carry into the next window
+    and whether the step was taken: a non-finite loss or gradient leaves the weights and the
+    carried state as they were.
+    """
+    logits, new_state = model(x, state)  # (T, B, V)
+    loss = summed_cross_entropy(logits, y)
+    optimizer.zero_grad(set_to_none=True)
+    (loss / y.numel()).backward()
+    grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), clip)  # with inf: only measures
+    # One host sync per step: a NaN must be caught before it reaches the weights.
+    finite = bool(torch.isfinite(loss) & torch.isfinite(grad_norm))
+    if not finite:
+        return loss.detach(), grad_norm, state, False
+    optimizer.step()
+    return loss.detach(), grad_norm, detach_state(new_state), True  # the graph ends at the window edge
+
+
+def lr_at(config: TrainConfig, step: int, fraction: float, warmup_steps: int) -> float:
+    """Linear warm-up over the first steps, then cosine decay to lr * min_lr_ratio at the end."""
+    warm = min(1.0, (step + 1) / warmup_steps) if warmup_steps > 0 else 1.0
+    cosine = 0.5 * (1.0 + math.cos(math.pi * min(fraction, 1.0)))
+    return config.lr * warm * (config.min_lr_ratio + (1.0 - config.min_lr_ratio) * cosine)
+
+
+def make_optimizer(model: CharRNN, config: TrainConfig) -> torch.optim.AdamW:
+    """AdamW, decaying matrices only: biases and gains are better left alone."""
+    matrices = [p for p in model.parameters() if p.dim() >= 2]
+    vectors = [p for p in model.parameters() if p.dim() < 2]
+    groups = [
+        {"params": matrices, "weight_decay": config.weight_decay},
+        {"params": vectors, "weight_decay": 0.0},
+    ]
+    return torch.optim.AdamW(groups, lr=config.lr, betas=(0.9, 0.99))
+
+
+class Limits:
+    """How far the run is, as a fraction of whichever limit (steps, time, epochs) is nearest."""
+
+    def __init__(self, config: TrainConfig) -> None:
+        self.config = config
+
+    def fraction(self, step: int, seconds: float, epoch: float) -> float:
+        c = self.config
+        parts = [
+            step / c.max_steps if c.max_steps else 0.0,
+            seconds / c.max_time if c.max_time else 0.0,
+            epoch / c.epochs if c.epochs else 0.0,
+        ]
+        return min(1.0, max(parts))
+
+    def stopped_by(self, step: int, seconds: float, epoch: float) -> str:
+        c = self.config
+        if c.max_steps and step >= c.max_steps:
+            return "max_steps"
+        if c.epochs and epoch >= c.epochs:
+            return "epochs"
+        return "max_time"
+
+
+class _Meter:
+    """Training figures summed on the device between reports, so a step never waits for the host."""
+
+    def __init__(self, device: torch.device, clip: float) -> None:
+        self.clip = clip
+        self.loss = torch.zeros((), device=device)
+        self.clipped = torch.zeros((), device=device)
+        self.chars = self.steps = 0
+        self.since = time.perf_counter()
+
+    def add(self, loss: torch.Tensor, grad_norm: torch.Tensor, chars: int) -> None:
+        self.loss += loss
+        self.clipped += (grad_norm > self.clip).float()
+        self.chars += chars
+        self.steps += 1
+
+    def take(self) -> tuple[float, int, float]:
+        """Mean loss per character, steps clipped and characters per second since the last call;
+        then start again."""
+        now = time.perf_counter()
+        mean_loss = self.loss.item() / max(self.chars, 1)
+        clipped = int(self.clipped.item())
+        speed = self.chars / max(now - self.since, 1e-9)
+        self.loss.zero_()
+        self.clipped.zero_()
+        self.chars = self.steps = 0
+        self.since = now
+        return mean_loss, clipped, speed
+
+    def pause(self, seconds: float) -> None:
+        self.since += seconds  # time spent evaluating is not training time
+
+
+class Loop:
+    """One training run's mutable state, so that the loop itself reads top to bottom.
+
+    Everything that `position()` and `tensors()` capture is what a checkpoint holds; `restore()`
+    puts it back, so that a resumed run takes exactly the steps the uninterrupted one would have.
+    """
+
+    def __init__(
+        self,
+        model: CharRNN,
+        vocab: Tokenizer,
+        config: TrainConfig,
+        batches: StreamBatches,
+        val_ids: np.ndarray,
+        run_dir: Path,
+        device: torch.device,
+        report: Reporter,
+        sample_prefix: str,
+        stop: threading.Event | None = None,
+    ) -> None:
+        self.model, self.vocab, self.config, self.batches = model, vocab, config, batches
+        self.val_ids, self.run_dir, self.device, self.report = val_ids, run_dir, device, report
+        self.stop = stop or threading.Event()
+        self.sample_config = SampleConfig(
+            prefix=sample_prefix, length=SAMPLE_LENGTH, seed=config.seed, unknown="skip"
+        )
+        self.optimizer = make_optimizer(model, config)
+        self.limits = Limits(config)
+        self.warmup = config.warmup_steps
+        if config.max_steps:  # a short run should not spend itself warming up
+            self.warmup = min(self.warmup, max(1, config.max_steps // 5))
+        self.clip = config.clip if config.clip > 0 else math.inf  # with inf, clipping only measures
+        self.meter = _Meter(device, self.clip)
+        self.rng = np.random.default_rng(config.seed)  # epoch offsets
+        self.reset_gen = torch.Generator().manual_seed(config.seed)  # which streams start afresh
+        # The position in the run: what a checkpoint records besides tensors.
+        self.step, self.epoch_index, self.window, self.offset, self.chars = 0, 0, 0, -1, 0
+        self.state: State = model.init_state(config.batch_size, device)
+        self.start = time.perf_counter()
+        self.eval_seconds = 0.0
+        self.best: LossStats | None = None
+        self.best_step = 0
+        self.last_eval: LossStats | None = None
+        self.last_eval_step = -1
+        self.clipped_total = self.skipped = self.bad_in_a_row = 0
+
+    @property
+    def epoch(self) -> float:
+        return self.epoch_index + self.window / self.batches.windows_per_epoch
+
+    def train_seconds(self) -> float:
+        return time.perf_counter() - self.start - self.eval_seconds
+
+    def fraction(self) -> float:
+        return self.limits.fraction(self.step, self.train_seconds(), self.epoch)
+
+    def run(self) -> TrainSummary:
+        config, model, device = self.config, self.model, self.device
+        if self.fraction() >= 1.0:
+            limit = self.limits.stopped_by(self.step, self.train_seconds(), self.epoch)
+            raise TrainingError(
+                f"the run already reached its limit ({limit} at step {self.step}); "
+                "give a larger --max-steps, --max-time or --epochs to train further"
+            )
+        model.train()
+        while self.fraction() < 1.0:
+            if self.offset < 0:  # a new epoch: new window edges, fresh state
+                self.offset = int(self.rng.integers(0, config.bptt))
+                self.state = model.init_state(config.batch_size, device)
+            for x, y in self.batches.epoch(self.offset, start_window=self.window):
+                x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
+                if config.state_reset > 0:
+                    draw = torch.rand(config.batch_size, generator=self.reset_gen)
+                    self.state = mask_state(self.state, (draw >= config.state_reset).float().to(device))
+                lr = lr_at(config, self.step, self.fraction(), self.warmup)
+                for group in self.optimizer.param_groups:
+                    group["lr"] = lr
+
+                loss, grad_norm, self.state, taken = train_step(
+                    model, self.optimizer, x, y, self.state, self.clip
+                )
+
+                self.step += 1
+                self.window += 1
+                self.chars += y.numel()
+                self._count(taken, loss, grad_norm, y.numel())
+                if self.step % config.log_every == 0:
+                    self._log(lr, float(grad_norm))
+                if self.step % config.eval_every == 0:
+                    self._evaluate()
+                elif self.step % config.save_every == 0:
+                    self.save()
+                if self.stop.is_set():
+                    self.save()
+                    raise TrainingInterrupted(
+                        f"training stopped at step {self.step} and a checkpoint is saved; "
+                        f"resume with: chargen train --resume {self.run_dir}"
+                    )
+                if self.fraction() >= 1.0:
+                    break
+            else:  # the epoch is over
+                self.epoch_index, self.window, self.offset = self.epoch_index + 1, 0, -1
+
+        train_seconds = self.train_seconds()
+        self.clipped_total += self.meter.take()[1]
+        if self.last_eval_step != self.step:
+            self._evaluate()
+        assert self.best is not None and self.last_eval is not None
+        summary = TrainSummary(
+            run_dir=self.run_dir,
+            steps=self.step,
+            epochs=self.epoch,
+            train_seconds=train_seconds,
+            chars_per_sec=self.chars / train_seconds,
+            best=self.best,
+            best_step=self.best_step,
+            final=self.last_eval,
+            parameters=model.num_parameters(),
+            clipped_fraction=self.clipped_total / self.step,
+            skipped_steps=self.skipped,
+            stopped_by=self.limits.stopped_by(self.step, train_seconds, self.epoch),
+        )
+        ckpt.write_json(self.run_dir / ckpt.SUMMARY, _summary_dict(summary))
+        return summary
+
+    def _count(self, taken: bool, loss: torch.Tensor, grad_norm: torch.Tensor, chars: int) -> None:
+        if taken:
+            self.bad_in_a_row = 0
+            self.meter.add(loss, grad_norm, chars)
+            return
+        self.skipped += 1
+        self.bad_in_a_row += 1
+        if self.bad_in_a_row >= MAX_BAD_STEPS:
+            raise TrainingError(
+                f"training stopped at step {self.step}: the loss or gradient was not finite "
+                f"{MAX_BAD_STEPS} steps in a row (those steps were skipped; the saved weights are "
+                f"from before); lower --lr (it is {self.config.lr:g})"
+            )
+
+    def _log(self, lr: float, grad_norm: float) -> None:
+        steps = self.meter.steps
+        mean_loss, clipped, speed = self.meter.take()
+        self.clipped_total += clipped
+        seconds, fraction = self.train_seconds(), self.fraction()
+        eta = seconds / fraction - seconds if fraction > 0 else math.inf
+        record = {
+            "kind": "train",
+            "step": self.step,
+            "epoch": self.epoch,
+            "chars": self.chars,
+            "time": seconds,
+            "lr": lr,
+            "loss": mean_loss,
+            "bpc": mean_loss / math.log(2),
+            "grad_norm": grad_norm,
+            "clipped": clipped / max(steps, 1),
+            "skipped": self.skipped,
+            "chars_per_sec": speed,
+        }
+        ckpt.append_jsonl(self.run_dir / ckpt.METRICS, record)
+        self.report(StepReport(self.step, self.epoch, fraction, mean_loss, lr, grad_norm, speed, eta))
+
+    def _evaluate(self) -> None:
+        began = time.perf_counter()
+        val = evaluate_ids(self.model, self.val_ids, self.device)
+        if not math.isfinite(val.loss):  # diverged: nothing of this model is worth saving
+            raise TrainingError(
+                f"training stopped at step {self.step}: the validation loss is not finite ({val.loss}); "
+                f"the saved weights are from before; lower --lr (it is {self.config.lr:g})"
+            )
+        is_best = self.best is None or val.loss < self.best.loss
+        if is_best:
+            self._require_finite_weights()
+            self.best, self.best_step = val, self.step
+            ckpt.save_weights(self.model, self.run_dir / ckpt.BEST)
+        self.last_eval, self.last_eval_step = val, self.step
+        ckpt.append_jsonl(
+            self.run_dir / ckpt.METRICS,
+            {"kind": "eval", "step": self.step, "epoch": self.epoch, **val.to_dict(), "best": is_best},
+        )
+        self.save()
+        sample = sample_batch(self.model, self.vocab, self.sample_config, self.device)[0]
+        self.model.train()
+        self.report(EvalReport(self.step, val, is_best, self.sample_config.prefix + sample))
+        spent = time.perf_counter() - began
+        self.eval_seconds += spent
+        self.meter.pause(spent)
+
+    def _require_finite_weights(self) -> None:
+        if not all(bool(torch.isfinite(p).all()) for p in self.model.parameters()):
+            raise TrainingError(f"the weights became non-finite at step {self.step}; lower --lr")
+
+    # --- checkpoints -----------------------------------------------------------------------
+
+    def save(self) -> None:
+        """Write everything needed to continue from here, in one atomic file."""
+        self._require_finite_weights()
+        ckpt.save_checkpoint(self.run_dir / ckpt.CHECKPOINT, self.tensors(), self.position())
+
+    def tensors(self) -> dict[str, torch.Tensor]:
+        tensors = {f"model.{name}": t for name, t in self.model.state_dict().items()}
+        for index, moments in self.optimizer.state_dict()["state"].items():
+            tensors.update({f"optim.{index}.{key}": value for key, value in moments.items()})
+        states = self.state if isinstance(self.state, tuple) else (self.state,)
+        tensors.update({f"state.{i}": s for i, s in enumerate(states)})
+        tensors["rng.torch"] = torch.get_rng_state()  # dropout
+        tensors["rng.reset"] = self.reset_gen.get_state()
+        if self.device.type == "cuda":
+            tensors["rng.cuda"] = torch.cuda.get_rng_state(self.device)
+        return tensors
+
+    def position(self) -> dict[str, Any]:
+        return {
+            "step": self.step,
+            "epoch_index": self.epoch_index,
+            "window": self.window,
+            "offset": self.offset,
+            "chars": self.chars,
+            "train_seconds": self.train_seconds(),
+            "best": None if self.best is None else {"chars": self.best.chars, "loss": self.best.loss},
+            "best_step": self.best_step,
+            "last_eval_step": self.last_eval_step,
+            "clipped_total": self.clipped_total,
+            "skipped": self.skipped,
+            "numpy_rng": self.rng.bit_generator.state,
+            "param_groups": self.optimizer.state_dict()["param_groups"],
+        }
+
+    def restore(self, tensors: dict[str, torch.Tensor], position: dict[str, Any]) -> None:
+        model = {k[len("model.") :]: v for k, v in tensors.items() if k.startswith("model.")}
+        try:
+            self.model.load_state_dict(model)
+        except RuntimeError as err:
+            raise TrainingError(
+                f"the checkpoint does not fit the run's model: {str(err).splitlines()[0]}"
+            ) from err
+        moments: dict[int, dict[str, torch.Tensor]] = {}
+        for name, value in tensors.items():
+            if name.startswith("optim."):
+                _, index, key = name.split(".", 2)
+                moments.setdefault(int(index), {})[key] = value
+        self.optimizer.load_state_dict({"state": moments, "param_groups": position["param_groups"]})
+        states = [tensors[f"state.{i}"].to(self.device) for i in range(2) if f"state.{i}" in tensors]
+        self.state = tuple(states) if len(states) == 2 else states[0]
+        torch.set_rng_state(tensors["rng.torch"])
+        self.reset_gen.set_state(tensors["rng.reset"])
+        if "rng.cuda" in tensors and self.device.type == "cuda":
+            torch.cuda.set_rng_state(tensors["rng.cuda"], self.device)
+        self.rng.bit_generator.state = position["numpy_rng"]
+        self.step, self.epoch_index = position["step"], position["epoch_index"]
+        self.window, self.offset, self.chars = position["window"], position["offset"], position["chars"]
+        self.start = time.perf_counter() - position["train_seconds"]
+        if position["best"] is not None:
+            self.best = LossStats(chars=position["best"]["chars"], loss=position["best"]["loss"])
+        self.best_step, self.last_eval_step = position["best_step"], position["last_eval_step"]
+        self.clipped_total, self.skipped = position["clipped_total"], position["skipped"]
+
+
+def _summary_dict(summary: TrainSummary) -> dict[str, Any]:
+    return {
+        "steps": summary.steps,
+        "epochs": summary.epochs,
+        "train_seconds": summary.train_seconds,
+        "chars_per_sec": summary.chars_per_sec,
+        "parameters": summary.parameters,
+        "clipped_fraction": summary.clipped_fraction,
+        "skipped_steps": summary.skipped_steps,
+        "stopped_by": summary.stopped_by,
+        "best_step": summary.best_step,
+        "best": summary.best.to_dict(),
+        "final": summary.final.to_dict(),
+    }

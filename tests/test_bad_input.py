@@ -1,0 +1,124 @@
+"""Every bad input of every command: one line on stderr, a non-zero exit, nothing half-written."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from chargen.cli import app
+
+runner = CliRunner()
+TINY = ["--hidden", "16", "--embed", "8", "--layers", "1", "--batch-size", "4", "--bptt", "16"]
+
+# (command line, exit code, a phrase the message must contain)
+CASES: list[tuple[list[str], int, str]] = [
+    # train: the corpus
+    (["train", "missing.txt"], 1, "not found"),
+    (["train", "folder"], 1, "is a directory"),
+    (["train", "empty.txt"], 1, "is empty"),
+    (["train", "binary.bin"], 1, "NUL bytes"),
+    (["train", "utf16.txt"], 1, "pass --encoding utf-16"),
+    (["train", "blank.txt"], 1, "only white space"),
+    (["train", "latin1.txt"], 1, "not valid utf-8 at line 1, column 4"),
+    (["train", "short.txt", *TINY], 1, "lower --batch-size or --bptt"),
+    # train: sizes and settings
+    (["train", "good.txt", "--batch-size", "0"], 2, "--batch-size must be at least 1"),
+    (["train", "good.txt", "--bptt", "-1"], 2, "--bptt must be at least 1"),
+    (["train", "good.txt", "--hidden", "0"], 2, "--hidden must be at least 1"),
+    (["train", "good.txt", "--layers", "0"], 2, "--layers must be at least 1"),
+    (["train", "good.txt", "--embed", "-3"], 2, "--embed must be at least 1"),
+    (["train", "good.txt", "--val-fraction", "0"], 2, "--val-fraction must be between 0 and 1"),
+    (["train", "good.txt", "--val-fraction", "1"], 2, "--val-fraction must be between 0 and 1"),
+    (["train", "good.txt", "--dropout", "1"], 2, "--dropout must be in [0, 1)"),
+    (["train", "good.txt", "--lr", "0"], 2, "--lr must be positive"),
+    (["train", "good.txt", "--lr", "fast"], 2, "Invalid value for '--lr'"),
+    (["train", "good.txt", "--clip", "-1"], 2, "--clip must not be negative"),
+    (["train", "good.txt", "--epochs", "0"], 2, "--epochs must be positive"),
+    (["train", "good.txt", "--max-steps", "0"], 2, "--max-steps must be at least 1"),
+    (["train", "good.txt", "--max-time", "soon"], 2, "--max-time must be a duration"),
+    (["train", "good.txt", "--cell", "transformer"], 2, "--cell must be one of lstm, gru, rnn"),
+    (["train", "good.txt", "--device", "tpu"], 2, "--device must be one of"),
+    (["train", "good.txt", "--normalize", "nfd"], 2, "--normalize must be one of"),
+    (["train", "good.txt", "--encoding", "klingon"], 2, "--encoding 'klingon' is not an encoding"),
+    (["train", "good.txt", "--tokenizer", "bytes", "--min-count", "2"], 2, "--tokenizer bytes"),
+    (["train", "good.txt", "--tie-weights", "--embed", "8", "--hidden", "16"], 2, "--tie-weights needs"),
+    (["train", "good.txt", "--out", "a-file/run"], 1, "cannot create run directory"),
+    (["train", "good.txt", "--out", "not-a-run"], 1, "already exists and is not empty"),
+    (["train", "good.txt", "--out", "run"], 1, "already exists and is a chargen run"),
+    (["train", "--resume", "missing-run"], 1, "run directory not found"),
+    (["train", "--resume", "run", "--max-steps", "99", "--hidden", "64"], 2, "--hidden 64 (the run has 16)"),
+    # sample
+    (["sample", "--model", "missing-run"], 1, "run directory not found"),
+    (["sample", "--model", "not-a-run"], 1, "run.json is missing"),
+    (["sample", "--model", "run", "--temperature", "-1"], 2, "--temperature must not be negative"),
+    (["sample", "--model", "run", "--top-p", "0"], 2, "--top-p must be in (0, 1]"),
+    (["sample", "--model", "run", "--top-p", "1.5"], 2, "--top-p must be in (0, 1]"),
+    (["sample", "--model", "run", "--top-k", "0"], 2, "--top-k must be at least 1"),
+    (["sample", "--model", "run", "--length", "-5"], 2, "--length must not be negative"),
+    (["sample", "--model", "run", "--num-samples", "0"], 2, "--num-samples must be at least 1"),
+    (["sample", "--model", "run", "--unknown", "ignore"], 2, "--unknown must be error, replace or skip"),
+    (["sample", "--model", "run", "--prefix", "snow ☃"], 1, "'☃' (U+2603)"),
+    # eval
+    (["eval", "--model", "missing-run"], 1, "run directory not found"),
+    (["eval", "missing.txt", "--model", "run"], 1, "text file not found"),
+    (["eval", "empty.txt", "--model", "run"], 1, "is empty"),
+    (["eval", "binary.bin", "--model", "run"], 1, "NUL bytes"),
+    (["eval", "odd.txt", "--model", "run"], 1, "'☃' (U+2603)"),
+    (["eval", "good.txt", "--model", "run", "--unknown", "ignore"], 2, "--unknown must be error"),
+]
+
+
+@pytest.fixture(scope="module")
+def workspace(timemachine_text: str, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    folder = tmp_path_factory.mktemp("bad-input")
+    (folder / "good.txt").write_text(timemachine_text[:20_000], encoding="utf-8")
+    (folder / "short.txt").write_text("short " * 8, encoding="utf-8")
+    (folder / "empty.txt").write_bytes(b"")
+    (folder / "blank.txt").write_text(" \n\t \n", encoding="utf-8")
+    (folder / "binary.bin").write_bytes(b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR")
+    (folder / "utf16.txt").write_text("şapka ve çay", encoding="utf-16")
+    (folder / "latin1.txt").write_bytes("caf\xe9 au lait".encode("latin-1"))
+    (folder / "odd.txt").write_text("The Time Traveller saw snow ☃\n", encoding="utf-8")
+    (folder / "folder").mkdir()
+    (folder / "a-file").write_text("not a directory")
+    (folder / "not-a-run").mkdir()
+    (folder / "not-a-run" / "notes.txt").write_text("mine")
+    result = runner.invoke(
+        app,
+        [
+            "train",
+            str(folder / "good.txt"),
+            *TINY,
+            "--max-steps",
+            "2",
+            "--eval-every",
+            "2",
+            "--out",
+            str(folder / "run"),
+        ],
+    )
+    assert result.exit_code == 0, result.output
+    return folder
+
+
+@pytest.mark.parametrize(("args", "code", "phrase"), CASES, ids=[" ".join(c[0]) for c in CASES])
+def test_bad_input(
+    args: list[str], code: int, phrase: str, workspace: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(workspace)
+    before = sorted(p.relative_to(workspace) for p in workspace.rglob("*"))
+    result = runner.invoke(app, args)
+    assert result.exit_code == code, result.output
+    assert "Traceback" not in result.output and result.stdout == ""
+    message = result.stderr.strip()
+    assert message.startswith("Error:") and "\n" not in message, message
+    assert phrase in message, message
+    after = sorted(p.relative_to(workspace) for p in workspace.rglob("*"))
+    assert after == before  # nothing written, nothing half-written
+
+
+def test_the_table_is_large() -> None:
+    assert len(CASES) >= 25
+    assert {c[0][0] for c in CASES} == {"train", "sample", "eval"}

@@ -1,0 +1,215 @@
+"""Never lose work, never run untrusted code: exact resume, interrupts, kills, NaN, crafted files."""
+
+from __future__ import annotations
+
+import json
+import os
+import pickle
+import random
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+from typer.testing import CliRunner
+
+from chargen import checkpoint as ckpt
+from chargen.cli import app
+from chargen.config import ModelConfig, TrainConfig
+from chargen.errors import RunError, TrainingError, TrainingInterrupted
+from chargen.loop import StepReport
+from chargen.train import resume, train
+from tests.conftest import TINY_MODEL, corpus_from_text
+
+TINY_ARGS = ["--hidden", "32", "--embed", "16", "--layers", "1", "--batch-size", "4", "--bptt", "16"]
+
+
+def _weights(run_dir: Path) -> dict[str, torch.Tensor]:
+    tensors = load_file(str(run_dir / ckpt.CHECKPOINT))
+    return {k: v for k, v in tensors.items() if k.startswith(("model.", "optim."))}
+
+
+def _train_records(run_dir: Path) -> dict[int, float]:
+    lines = (run_dir / ckpt.METRICS).read_text().splitlines()
+    return {r["step"]: r["loss"] for r in map(json.loads, lines) if r["kind"] == "train"}
+
+
+def test_stopped_and_resumed_equals_uninterrupted_bit_for_bit(timemachine_text: str, tmp_path: Path) -> None:
+    torch.use_deterministic_algorithms(True)
+    try:
+        corpus = corpus_from_text(tmp_path, timemachine_text[:30_000])
+        config = TrainConfig(
+            batch_size=4, bptt=16, max_steps=40, eval_every=15, log_every=5, seed=1, state_reset=0.2
+        )
+        model = ModelConfig(hidden=32, embed=16, layers=2, dropout=0.3)  # dropout draws random numbers too
+        whole = train(corpus, model, config, out=tmp_path / "whole")
+
+        stop = threading.Event()
+
+        def stop_at_20(report: object) -> None:
+            if isinstance(report, StepReport) and report.step == 20:
+                stop.set()  # as Ctrl-C would; the loop stops after its current step
+
+        with pytest.raises(TrainingInterrupted, match="resume with: chargen train --resume"):
+            train(corpus, model, config, out=tmp_path / "halves", report=stop_at_20, stop=stop)
+        stopped_at = json.loads(load_file_metadata(tmp_path / "halves"))["step"]
+        assert stopped_at == 20
+        resumed = resume(tmp_path / "halves")
+    finally:
+        torch.use_deterministic_algorithms(False)
+
+    assert resumed.steps == whole.steps == 40
+    a, b = _weights(tmp_path / "whole"), _weights(tmp_path / "halves")
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    assert resumed.best.loss == whole.best.loss
+    # The loss curve continues without a jump: every logged step matches the uninterrupted run.
+    assert _train_records(tmp_path / "halves") == _train_records(tmp_path / "whole")
+
+
+def load_file_metadata(run_dir: Path) -> str:
+    from safetensors import safe_open
+
+    with safe_open(str(run_dir / ckpt.CHECKPOINT), framework="pt") as f:
+        return f.metadata()["position"]
+
+
+def test_a_finished_run_trains_further_with_a_larger_limit(timemachine_text: str, tmp_path: Path) -> None:
+    corpus = corpus_from_text(tmp_path, timemachine_text[:20_000])
+    config = TrainConfig(batch_size=4, bptt=16, max_steps=6, eval_every=3, seed=0)
+    train(corpus, TINY_MODEL, config, out=tmp_path / "run")
+    with pytest.raises(TrainingError, match="already reached its limit"):
+        resume(tmp_path / "run")
+    assert resume(tmp_path / "run", settings={"max_steps": 10}).steps == 10
+    with pytest.raises(Exception, match=r"--hidden 64 \(the run has 48\)"):
+        resume(tmp_path / "run", settings={"max_steps": 20, "hidden": 64})
+    other = tmp_path / "other.txt"
+    other.write_text("Żółć and ☃", encoding="utf-8")
+    with pytest.raises(RunError, match="'☃'"):
+        resume(tmp_path / "run", corpus=other, settings={"max_steps": 20})
+
+
+def _start_training(run_dir: Path, corpus: Path, *extra: str) -> subprocess.Popen:
+    args = (
+        ["--resume", str(run_dir)] if run_dir.exists() else [str(corpus), "--out", str(run_dir), *TINY_ARGS]
+    )
+    command = [sys.executable, "-m", "chargen", "train", *args, "--save-every", "1", *extra]
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    return subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+
+
+def _wait_for(path: Path, process: subprocess.Popen, seconds: float = 60) -> None:
+    deadline = time.monotonic() + seconds
+    while not path.exists():
+        assert process.poll() is None, process.communicate()
+        assert time.monotonic() < deadline, f"{path} never appeared"
+        time.sleep(0.02)
+
+
+def test_sigint_saves_a_checkpoint_and_names_the_resume_command(
+    timemachine_text: str, tmp_path: Path
+) -> None:
+    corpus = tmp_path / "small.txt"
+    corpus.write_text(timemachine_text[:20_000], encoding="utf-8")
+    run_dir = tmp_path / "run"
+    process = _start_training(run_dir, corpus, "--max-steps", "100000", "--eval-every", "50")
+    _wait_for(run_dir / ckpt.CHECKPOINT, process)
+    time.sleep(1.0)
+    process.send_signal(signal.SIGINT)
+    _, stderr = process.communicate(timeout=60)
+    assert process.returncode == 130, stderr
+    assert f"chargen train --resume {run_dir}" in stderr and "Traceback" not in stderr
+    step = json.loads(load_file_metadata(run_dir))["step"]
+    result = CliRunner().invoke(app, ["train", "--resume", str(run_dir), "--max-steps", str(step + 3)])
+    assert result.exit_code == 0, result.output
+
+
+def test_sigkill_at_random_moments_never_tears_a_file(timemachine_text: str, tmp_path: Path) -> None:
+    corpus = tmp_path / "small.txt"
+    corpus.write_text(timemachine_text[:20_000], encoding="utf-8")
+    run_dir = tmp_path / "run"
+    rng = random.Random(0)
+    runner = CliRunner()
+    for _ in range(20):
+        process = _start_training(run_dir, corpus, "--max-steps", "100000", "--eval-every", "7")
+        _wait_for(run_dir / ckpt.CHECKPOINT, process)
+        time.sleep(rng.uniform(0.0, 0.8))  # often in the middle of a checkpoint write: one per step
+        process.kill()
+        process.wait()
+        run = ckpt.load_run(run_dir)  # every JSON file whole
+        ckpt.load_checkpoint(run_dir / ckpt.CHECKPOINT)
+        for line in (
+            (run_dir / ckpt.METRICS).read_text().splitlines() if (run_dir / ckpt.METRICS).exists() else []
+        ):
+            json.loads(line)
+        ckpt.load_model_weights(run)
+        result = runner.invoke(app, ["sample", "--model", str(run_dir), "--length", "20", "--seed", "0"])
+        assert result.exit_code == 0, result.output
+    step = json.loads(load_file_metadata(run_dir))["step"]
+    result = runner.invoke(app, ["train", "--resume", str(run_dir), "--max-steps", str(step + 3)])
+    assert result.exit_code == 0, result.output
+    assert not list(run_dir.glob(".*.tmp"))  # what killed writes left behind, resuming cleared
+
+
+def test_a_pickle_crafted_to_run_code_is_refused_and_does_not_run(tiny_run, tmp_path: Path) -> None:
+    marker = tmp_path / "pwned"
+
+    class Exploit:
+        def __reduce__(self):
+            return (os.system, (f"touch {marker}",))
+
+    payload = pickle.dumps(Exploit())
+    # Each file is replaced in turn and read by the commands that read it.
+    readers = {
+        ckpt.BEST: ["eval"],
+        ckpt.VALID: ["eval"],
+        ckpt.RUN_JSON: ["eval", "resume"],
+        ckpt.VOCAB_JSON: ["eval", "resume"],
+        ckpt.CHECKPOINT: ["resume"],
+    }
+    for name, commands in readers.items():
+        run_dir = tmp_path / f"evil-{name}"
+        shutil.copytree(tiny_run.run_dir, run_dir)
+        (run_dir / name).write_bytes(payload)
+        args = {
+            "eval": ["eval", "--model", str(run_dir)],
+            "resume": ["train", "--resume", str(run_dir), "--max-steps", "61"],
+        }
+        for command in commands:
+            result = CliRunner().invoke(app, args[command])
+            assert result.exit_code != 0, (name, command, result.output)
+            message = result.stderr.strip()
+            assert name in message and "\n" not in message, (name, command, message)
+    assert not marker.exists()
+
+
+@pytest.mark.parametrize("damage", ["truncate", "empty"])
+def test_truncated_or_empty_files_are_refused_with_their_name(tiny_run, tmp_path: Path, damage: str) -> None:
+    for name in (ckpt.BEST, ckpt.VALID, ckpt.RUN_JSON, ckpt.VOCAB_JSON):
+        run_dir = tmp_path / f"{damage}-{name}"
+        shutil.copytree(tiny_run.run_dir, run_dir)
+        data = (run_dir / name).read_bytes()
+        (run_dir / name).write_bytes(data[: len(data) // 2] if damage == "truncate" else b"")
+        result = CliRunner().invoke(app, ["eval", "--model", str(run_dir)])
+        assert result.exit_code != 0, (name, result.output)
+        message = result.stderr.strip()
+        assert name in message and "\n" not in message and "Traceback" not in result.output
+
+
+def test_a_huge_learning_rate_stops_clearly_and_keeps_finite_best_weights(
+    timemachine_text: str, tmp_path: Path
+) -> None:
+    corpus = corpus_from_text(tmp_path, timemachine_text[:20_000])
+    config = TrainConfig(batch_size=4, bptt=16, lr=1e6, max_steps=300, eval_every=1, seed=0)
+    with pytest.raises(TrainingError, match=r"not finite|non-finite") as info:
+        train(corpus, TINY_MODEL, config, out=tmp_path / "run")
+    assert "--lr" in str(info.value)
+    best = load_file(str(tmp_path / "run" / ckpt.BEST))
+    assert all(torch.isfinite(t).all() for t in best.values())
+    checkpoint = load_file(str(tmp_path / "run" / ckpt.CHECKPOINT))
+    assert all(torch.isfinite(t).all() for k, t in checkpoint.items() if k.startswith("model."))
