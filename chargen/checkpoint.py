@@ -212,15 +212,17 @@ def load_model_weights(run: Run, device: torch.device | str = "cpu") -> CharRNN:
     """The run's model with its best weights (or, before its first evaluation, the checkpoint's),
     in evaluation mode on `device`."""
     model = CharRNN(run.model_config)
-    best = run.path / BEST
+    source = run.path / BEST if (run.path / BEST).exists() else run.path / CHECKPOINT
     try:
-        if best.exists():
-            load_model(model, str(best), device=str(device))
+        if source.name == BEST:
+            load_model(model, str(source), device=str(device))
         else:
-            tensors, _ = load_checkpoint(run.path / CHECKPOINT)
+            tensors, _ = load_checkpoint(source)
             model.load_state_dict(
                 {k[len("model.") :]: v for k, v in tensors.items() if k.startswith("model.")}
             )
     except (SafetensorError, RuntimeError, OSError) as err:
-        raise RunError(f"{best} cannot be loaded ({str(err).splitlines()[0]}); the file is damaged") from err
+        raise RunError(
+            f"{source} cannot be loaded ({str(err).splitlines()[0]}); the file is damaged"
+        ) from err
     return model.to(device).eval()

@@ -53,6 +53,34 @@ class CharRNN(nn.Module):
         logits = self.head(self.drop(out))  # (T, B, V)
         return logits, state
 
+    def step(self, x: torch.Tensor, state: State) -> tuple[torch.Tensor, State]:
+        """Logits (B, V) for one character per stream (B,), through torch's fused single-step cell
+        functions: for generation, where nn.LSTM's per-call overhead outweighs one step's arithmetic.
+        Same weights and arithmetic as forward()."""
+        cell, rnn = self.config.cell, self.rnn
+        h_all, c_all = state if isinstance(state, tuple) else (state, None)
+        inp = self.embed(x)  # (B, E)
+        hs, cs = [], []
+        for k in range(self.config.layers):
+            weights = (
+                getattr(rnn, f"weight_ih_l{k}"),
+                getattr(rnn, f"weight_hh_l{k}"),
+                getattr(rnn, f"bias_ih_l{k}"),
+                getattr(rnn, f"bias_hh_l{k}"),
+            )
+            if cell == "lstm":
+                assert c_all is not None
+                h, c = torch.lstm_cell(inp, (h_all[k], c_all[k]), *weights)
+                cs.append(c)
+            elif cell == "gru":
+                h = torch.gru_cell(inp, h_all[k], *weights)
+            else:
+                h = torch.rnn_tanh_cell(inp, h_all[k], *weights)
+            hs.append(h)
+            inp = h  # (B, H); dropout between layers is off outside training
+        new_state: State = (torch.stack(hs), torch.stack(cs)) if cell == "lstm" else torch.stack(hs)
+        return self.head(inp), new_state
+
     def init_state(self, batch_size: int, device: torch.device | str = "cpu") -> State:
         h = torch.zeros(self.config.layers, batch_size, self.config.hidden, device=device)
         return (h, torch.zeros_like(h)) if self.config.cell == "lstm" else h

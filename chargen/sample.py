@@ -76,8 +76,7 @@ def _generate(
         for _ in range(config.length):
             step = next_ids(logits, config, generator)  # (B,)
             yield step
-            logits, state = model(step.view(1, -1), state)
-            logits = logits[0]  # (B, V)
+            logits, state = model.step(step, state)  # (B, V)
 
 
 @contextmanager

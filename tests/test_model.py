@@ -49,3 +49,20 @@ def test_lstm_forget_gate_starts_at_one_and_tied_weights_are_shared() -> None:
     assert torch.allclose(total[16:32], torch.ones(16))
     tied = CharRNN(ModelConfig(vocab_size=20, embed=16, hidden=16, tie_weights=True))
     assert tied.head.weight is tied.embed.weight
+
+
+def test_one_step_equals_the_fused_module() -> None:
+    for cell in ("lstm", "gru", "rnn"):
+        model = _model(cell).eval()
+        x = torch.randint(0, 20, (6, 3))
+        with torch.no_grad():
+            _, state = model(x[:5])
+            expected, expected_state = model(x[5:6], state)
+            stepped, stepped_state = model.step(x[5], state)
+        assert torch.allclose(stepped, expected[0], atol=1e-5)
+        for a, b in zip(
+            stepped_state if cell == "lstm" else [stepped_state],
+            expected_state if cell == "lstm" else [expected_state],
+            strict=True,
+        ):
+            assert torch.allclose(a, b, atol=1e-5)
