@@ -226,3 +226,25 @@ def load_model_weights(run: Run, device: torch.device | str = "cpu") -> CharRNN:
             f"{source} cannot be loaded ({str(err).splitlines()[0]}); the file is damaged"
         ) from err
     return model.to(device).eval()
+
+
+def describe(run: Run) -> dict[str, Any]:
+    """What a person wants to know about a run, from its files: settings, progress, figures."""
+    summary_path = run.path / SUMMARY
+    summary = json.loads(summary_path.read_text(encoding="utf-8")) if summary_path.exists() else None
+    position = None
+    if (run.path / CHECKPOINT).exists():
+        with safe_open(str(run.path / CHECKPOINT), framework="pt") as f:
+            position = json.loads((f.metadata() or {}).get("position", "null"))
+    return {
+        "path": str(run.path),
+        "model": run.model_config.to_dict(),
+        "parameters": CharRNN(run.model_config).num_parameters(),
+        "vocab": {"kind": run.vocab.kind, "size": len(run.vocab), "chars": getattr(run.vocab, "chars", None)},
+        "text": run.text_config.to_dict(),
+        "train": run.train_config.to_dict(),
+        "corpus": run.info.get("corpus", {}),
+        "steps": position["step"] if position else None,
+        "summary": summary,
+        "files": {p.name: p.stat().st_size for p in sorted(run.path.iterdir()) if not p.name.startswith(".")},
+    }

@@ -459,6 +459,61 @@ def evaluate(
 
 
 @app.command()
+def info(
+    model: Annotated[Path, typer.Argument(help="Run directory to describe.")] = DEFAULT_RUN,
+    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object instead of tables.")] = False,
+) -> None:
+    """Describe a run: model, vocabulary, settings, progress, best figures and files.
+
+    Example: `chargen info runs/latest`.
+    """
+    with _user_errors():
+        from chargen.checkpoint import describe, load_run
+
+        facts = describe(load_run(model))
+        if as_json:
+            typer.echo(json.dumps(facts, ensure_ascii=False))
+            return
+        out = Console()
+        m, corpus, summary = facts["model"], facts["corpus"], facts["summary"]
+        table = Table(show_header=False, title=str(model), title_justify="left")
+        table.add_row(
+            "model",
+            f"{m['layers']}x{m['hidden']} {m['cell']}, embedding {m['embed']}, "
+            f"dropout {m['dropout']}, {facts['parameters']:,} parameters",
+        )
+        vocab = facts["vocab"]
+        shown = "".join(vocab["chars"] or [])
+        table.add_row("vocabulary", f"{vocab['size']} {vocab['kind']}" + (f": {shown!r}" if shown else ""))
+        text = facts["text"]
+        table.add_row("text", ", ".join(f"{k} {v}" for k, v in text.items() if v not in (None, False)))
+        table.add_row(
+            "corpus",
+            f"{corpus.get('name')} ({corpus.get('tokens', 0):,} symbols, "
+            f"{corpus.get('unknown', 0):,} unknown) {corpus.get('path', '')}",
+        )
+        t = facts["train"]
+        table.add_row(
+            "training",
+            f"batch {t['batch_size']}, bptt {t['bptt']}, lr {t['lr']:g}, clip {t['clip']}, "
+            f"seed {t['seed']}; limits: steps {t['max_steps']}, time {t['max_time']}, epochs {t['epochs']}",
+        )
+        table.add_row(
+            "progress", f"{facts['steps']} steps" if facts["steps"] is not None else "no checkpoint"
+        )
+        if summary:
+            best = summary["best"]
+            table.add_row(
+                "best validation",
+                f"{best['bpc']:.4f} bpc, perplexity {best['perplexity']:.2f} "
+                f"(step {summary['best_step']}); {summary['chars_per_sec']:,.0f} characters/s",
+            )
+        for name, size in facts["files"].items():
+            table.add_row("file", f"{name}  {size:,} bytes")
+        out.print(table)
+
+
+@app.command()
 def corpora() -> None:
     """List the named corpora `chargen train NAME` accepts, and where each would come from.
 

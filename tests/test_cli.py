@@ -144,3 +144,15 @@ def test_unknown_characters_in_an_eval_text(corpus_file: Path, tmp_path: Path) -
     assert result.exit_code == 0, result.output
     figures = json.loads(result.stdout)
     assert figures["unknown"] == 2 and figures["chars"] == len("The Time Traveller  smiled.\n") - 1
+
+
+def test_info_describes_a_run(tiny_run) -> None:
+    result = runner.invoke(app, ["info", str(tiny_run.run_dir), "--json"])
+    assert result.exit_code == 0, result.output
+    facts = json.loads(result.stdout)
+    assert facts["model"]["hidden"] == 48 and facts["steps"] == 60
+    assert facts["summary"]["best_step"] == tiny_run.best_step
+    assert {"run.json", "best.safetensors", "checkpoint.safetensors"} <= set(facts["files"])
+    table = runner.invoke(app, ["info", str(tiny_run.run_dir)])
+    assert table.exit_code == 0 and "parameters" in table.stdout
+    assert "run directory not found" in _one_line_error(runner.invoke(app, ["info", "nope"]))
