@@ -55,7 +55,8 @@ def _offline_dir() -> Path | None:
     return Path(value) if value else None
 
 
-def _sha256(path: Path) -> str:
+def file_sha256(path: Path) -> str:
+    """The sha256 of a file's bytes, read in blocks."""
     digest = hashlib.sha256()
     with open(path, "rb") as f:
         while block := f.read(1 << 22):
@@ -86,7 +87,7 @@ def resolve(name: str, progress: Progress | None = None) -> Path:
     offline = _offline_dir()
     if offline and (offline / entry.file).exists():
         source = offline / entry.file
-        actual = _sha256(source)
+        actual = file_sha256(source)
         if actual != entry.sha256:
             raise CorpusError(
                 f"{source} is not the catalogue's {name}: its sha256 is {actual}, expected {entry.sha256}"

@@ -41,14 +41,6 @@ class Corpus:
         return self.vocab.decode(self.ids[start:stop])
 
 
-def file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(1 << 22):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def _count_vocab(path: Path, config: TextConfig, what: str) -> Vocab:
     counts = None
     prepare = Preparer(config)
@@ -112,7 +104,7 @@ def load_corpus(
     """
     config = config or TextConfig()
     path, name = resolve_path(path, progress, what)
-    sha256 = file_sha256(path)
+    sha256 = catalogue.file_sha256(path)
 
     if not cache:
         vocab = vocab or (ByteVocab() if config.tokenizer == "bytes" else _count_vocab(path, config, what))
