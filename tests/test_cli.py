@@ -156,3 +156,12 @@ def test_info_describes_a_run(tiny_run) -> None:
     table = runner.invoke(app, ["info", str(tiny_run.run_dir)])
     assert table.exit_code == 0 and "parameters" in table.stdout
     assert "run directory not found" in _one_line_error(runner.invoke(app, ["info", "nope"]))
+
+
+def test_train_with_no_corpus_uses_the_built_in_one(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    result = runner.invoke(app, ["train", *TINY, "--max-steps", "2", "--eval-every", "2"])
+    assert result.exit_code == 0, result.output
+    assert Path("runs/latest").resolve().name.startswith("the-lamp-at-pellow-point-")
+    result = runner.invoke(app, ["sample", "--prefix", "time traveller", "--length", "30", "--seed", "0"])
+    assert result.exit_code == 0 and result.stdout.startswith("time traveller")

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from chargen.config import TextConfig
-from chargen.corpus import chargen_home, load_corpus
+from chargen.corpus import DEFAULT_CORPUS, chargen_home, load_corpus
 from chargen.errors import CorpusError, VocabError
 from chargen.vocab import UNKNOWN, ByteVocab
 
@@ -105,3 +105,10 @@ def test_missing_file_and_directory(tmp_path: Path) -> None:
         load_corpus(tmp_path / "nope.txt")
     with pytest.raises(CorpusError, match="is a directory"):
         load_corpus(tmp_path)
+
+
+def test_the_default_corpus_is_the_projects_own_and_large_enough() -> None:
+    corpus = load_corpus(None)
+    assert corpus.path == DEFAULT_CORPUS and corpus.name == "the-lamp-at-pellow-point"
+    assert DEFAULT_CORPUS.stat().st_size >= 80_000
+    assert corpus.decode().lower().count("time traveller") >= 100
