@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 from typer.core import TyperGroup
 
@@ -76,7 +77,7 @@ def _user_errors() -> Iterator[None]:
     try:
         yield
     except ChargenError as error:
-        err.print(f"[bold red]Error:[/] {error}", markup=True, soft_wrap=True)
+        err.print(f"[bold red]Error:[/] {escape(str(error))}", markup=True, soft_wrap=True)
         raise typer.Exit(error.exit_code) from None
     except KeyboardInterrupt:
         err.print("Interrupted.")

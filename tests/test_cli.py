@@ -165,3 +165,10 @@ def test_train_with_no_corpus_uses_the_built_in_one(tmp_path: Path, monkeypatch:
     assert Path("runs/latest").resolve().name.startswith("the-lamp-at-pellow-point-")
     result = runner.invoke(app, ["sample", "--prefix", "time traveller", "--length", "30", "--seed", "0"])
     assert result.exit_code == 0 and result.stdout.startswith("time traveller")
+
+
+def test_an_error_naming_a_file_with_brackets_prints_it_whole(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    assert "my[notes].txt" in _one_line_error(runner.invoke(app, ["train", "my[notes].txt"]))
