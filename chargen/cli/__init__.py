@@ -1,26 +1,32 @@
-"""The `chargen` command: parses options, calls the library, prints. The only module that imports
-typer, rich or tqdm; torch is imported inside the commands so `chargen --help` stays instant.
+"""The `chargen` command: each command parses its options, makes one library call and prints.
+Torch is imported inside the commands, so `chargen --help` stays instant; render.py holds the
+terminal plumbing (errors, progress, tables).
 """
 
 from __future__ import annotations
 
 import json
-import signal
 import sys
-import threading
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import Annotated, Any
 
 import typer
 from rich.console import Console
-from rich.markup import escape
 from rich.table import Table
-from typer.core import TyperGroup
 
 from chargen import __version__
+from chargen.cli.render import (
+    DownloadBar,
+    OneLineErrors,
+    TrainProgress,
+    from_command_line,
+    print_eval,
+    print_run_info,
+    print_summary,
+    stop_on_signals,
+    user_errors,
+)
 from chargen.config import (
     UNKNOWN_POLICIES,
     ModelConfig,
@@ -29,59 +35,17 @@ from chargen.config import (
     TrainConfig,
     parse_duration,
 )
-from chargen.errors import ChargenError, ConfigError
-
-if TYPE_CHECKING:
-    from tqdm import tqdm
-
-    from chargen.loop import Report, TrainSummary
-
-
-class _OneLineErrors(TyperGroup):
-    """Usage mistakes (a bad value, an unknown option) as one line on stderr, like every other error."""
-
-    def main(self, *args: Any, standalone_mode: bool = True, **kwargs: Any) -> Any:
-        if not standalone_mode:
-            return super().main(*args, standalone_mode=False, **kwargs)
-        try:
-            code = super().main(*args, standalone_mode=False, **kwargs)
-        except typer.TyperException as error:  # typer's (vendored click's) usage errors
-            message = error.format_message() if hasattr(error, "format_message") else str(error)
-            if not message and getattr(error, "ctx", None):  # no arguments at all: show the help
-                typer.echo(error.ctx.get_help())
-                sys.exit(0)
-            hint = f" (see '{error.ctx.command_path} --help')" if getattr(error, "ctx", None) else ""
-            err.print(f"Error: {message}{hint}", markup=False, highlight=False, soft_wrap=True)
-            sys.exit(getattr(error, "exit_code", 2))
-        except typer.Abort:
-            err.print("Aborted.")
-            sys.exit(130)
-        sys.exit(code if isinstance(code, int) else 0)
-
+from chargen.errors import ConfigError
 
 app = typer.Typer(
-    cls=_OneLineErrors,
+    cls=OneLineErrors,
     help="Character-level RNN language models: train on a text, sample from it, evaluate it.",
     no_args_is_help=True,
     add_completion=False,
     rich_markup_mode="markdown",
     context_settings={"help_option_names": ["-h", "--help"]},
 )
-err = Console(stderr=True, highlight=False)
 DEFAULT_RUN = Path("runs/latest")
-
-
-@contextmanager
-def _user_errors() -> Iterator[None]:
-    """Turn the library's errors into one line on stderr and a non-zero exit code."""
-    try:
-        yield
-    except ChargenError as error:
-        err.print(f"[bold red]Error:[/] {escape(str(error))}", markup=True, soft_wrap=True)
-        raise typer.Exit(error.exit_code) from None
-    except KeyboardInterrupt:
-        err.print("Interrupted.")
-        raise typer.Exit(130) from None
 
 
 def _version(value: bool) -> None:
@@ -97,120 +61,6 @@ def _main(
     ] = False,
 ) -> None:
     """Character-level RNN language models: train on a text, sample from it, evaluate it."""
-
-
-class _TrainProgress:
-    """Renders the training loop's reports: a tqdm bar on stderr, evaluations above it."""
-
-    def __init__(self) -> None:
-        self.bar: tqdm | None = None
-
-    def __call__(self, report: Report) -> None:
-        from tqdm import tqdm
-
-        from chargen.loop import EvalReport, StartReport, StepReport
-
-        if isinstance(report, StartReport):
-            resumed = f" | resumed at step {report.resumed_at}" if report.resumed_at else ""
-            err.print(
-                f"run [bold]{report.run_dir}[/]{resumed} | {report.parameters:,} parameters | vocabulary "
-                f"{report.vocab_size} | {report.train_chars:,} training and {report.val_chars:,} "
-                f"validation characters | {report.device} | seed {report.seed}"
-            )
-            self.bar = tqdm(
-                total=1000,
-                file=sys.stderr,
-                bar_format="{percentage:3.0f}%|{bar:20}| {desc}",
-                mininterval=0.1 if sys.stderr.isatty() else 10.0,  # a log file gets a line now and then
-            )
-        elif isinstance(report, StepReport) and self.bar is not None:
-            self.bar.n = int(report.fraction * 1000)
-            eta = time.strftime("%M:%S", time.gmtime(report.eta)) if report.eta < 86400 else "?"
-            self.bar.set_description_str(
-                f"step {report.step} | loss {report.loss:.3f} | bpc {report.bpc:.3f} | "
-                f"{report.chars_per_sec:,.0f} char/s | lr {report.lr:.2e} | "
-                f"|g| {report.grad_norm:.2f} | ETA {eta}"
-            )
-        elif isinstance(report, EvalReport) and self.bar is not None:
-            val = report.val
-            best = " (best)" if report.is_best else ""
-            self.bar.write(
-                f"step {report.step}: validation loss {val.loss:.4f} nats/char, perplexity "
-                f"{val.perplexity:.2f}, {val.bpc:.4f} bpc{best}\n  sample: {report.sample!r}",
-                file=sys.stderr,
-            )
-
-    def __enter__(self) -> _TrainProgress:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        if self.bar is not None:
-            self.bar.close()
-
-
-def _from_command_line(ctx: typer.Context, name: str) -> bool:
-    source = ctx.get_parameter_source(name)
-    return source is not None and source.name == "COMMANDLINE"
-
-
-@contextmanager
-def _stop_on_signals() -> Iterator[threading.Event]:
-    """The first Ctrl-C or SIGTERM asks training to stop after its current step and save a
-    checkpoint; a second one quits at once (every file is written atomically, so nothing tears)."""
-    stop = threading.Event()
-
-    def handler(signum: int, frame: object) -> None:
-        if stop.is_set():
-            raise KeyboardInterrupt
-        stop.set()
-        err.print("\nstopping after this step and saving a checkpoint (press Ctrl-C again to quit now)")
-
-    previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGINT, signal.SIGTERM)}
-    try:
-        yield stop
-    finally:
-        for sig, old_handler in previous.items():
-            signal.signal(sig, old_handler)
-
-
-class _DownloadBar:
-    """A byte progress bar for a named corpus being downloaded; silent when nothing is."""
-
-    def __init__(self) -> None:
-        self.bar: tqdm | None = None
-
-    def __call__(self, done: int, total: int) -> None:
-        from tqdm import tqdm
-
-        if self.bar is None:
-            self.bar = tqdm(total=total, unit="B", unit_scale=True, desc="downloading", file=sys.stderr)
-        self.bar.update(done - self.bar.n)
-
-    def __enter__(self) -> _DownloadBar:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        if self.bar is not None:
-            self.bar.close()
-
-
-def _print_summary(summary: TrainSummary) -> None:
-    table = Table(title="training finished", show_header=False, title_justify="left")
-    table.add_row("run", str(summary.run_dir))
-    table.add_row(
-        "best validation",
-        f"{summary.best.bpc:.4f} bpc, {summary.best.loss:.4f} nats/char, "
-        f"perplexity {summary.best.perplexity:.2f} (step {summary.best_step})",
-    )
-    table.add_row("final validation", f"{summary.final.bpc:.4f} bpc")
-    table.add_row(
-        "steps", f"{summary.steps:,} ({summary.epochs:.2f} epochs, stopped by {summary.stopped_by})"
-    )
-    table.add_row("speed", f"{summary.chars_per_sec:,.0f} characters/s over {summary.train_seconds:.0f} s")
-    table.add_row("clipped steps", f"{summary.clipped_fraction:.1%}")
-    table.add_row("parameters", f"{summary.parameters:,}")
-    err.print(table)
-    err.print(f'next: chargen sample --model {summary.run_dir} --prefix "..."')
 
 
 @app.command()
@@ -304,7 +154,7 @@ def train(
     `chargen train notes.txt --max-time 10m --hidden 512 --out runs/notes`;
     `chargen train --resume runs/notes --max-time 20m` (continue it).
     """
-    with _user_errors():
+    with user_errors():
         from chargen.corpus import load_corpus
         from chargen.train import resume as resume_training
         from chargen.train import train as run_training
@@ -313,11 +163,11 @@ def train(
             given = {
                 name: value
                 for name, value in ctx.params.items()
-                if name not in ("resume", "corpus") and _from_command_line(ctx, name)
+                if name not in ("resume", "corpus") and from_command_line(ctx, name)
             }
-            with _stop_on_signals() as stop, _TrainProgress() as progress:
+            with stop_on_signals() as stop, TrainProgress() as progress:
                 summary = resume_training(resume, corpus, given, progress, stop)
-            _print_summary(summary)
+            print_summary(summary)
             return
 
         model_config = ModelConfig(
@@ -349,11 +199,11 @@ def train(
             tokenizer=tokenizer,
             min_count=min_count,
         )
-        with _DownloadBar() as download:
+        with DownloadBar() as download:
             data = load_corpus(corpus, text_config, progress=download)
-        with _stop_on_signals() as stop, _TrainProgress() as progress:
+        with stop_on_signals() as stop, TrainProgress() as progress:
             summary = run_training(data, model_config, train_config, out, progress, stop=stop)
-        _print_summary(summary)
+        print_summary(summary)
 
 
 @app.command()
@@ -381,7 +231,7 @@ def sample(
 
     Example: `chargen sample --prefix "time traveller" --length 300 --temperature 0.7 --seed 1`.
     """
-    with _user_errors():
+    with user_errors():
         from chargen.checkpoint import load_model_weights, load_run
         from chargen.device import resolve_device
         from chargen.sample import sample_batch, sample_stream
@@ -437,7 +287,7 @@ def evaluate(
 
     Example: `chargen eval --model runs/tm --json` or `chargen eval other.txt`.
     """
-    with _user_errors():
+    with user_errors():
         from chargen.evaluate import evaluate_run
 
         if unknown not in UNKNOWN_POLICIES:
@@ -447,16 +297,7 @@ def evaluate(
         if as_json:
             typer.echo(json.dumps(result))
             return
-        table = Table(show_header=False, title=f"{model} on {text_file or 'its validation split'}")
-        table.add_row("characters", f"{stats.chars:,}")
-        table.add_row("loss", f"{stats.loss:.4f} nats/char")
-        table.add_row("perplexity", f"{stats.perplexity:.3f}")
-        table.add_row("bits per character", f"{stats.bpc:.4f}")
-        table.add_row("speed", f"{stats.chars_per_sec:,.0f} characters/s")
-        if stats.unknown:
-            done = {"replace": "replaced", "skip": "skipped"}[unknown]
-            table.add_row("unknown characters", f"{stats.unknown:,} ({done})")
-        Console().print(table)
+        print_eval(f"{model} on {text_file or 'its validation split'}", stats, unknown)
 
 
 @app.command()
@@ -468,50 +309,14 @@ def info(
 
     Example: `chargen info runs/latest`.
     """
-    with _user_errors():
+    with user_errors():
         from chargen.checkpoint import describe, load_run
 
         facts = describe(load_run(model))
         if as_json:
             typer.echo(json.dumps(facts, ensure_ascii=False))
             return
-        out = Console()
-        m, corpus, summary = facts["model"], facts["corpus"], facts["summary"]
-        table = Table(show_header=False, title=str(model), title_justify="left")
-        table.add_row(
-            "model",
-            f"{m['layers']}x{m['hidden']} {m['cell']}, embedding {m['embed']}, "
-            f"dropout {m['dropout']}, {facts['parameters']:,} parameters",
-        )
-        vocab = facts["vocab"]
-        shown = "".join(vocab["chars"] or [])
-        table.add_row("vocabulary", f"{vocab['size']} {vocab['kind']}" + (f": {shown!r}" if shown else ""))
-        text = facts["text"]
-        table.add_row("text", ", ".join(f"{k} {v}" for k, v in text.items() if v not in (None, False)))
-        table.add_row(
-            "corpus",
-            f"{corpus.get('name')} ({corpus.get('tokens', 0):,} symbols, "
-            f"{corpus.get('unknown', 0):,} unknown) {corpus.get('path', '')}",
-        )
-        t = facts["train"]
-        table.add_row(
-            "training",
-            f"batch {t['batch_size']}, bptt {t['bptt']}, lr {t['lr']:g}, clip {t['clip']}, "
-            f"seed {t['seed']}; limits: steps {t['max_steps']}, time {t['max_time']}, epochs {t['epochs']}",
-        )
-        table.add_row(
-            "progress", f"{facts['steps']} steps" if facts["steps"] is not None else "no checkpoint"
-        )
-        if summary:
-            best = summary["best"]
-            table.add_row(
-                "best validation",
-                f"{best['bpc']:.4f} bpc, perplexity {best['perplexity']:.2f} "
-                f"(step {summary['best_step']}); {summary['chars_per_sec']:,.0f} characters/s",
-            )
-        for name, size in facts["files"].items():
-            table.add_row("file", f"{name}  {size:,} bytes")
-        out.print(table)
+        print_run_info(model, facts)
 
 
 @app.command()
@@ -521,7 +326,7 @@ def corpora() -> None:
     Example: `chargen corpora`, then `chargen train tinyshakespeare`. Set CHARGEN_CORPORA to a
     directory holding the files to work offline.
     """
-    with _user_errors():
+    with user_errors():
         from chargen import catalogue
 
         table = Table("name", "what", "size", "licence", "source now")

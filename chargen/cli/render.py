@@ -1,0 +1,231 @@
+"""How the CLI talks to the terminal: one-line errors, progress bars, signal handling, tables.
+With the commands in __init__.py, the only code that imports typer, rich or tqdm.
+"""
+
+from __future__ import annotations
+
+import signal
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import typer
+from rich.console import Console
+from rich.markup import escape
+from rich.table import Table
+from typer.core import TyperGroup
+
+from chargen.errors import ChargenError
+
+if TYPE_CHECKING:
+    from tqdm import tqdm
+
+    from chargen.evaluate import LossStats
+    from chargen.loop import Report, TrainSummary
+
+err = Console(stderr=True, highlight=False)
+
+
+class OneLineErrors(TyperGroup):
+    """Usage mistakes (a bad value, an unknown option) as one line on stderr, like every other error."""
+
+    def main(self, *args: Any, standalone_mode: bool = True, **kwargs: Any) -> Any:
+        if not standalone_mode:
+            return super().main(*args, standalone_mode=False, **kwargs)
+        try:
+            code = super().main(*args, standalone_mode=False, **kwargs)
+        except typer.TyperException as error:  # typer's (vendored click's) usage errors
+            message = error.format_message() if hasattr(error, "format_message") else str(error)
+            if not message and getattr(error, "ctx", None):  # no arguments at all: show the help
+                typer.echo(error.ctx.get_help())
+                sys.exit(0)
+            hint = f" (see '{error.ctx.command_path} --help')" if getattr(error, "ctx", None) else ""
+            err.print(f"Error: {message}{hint}", markup=False, highlight=False, soft_wrap=True)
+            sys.exit(getattr(error, "exit_code", 2))
+        except typer.Abort:
+            err.print("Aborted.")
+            sys.exit(130)
+        sys.exit(code if isinstance(code, int) else 0)
+
+
+@contextmanager
+def user_errors() -> Iterator[None]:
+    """Turn the library's errors into one line on stderr and a non-zero exit code."""
+    try:
+        yield
+    except ChargenError as error:
+        err.print(f"[bold red]Error:[/] {escape(str(error))}", markup=True, soft_wrap=True)
+        raise typer.Exit(error.exit_code) from None
+    except KeyboardInterrupt:
+        err.print("Interrupted.")
+        raise typer.Exit(130) from None
+
+
+class TrainProgress:
+    """Renders the training loop's reports: a tqdm bar on stderr, evaluations above it."""
+
+    def __init__(self) -> None:
+        self.bar: tqdm | None = None
+
+    def __call__(self, report: Report) -> None:
+        from tqdm import tqdm
+
+        from chargen.loop import EvalReport, StartReport, StepReport
+
+        if isinstance(report, StartReport):
+            resumed = f" | resumed at step {report.resumed_at}" if report.resumed_at else ""
+            err.print(
+                f"run [bold]{report.run_dir}[/]{resumed} | {report.parameters:,} parameters | vocabulary "
+                f"{report.vocab_size} | {report.train_chars:,} training and {report.val_chars:,} "
+                f"validation characters | {report.device} | seed {report.seed}"
+            )
+            self.bar = tqdm(
+                total=1000,
+                file=sys.stderr,
+                bar_format="{percentage:3.0f}%|{bar:20}| {desc}",
+                mininterval=0.1 if sys.stderr.isatty() else 10.0,  # a log file gets a line now and then
+            )
+        elif isinstance(report, StepReport) and self.bar is not None:
+            self.bar.n = int(report.fraction * 1000)
+            eta = time.strftime("%M:%S", time.gmtime(report.eta)) if report.eta < 86400 else "?"
+            self.bar.set_description_str(
+                f"step {report.step} | loss {report.loss:.3f} | bpc {report.bpc:.3f} | "
+                f"{report.chars_per_sec:,.0f} char/s | lr {report.lr:.2e} | "
+                f"|g| {report.grad_norm:.2f} | ETA {eta}"
+            )
+        elif isinstance(report, EvalReport) and self.bar is not None:
+            val = report.val
+            best = " (best)" if report.is_best else ""
+            self.bar.write(
+                f"step {report.step}: validation loss {val.loss:.4f} nats/char, perplexity "
+                f"{val.perplexity:.2f}, {val.bpc:.4f} bpc{best}\n  sample: {report.sample!r}",
+                file=sys.stderr,
+            )
+
+    def __enter__(self) -> TrainProgress:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self.bar is not None:
+            self.bar.close()
+
+
+def from_command_line(ctx: typer.Context, name: str) -> bool:
+    source = ctx.get_parameter_source(name)
+    return source is not None and source.name == "COMMANDLINE"
+
+
+@contextmanager
+def stop_on_signals() -> Iterator[threading.Event]:
+    """The first Ctrl-C or SIGTERM asks training to stop after its current step and save a
+    checkpoint; a second one quits at once (every file is written atomically, so nothing tears)."""
+    stop = threading.Event()
+
+    def handler(signum: int, frame: object) -> None:
+        if stop.is_set():
+            raise KeyboardInterrupt
+        stop.set()
+        err.print("\nstopping after this step and saving a checkpoint (press Ctrl-C again to quit now)")
+
+    previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield stop
+    finally:
+        for sig, old_handler in previous.items():
+            signal.signal(sig, old_handler)
+
+
+class DownloadBar:
+    """A byte progress bar for a named corpus being downloaded; silent when nothing is."""
+
+    def __init__(self) -> None:
+        self.bar: tqdm | None = None
+
+    def __call__(self, done: int, total: int) -> None:
+        from tqdm import tqdm
+
+        if self.bar is None:
+            self.bar = tqdm(total=total, unit="B", unit_scale=True, desc="downloading", file=sys.stderr)
+        self.bar.update(done - self.bar.n)
+
+    def __enter__(self) -> DownloadBar:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self.bar is not None:
+            self.bar.close()
+
+
+def print_summary(summary: TrainSummary) -> None:
+    table = Table(title="training finished", show_header=False, title_justify="left")
+    table.add_row("run", str(summary.run_dir))
+    table.add_row(
+        "best validation",
+        f"{summary.best.bpc:.4f} bpc, {summary.best.loss:.4f} nats/char, "
+        f"perplexity {summary.best.perplexity:.2f} (step {summary.best_step})",
+    )
+    table.add_row("final validation", f"{summary.final.bpc:.4f} bpc")
+    table.add_row(
+        "steps", f"{summary.steps:,} ({summary.epochs:.2f} epochs, stopped by {summary.stopped_by})"
+    )
+    table.add_row("speed", f"{summary.chars_per_sec:,.0f} characters/s over {summary.train_seconds:.0f} s")
+    table.add_row("clipped steps", f"{summary.clipped_fraction:.1%}")
+    table.add_row("parameters", f"{summary.parameters:,}")
+    err.print(table)
+    err.print(f'next: chargen sample --model {summary.run_dir} --prefix "..."')
+
+
+def print_run_info(model: Path, facts: dict[str, Any]) -> None:
+    """The facts of checkpoint.describe as a table."""
+    out = Console()
+    m, corpus, summary = facts["model"], facts["corpus"], facts["summary"]
+    table = Table(show_header=False, title=str(model), title_justify="left")
+    table.add_row(
+        "model",
+        f"{m['layers']}x{m['hidden']} {m['cell']}, embedding {m['embed']}, "
+        f"dropout {m['dropout']}, {facts['parameters']:,} parameters",
+    )
+    vocab = facts["vocab"]
+    shown = "".join(vocab["chars"] or [])
+    table.add_row("vocabulary", f"{vocab['size']} {vocab['kind']}" + (f": {shown!r}" if shown else ""))
+    text = facts["text"]
+    table.add_row("text", ", ".join(f"{k} {v}" for k, v in text.items() if v not in (None, False)))
+    table.add_row(
+        "corpus",
+        f"{corpus.get('name')} ({corpus.get('tokens', 0):,} symbols, "
+        f"{corpus.get('unknown', 0):,} unknown) {corpus.get('path', '')}",
+    )
+    t = facts["train"]
+    table.add_row(
+        "training",
+        f"batch {t['batch_size']}, bptt {t['bptt']}, lr {t['lr']:g}, clip {t['clip']}, "
+        f"seed {t['seed']}; limits: steps {t['max_steps']}, time {t['max_time']}, epochs {t['epochs']}",
+    )
+    table.add_row("progress", f"{facts['steps']} steps" if facts["steps"] is not None else "no checkpoint")
+    if summary:
+        best = summary["best"]
+        table.add_row(
+            "best validation",
+            f"{best['bpc']:.4f} bpc, perplexity {best['perplexity']:.2f} "
+            f"(step {summary['best_step']}); {summary['chars_per_sec']:,.0f} characters/s",
+        )
+    for name, size in facts["files"].items():
+        table.add_row("file", f"{name}  {size:,} bytes")
+    out.print(table)
+
+
+def print_eval(label: str, stats: LossStats, unknown: str) -> None:
+    table = Table(show_header=False, title=label)
+    table.add_row("characters", f"{stats.chars:,}")
+    table.add_row("loss", f"{stats.loss:.4f} nats/char")
+    table.add_row("perplexity", f"{stats.perplexity:.3f}")
+    table.add_row("bits per character", f"{stats.bpc:.4f}")
+    table.add_row("speed", f"{stats.chars_per_sec:,.0f} characters/s")
+    if stats.unknown:
+        done = {"replace": "replaced", "skip": "skipped"}[unknown]
+        table.add_row("unknown characters", f"{stats.unknown:,} ({done})")
+    Console().print(table)
