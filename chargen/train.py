@@ -19,7 +19,7 @@ from chargen.config import ModelConfig, TrainConfig, parse_duration
 from chargen.corpus import Corpus, load_corpus
 from chargen.data import StreamBatches, split_ids
 from chargen.device import resolve_device, seed_everything
-from chargen.errors import ConfigError, RunError, VocabError
+from chargen.errors import ChargenError, ConfigError, RunError, VocabError
 from chargen.loop import Loop, Reporter, StartReport, TrainSummary
 from chargen.model import CharRNN
 
@@ -154,6 +154,16 @@ def _refuse_changes(run: ckpt.Run, settings: dict[str, Any]) -> None:
             f"--resume continues {run.path} with its own settings, and these differ: {'; '.join(differ)}. "
             "Only --max-steps, --max-time, --epochs and --device may change"
         )
+
+
+def training_ids(run: ckpt.Run) -> np.ndarray:
+    """The ids of a run's training split, read again from the corpus file it records (cached)."""
+    path = run.info["corpus"]["path"]
+    try:
+        data = load_corpus(path, run.text_config, vocab=run.vocab, unknown="replace")
+    except ChargenError as err:
+        raise RunError(f"the training text of {run.path} is not available ({err})") from err
+    return split_ids(data.ids, run.train_config.val_fraction)[0]
 
 
 def _start_report(loop: Loop, seed: int, vocab_size: int, resumed_at: int) -> StartReport:

@@ -22,6 +22,7 @@ from chargen.cli.render import (
     TrainProgress,
     from_command_line,
     print_eval,
+    print_novelty,
     print_run_info,
     print_summary,
     stop_on_signals,
@@ -225,6 +226,10 @@ def sample(
     unknown: Annotated[
         str, typer.Option(help="A prefix character the model never saw: error, replace or skip.")
     ] = SampleConfig.unknown,
+    novelty: Annotated[
+        bool,
+        typer.Option(help="Report on stderr how much of the sample occurs verbatim in the training text."),
+    ] = False,
     device: Annotated[str, typer.Option(help="auto, cpu, cuda or mps.")] = "auto",
 ) -> None:
     """Continue a prefix with a trained model; the text streams to stdout.
@@ -234,7 +239,9 @@ def sample(
     with user_errors():
         from chargen.checkpoint import load_model_weights, load_run
         from chargen.device import resolve_device
+        from chargen.novelty import NgramIndex
         from chargen.sample import sample_batch, sample_stream
+        from chargen.train import training_ids
 
         config = SampleConfig(
             prefix=prefix,
@@ -249,12 +256,14 @@ def sample(
         run = load_run(model)
         torch_device = resolve_device(device)
         net = load_model_weights(run, torch_device)
+        index = NgramIndex(training_ids(run)) if novelty else None
         if num_samples == 1:
             pieces = sample_stream(net, run.vocab, config, torch_device, run.text_config)  # checks the prefix
             sys.stdout.write(prefix)
-            last_flush = time.monotonic()
+            last_flush, texts = time.monotonic(), [""]
             for piece in pieces:
                 sys.stdout.write(piece)
+                texts[0] += piece
                 if "\n" in piece or time.monotonic() - last_flush > 0.05:
                     sys.stdout.flush()
                     last_flush = time.monotonic()
@@ -263,6 +272,9 @@ def sample(
             texts = sample_batch(net, run.vocab, config, torch_device, run.text_config)
             sys.stdout.write("\n\n".join(prefix + text for text in texts) + "\n")
         sys.stdout.flush()
+        if index is not None:
+            shares = [index.verbatim_fraction(run.vocab.encode(text, unknown="skip")) for text in texts]
+            print_novelty([share for share in shares if share is not None], index.n)
 
 
 @app.command("eval")

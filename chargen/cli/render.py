@@ -229,3 +229,15 @@ def print_eval(label: str, stats: LossStats, unknown: str) -> None:
         done = {"replace": "replaced", "skip": "skipped"}[unknown]
         table.add_row("unknown characters", f"{stats.unknown:,} ({done})")
     Console().print(table)
+
+
+def print_novelty(shares: list[float], n: int) -> None:
+    """On stderr, so stdout stays the generated text alone."""
+    if not shares:
+        err.print(f"novelty: the sample is shorter than {n} characters; nothing to compare")
+        return
+    mean = sum(shares) / len(shares)
+    err.print(
+        f"novelty: {mean:.1%} of the sample's {n}-character sequences occur verbatim in the training "
+        "text" + (f" (mean of {len(shares)} samples)" if len(shares) > 1 else "")
+    )
