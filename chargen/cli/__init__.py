@@ -22,6 +22,7 @@ from chargen.cli.render import (
     TrainProgress,
     from_command_line,
     print_eval,
+    print_gradients,
     print_novelty,
     print_run_info,
     print_summary,
@@ -329,6 +330,48 @@ def info(
             typer.echo(json.dumps(facts, ensure_ascii=False))
             return
         print_run_info(model, facts)
+
+
+@app.command()
+def gradients(
+    model: Annotated[
+        Path, typer.Argument(help="Trained run to measure (ignored with --cell).")
+    ] = DEFAULT_RUN,
+    cell: Annotated[
+        str | None,
+        typer.Option(help="Measure an untrained 2x256 model of this cell instead: lstm, gru or rnn."),
+    ] = None,
+    steps: Annotated[int, typer.Option(help="How many steps back to measure, >= 1.")] = 50,
+    streams: Annotated[int, typer.Option(help="Windows averaged over, >= 1.")] = 16,
+    seed: Annotated[int, typer.Option(help="Seed for an untrained model and its random input.")] = 0,
+) -> None:
+    """How the loss at a window's end depends on the hidden state k steps back, k = 1..steps:
+    vanishing gradients made visible.
+
+    Example: `chargen gradients --cell rnn`, then `chargen gradients --cell lstm`.
+    """
+    with user_errors():
+        import torch
+
+        from chargen.checkpoint import load_model_weights, load_run
+        from chargen.gradients import gradient_decay, random_window, text_windows
+        from chargen.model import CharRNN
+
+        if steps < 1 or streams < 1:
+            raise ConfigError("--steps and --streams must be at least 1")
+        if cell is not None:
+            torch.manual_seed(seed)
+            net = CharRNN(ModelConfig(cell=cell, vocab_size=64))
+            window, label = random_window(64, steps, streams, seed), f"untrained 2x256 {cell}"
+        else:
+            run = load_run(model)
+            net = load_model_weights(run)
+            try:
+                window = text_windows(run.validation_ids(), steps, streams)
+            except ValueError as error:
+                raise ConfigError(f"--steps {steps}: {error}") from None
+            label = f"{model} ({run.model_config.cell})"
+        print_gradients(label, gradient_decay(net, window))
 
 
 @app.command()

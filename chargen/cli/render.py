@@ -241,3 +241,15 @@ def print_novelty(shares: list[float], n: int) -> None:
         f"novelty: {mean:.1%} of the sample's {n}-character sequences occur verbatim in the training "
         "text" + (f" (mean of {len(shares)} samples)" if len(shares) > 1 else "")
     )
+
+
+def print_gradients(label: str, norms: Any) -> None:
+    """The gradient norm k steps back, and how many orders of magnitude it fell since k = 1."""
+    import math
+
+    table = Table("k steps back", "gradient norm", "orders of magnitude below k = 1", title=label)
+    for k in (1, 2, 3, 5, 10, 20, 30, 40, 50, 75, 100, 150, 200):
+        if k <= len(norms):
+            fall = math.log10(norms[0] / norms[k - 1]) if norms[k - 1] > 0 else math.inf
+            table.add_row(str(k), f"{norms[k - 1]:.3e}", f"{fall:.1f}")
+    Console().print(table)
