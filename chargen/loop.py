@@ -367,7 +367,14 @@ class Loop:
         self.last_eval, self.last_eval_step = val, self.step
         ckpt.append_jsonl(
             self.run_dir / ckpt.METRICS,
-            {"kind": "eval", "step": self.step, "epoch": self.epoch, **val.to_dict(), "best": is_best},
+            {
+                "kind": "eval",
+                "step": self.step,
+                "epoch": self.epoch,
+                "seen": self.chars,
+                **val.to_dict(),
+                "best": is_best,
+            },
         )
         self.save()
         sample = sample_batch(self.model, self.vocab, self.sample_config, self.device)[0]

@@ -375,6 +375,25 @@ def gradients(
 
 
 @app.command()
+def plot(
+    runs: Annotated[list[Path] | None, typer.Argument(help="Run directories to draw, overlaid.")] = None,
+    out: Annotated[
+        Path | None, typer.Option(help="PNG file to write. Default: plot.png in the first run.")
+    ] = None,
+) -> None:
+    """Draw training and validation bpc, the pre-clip gradient norm and the learning rate into a PNG.
+
+    Example: `chargen plot runs/lstm runs/gru --out compare.png`. Needs the plot extra (matplotlib).
+    """
+    with user_errors():
+        from chargen.plot import plot_runs
+
+        run_dirs = runs or [DEFAULT_RUN]
+        written = plot_runs(run_dirs, out or run_dirs[0] / "plot.png")
+        typer.echo(str(written))
+
+
+@app.command()
 def corpora() -> None:
     """List the named corpora `chargen train NAME` accepts, and where each would come from.
 
