@@ -3,8 +3,9 @@ machine's own matrix-multiply ceiling and a d2l-style reference, in one process 
 
     python -m chargen.bench --corpus ../shared/corpora/timemachine.txt [--json bench.json]
 
-Not a test: timings on shared machines are noisy, so it reports medians over several runs and
-ratios measured side by side, and it never runs in CI.
+Not a test: timings on shared machines are noisy, so it reports medians over several runs, times
+the things it compares in turn (round-robin) so that a slow moment hurts both alike, and never
+runs in CI. Sampling is timed through the `chargen sample` command itself, start-up subtracted.
 """
 
 from __future__ import annotations
@@ -13,43 +14,48 @@ import argparse
 import json
 import resource
 import statistics
+import subprocess
+import sys
+import tempfile
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from pathlib import Path
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from chargen.config import ModelConfig, SampleConfig, TrainConfig
-from chargen.corpus import load_corpus
+from chargen.config import ModelConfig, TrainConfig
+from chargen.corpus import Corpus, load_corpus
 from chargen.data import StreamBatches
+from chargen.device import precision_name, resolve_precision
 from chargen.evaluate import evaluate_ids
 from chargen.loop import make_optimizer, train_step
 from chargen.model import CharRNN
-from chargen.sample import sample_batch
-from chargen.vocab import Vocab
+from chargen.train import train
 
 GATES = {"lstm": 4, "gru": 3, "rnn": 1}
 
 
-def median_rate(work: Callable[[], int], repeats: int = 5, warmup: int = 1) -> tuple[float, float]:
-    """Median and spread (max - min) of items per second over `repeats` timed calls of `work`,
-    which returns how many items it processed."""
-    for _ in range(warmup):
+def side_by_side(works: dict[str, Callable[[], int]], repeats: int = 5) -> dict[str, tuple[float, float]]:
+    """Median and spread (max - min) of items per second for each of `works`, which return how
+    many items they processed. One warm-up call each, then the works take turns, repeat by repeat."""
+    for work in works.values():
         work()
-    rates = []
+    rates: dict[str, list[float]] = {name: [] for name in works}
     for _ in range(repeats):
-        start = time.perf_counter()
-        items = work()
-        rates.append(items / (time.perf_counter() - start))
-    return statistics.median(rates), max(rates) - min(rates)
+        for name, work in works.items():
+            start = time.perf_counter()
+            items = work()
+            rates[name].append(items / (time.perf_counter() - start))
+    return {name: (statistics.median(r), max(r) - min(r)) for name, r in rates.items()}
 
 
 def forward_flops_per_char(config: ModelConfig) -> float:
     """Multiply-adds x 2 of the recurrent and output layers for one character (pointwise work and
-    the embedding lookup are small and left out)."""
+    the embedding lookup are small and left out). Training is counted as three times this."""
     gates = GATES[config.cell] * config.hidden
     flops, inputs = 0.0, config.embed
     for _ in range(config.layers):
@@ -58,18 +64,21 @@ def forward_flops_per_char(config: ModelConfig) -> float:
     return flops + 2 * config.hidden * config.vocab_size
 
 
-def matmul_ceiling(rows: int, inputs: int, outputs: int) -> float:
-    """GFLOP/s of nn.Linear (oneDNN on a CPU) at one shape: the rate the machine can reach."""
-    layer = nn.Linear(inputs, outputs)
-    x = torch.randn(rows, inputs)
-
-    def work() -> int:
-        with torch.no_grad():
+def matmul_ceiling(dtype: torch.dtype, rows: int = 2048, inputs: int = 256, outputs: int = 1024) -> float:
+    """GFLOP/s of nn.Linear (oneDNN on a CPU) in `dtype` at an input-projection shape: the best of
+    several timings, since a ceiling is what the machine can reach and noise only lowers it."""
+    layer = nn.Linear(inputs, outputs).to(dtype)
+    x = torch.randn(rows, inputs).to(dtype)
+    best = 0.0
+    with torch.no_grad():
+        for _ in range(10):  # warm-up
+            layer(x)
+        for _ in range(9):
+            start = time.perf_counter()
             for _ in range(20):
                 layer(x)
-        return 20 * 2 * rows * inputs * outputs
-
-    return median_rate(work, repeats=7)[0] / 1e9
+            best = max(best, 20 * 2 * rows * inputs * outputs / (time.perf_counter() - start))
+    return best / 1e9
 
 
 # --- the reference: written in the style of the d2l book's RNN chapter ---------------------------
@@ -139,64 +148,106 @@ class Row:
             "what": self.what,
             "chars_per_sec": self.chars_per_sec,
             "spread": self.spread,
+            "limit": self.limit,
             "fraction_of_limit": self.chars_per_sec / self.limit if self.limit else None,
             "ratio_to_reference": self.chars_per_sec / self.reference if self.reference else None,
         }
 
 
-def bench_model(
-    name: str, config: ModelConfig, ids: np.ndarray, batch: int, bptt: int, ceiling: float, reference: bool
+def precisions() -> list[torch.dtype | None]:
+    """fp32 always; bf16 too where chargen would pick it by itself (`--precision auto`)."""
+    auto = resolve_precision("auto", torch.device("cpu"))
+    return [None] if auto is None else [None, auto]
+
+
+def bench_training(
+    name: str,
+    config: ModelConfig,
+    ids: np.ndarray,
+    batch: int,
+    bptt: int,
+    ceilings: dict[str, float],
+    reference: bool,
 ) -> list[Row]:
+    """Training steps of chargen at each precision and, if asked, of the d2l-style reference, in turn."""
+    windows = list(StreamBatches(ids, batch, bptt).epoch(0))[:12]
+    flops = 3 * forward_flops_per_char(config)
+
+    def chargen_trainer(autocast: torch.dtype | None) -> Callable[[], int]:
+        torch.manual_seed(0)
+        model = CharRNN(config)
+        optimizer = make_optimizer(model, TrainConfig(batch_size=batch, bptt=bptt, max_steps=1))
+
+        def work() -> int:
+            state, chars = model.init_state(batch), 0
+            for x, y in windows:
+                _, _, state, _ = train_step(model, optimizer, x, y, state, 1.0, autocast)
+                chars += y.numel()
+            return chars
+
+        return work
+
+    works = {precision_name(p): chargen_trainer(p) for p in precisions()}
+    if reference:
+        d2l = D2LStyleModel(config.vocab_size, config.hidden, config.layers)
+        works["reference"] = lambda: d2l_train_windows(d2l, windows)
+    rates = side_by_side(works)
+    ref = rates.pop("reference", None)
+    what = f"train, B={batch} T={bptt} dropout {config.dropout:g}"
+    rows = [Row(name, f"{what}, d2l-style reference", *ref, None, None)] if ref else []
+    for precision, (rate, spread) in rates.items():
+        limit = ceilings[precision] * 1e9 / flops
+        rows.append(Row(name, f"{what}, {precision}", rate, spread, limit, ref[0] if ref else None))
+    return rows
+
+
+def bench_evaluation(
+    name: str, config: ModelConfig, ids: np.ndarray, ceilings: dict[str, float]
+) -> list[Row]:
+    """`evaluate_ids` on up to 200,000 characters, at each precision."""
     torch.manual_seed(0)
-    flops = forward_flops_per_char(config)
-    batches = StreamBatches(ids, batch, bptt)
-    windows = list(batches.epoch(0))[:12]
     model = CharRNN(config)
-    train_config = TrainConfig(batch_size=batch, bptt=bptt, max_steps=1)
-    optimizer = make_optimizer(model, train_config)
-
-    def chargen_train() -> int:
-        state, chars = model.init_state(batch), 0
-        for x, y in windows:
-            _, _, state, _ = train_step(model, optimizer, x, y, state, clip=1.0)
-            chars += y.numel()
-        return chars
-
-    def chargen_sample(config: SampleConfig) -> int:
-        sample_batch(model, vocab, config)
-        return config.length * config.num_samples
-
-    rows = []
-    d2l = D2LStyleModel(config.vocab_size, config.hidden, config.layers) if reference else None
-    ref_train = median_rate(lambda: d2l_train_windows(d2l, windows))[0] if d2l else None
-    if ref_train:
-        rows.append(Row(name, f"train, d2l-style reference (B={batch}, T={bptt})", ref_train, 0, None, None))
-    rate, spread = median_rate(chargen_train)
-    rows.append(
-        Row(name, f"train (B={batch}, T={bptt})", rate, spread, ceiling * 1e9 / (3 * flops), ref_train)
-    )
-
     val = ids[: min(len(ids), 200_000)]
-    eval_rate, eval_spread = median_rate(lambda: evaluate_ids(model, val).chars, repeats=3)
-    rows.append(Row(name, "evaluate", eval_rate, eval_spread, ceiling * 1e9 / flops, None))
+    works = {
+        precision_name(p): (lambda p=p: evaluate_ids(model, val, autocast=p).chars) for p in precisions()
+    }
+    limit = 1e9 / forward_flops_per_char(config)
+    return [
+        Row(name, f"evaluate, {precision}", rate, spread, ceilings[precision] * limit, None)
+        for precision, (rate, spread) in side_by_side(works, repeats=3).items()
+    ]
 
-    vocab = Vocab([chr(0x100 + i) for i in range(config.vocab_size)])  # any characters will do
-    ref_sample = median_rate(lambda: d2l_sample(d2l, 1000), repeats=3)[0] if d2l else None
-    if ref_sample:
-        rows.append(Row(name, "sample 1 stream, d2l-style reference", ref_sample, 0, None, None))
-    for streams, length in ((1, 3000), (64, 500)):
-        sample_config = SampleConfig(length=length, num_samples=streams, seed=0)
-        rate, spread = median_rate(lambda c=sample_config: chargen_sample(c), repeats=3)
-        rows.append(
-            Row(
-                name,
-                f"sample {streams} stream{'s' * (streams > 1)}",
-                rate,
-                spread,
-                None,
-                ref_sample if streams == 1 else None,
-            )
-        )
+
+def command_seconds(args: list[str], repeats: int = 3) -> float:
+    """Median wall time of running `python -m chargen ARGS`, output discarded."""
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        subprocess.run([sys.executable, "-m", "chargen", *args], check=True, stdout=subprocess.DEVNULL)
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+def bench_sampling(name: str, corpus: Corpus, config: ModelConfig, reference: bool) -> list[Row]:
+    """`chargen sample` from the command line, one stream and 64, its start-up (loading, the prefix)
+    subtracted; and the d2l-style reference's per-character loop, in this process."""
+    rows = []
+    ref = None
+    if reference:
+        d2l = D2LStyleModel(config.vocab_size, config.hidden, config.layers)
+        ref = side_by_side({"ref": lambda: d2l_sample(d2l, 1000)}, repeats=3)["ref"][0]
+        rows.append(Row(name, "sample 1 stream, d2l-style reference", ref, 0, None, None))
+    with tempfile.TemporaryDirectory() as folder:
+        run = Path(folder) / "run"
+        train(corpus, config, TrainConfig(max_steps=1, seed=0), out=run)  # weights to sample from
+        base = ["sample", "--model", str(run), "--seed", "0", "--prefix", "The "]
+        for streams, length in ((1, 40_000), (64, 2_000)):
+            many = ["--num-samples", str(streams)]
+            start_up = command_seconds([*base, *many, "--length", "0"])
+            seconds = command_seconds([*base, *many, "--length", str(length)])
+            rate = streams * length / max(seconds - start_up, 1e-9)
+            what = f"sample {streams} stream{'s' * (streams > 1)} (chargen sample, start-up {start_up:.1f} s)"
+            rows.append(Row(name, what, rate, 0, None, ref if streams == 1 else None))
     return rows
 
 
@@ -206,49 +257,47 @@ def main() -> None:
     parser.add_argument("--json", help="also write the figures to this file")
     args = parser.parse_args()
     corpus = load_corpus(args.corpus)
-    vocab_size = len(corpus.vocab)
     ids = np.asarray(corpus.ids)
+    base = ModelConfig(vocab_size=len(corpus.vocab))
 
-    ceiling = matmul_ceiling(2048, 256, 1024)
+    ceilings = {"fp32": matmul_ceiling(torch.float32), "bf16": matmul_ceiling(torch.bfloat16)}
     print(
-        f"machine: {torch.get_num_threads()} threads, "
-        f"nn.Linear ceiling {ceiling:.0f} GFLOP/s (2048x256 @ 256x1024)"
+        f"machine: {torch.get_num_threads()} threads; nn.Linear ceiling (2048x256 @ 256x1024) "
+        f"{ceilings['fp32']:.0f} GFLOP/s in fp32, {ceilings['bf16']:.0f} in bf16; "
+        f"--precision auto here: {precision_name(resolve_precision('auto', torch.device('cpu')))}",
+        flush=True,
     )
-    sizes = [
-        ("2x256 lstm", ModelConfig(cell="lstm", vocab_size=vocab_size, hidden=256), 16, 64, True),
-        # The d2l book's configuration, as the book has it: no dropout.
-        (
-            "2x256 lstm",
-            ModelConfig(cell="lstm", vocab_size=vocab_size, hidden=256, dropout=0.0),
-            32,
-            35,
-            True,
-        ),
-        ("2x512 lstm", ModelConfig(cell="lstm", vocab_size=vocab_size, hidden=512), 16, 64, False),
-        ("2x256 gru", ModelConfig(cell="gru", vocab_size=vocab_size, hidden=256), 16, 64, False),
+    lstm, d2l_config = base, replace(base, dropout=0.0)  # the d2l book's configuration has no dropout
+    rows = [
+        *bench_training("2x256 lstm", lstm, ids, 16, 64, ceilings, reference=True),
+        *bench_training("2x256 lstm", d2l_config, ids, 32, 35, ceilings, reference=True),
+        *bench_evaluation("2x256 lstm", lstm, ids, ceilings),
+        *bench_sampling("2x256 lstm", corpus, lstm, reference=True),
+        *bench_training("2x512 lstm", replace(base, hidden=512), ids, 16, 64, ceilings, reference=False),
+        *bench_evaluation("2x512 lstm", replace(base, hidden=512), ids, ceilings),
+        *bench_training("2x256 gru", replace(base, cell="gru"), ids, 16, 64, ceilings, reference=False),
+        *bench_evaluation("2x256 gru", replace(base, cell="gru"), ids, ceilings),
     ]
-    rows: list[Row] = []
-    for name, config, batch, bptt, reference in sizes:
-        rows.extend(bench_model(name, config, ids, batch, bptt, ceiling, reference))
     peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
-    print(f"{'model':<11} {'what':<42} {'chars/s':>9} {'spread':>8} {'of limit':>9} {'vs ref':>7}")
+    print(f"{'model':<11} {'what':<58} {'chars/s':>9} {'spread':>8} {'of limit':>9} {'vs ref':>7}")
     for row in rows:
         d = row.as_dict()
         limit = f"{d['fraction_of_limit']:.0%}" if d["fraction_of_limit"] else ""
         ratio = f"{d['ratio_to_reference']:.2f}x" if d["ratio_to_reference"] else ""
         print(
-            f"{row.model:<11} {row.what:<42} {row.chars_per_sec:>9,.0f} "
+            f"{row.model:<11} {row.what:<58} {row.chars_per_sec:>9,.0f} "
             f"{row.spread:>8,.0f} {limit:>9} {ratio:>7}"
         )
-    print(f"peak resident memory: {peak_mb:.0f} MB")
+    print(f"peak resident memory of this process: {peak_mb:.0f} MB")
     if args.json:
         with open(args.json, "w") as f:
-            json.dump(
-                {"ceiling_gflops": ceiling, "peak_rss_mb": peak_mb, "rows": [r.as_dict() for r in rows]},
-                f,
-                indent=2,
-            )
+            figures = {
+                "ceilings_gflops": ceilings,
+                "peak_rss_mb": peak_mb,
+                "rows": [r.as_dict() for r in rows],
+            }
+            json.dump(figures, f, indent=2)
 
 
 if __name__ == "__main__":

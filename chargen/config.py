@@ -20,6 +20,7 @@ PRESETS = ("d2l",)
 ERROR_POLICIES = ("strict", "replace")
 UNKNOWN_POLICIES = ("error", "replace", "skip")
 DEVICES = ("auto", "cpu", "cuda", "mps")
+PRECISIONS = ("auto", "fp32", "bf16")
 DEFAULT_TIME_BUDGET = 120.0  # seconds of training when no limit at all is given
 
 
@@ -143,6 +144,7 @@ class TrainConfig:
     state_reset: float = 0.01  # chance per window that a stream's state is zeroed, in [0, 1]
     seed: int | None = None  # random seed; None picks one and records it
     device: str = "auto"  # auto, cpu, cuda or mps
+    precision: str = "auto"  # fp32, or bf16 arithmetic on fp32 weights; auto: bf16 where the chip has it
 
     def __post_init__(self) -> None:
         for flag, value in (
@@ -173,6 +175,11 @@ class TrainConfig:
         _require(
             self.device in DEVICES, "--device", f"must be one of {', '.join(DEVICES)}, not {self.device!r}"
         )
+        _require(
+            self.precision in PRECISIONS,
+            "--precision",
+            f"must be one of {', '.join(PRECISIONS)}, not {self.precision!r}",
+        )
         if self.epochs is None and self.max_steps is None and self.max_time is None:
             self.max_time = DEFAULT_TIME_BUDGET
 
@@ -181,7 +188,8 @@ class TrainConfig:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> TrainConfig:
-        return cls(**_fields_from(cls, data))
+        # Runs written before --precision existed computed in fp32; resuming them must not change that.
+        return cls(**{"precision": "fp32", **_fields_from(cls, data)})
 
 
 @dataclass

@@ -17,7 +17,7 @@ import torch.nn.functional as F
 
 from chargen.checkpoint import load_model_weights, load_run
 from chargen.corpus import load_corpus
-from chargen.device import resolve_device
+from chargen.device import autocast_to, resolve_device, resolve_precision
 from chargen.errors import CorpusError
 from chargen.model import CharRNN
 
@@ -91,12 +91,15 @@ def evaluate_ids(
     max_streams: int = 64,
     warmup: int = 256,
     window: int = 512,
+    autocast: torch.dtype | None = None,
 ) -> LossStats:
     """Mean loss of predicting ids[t + 1] from ids[: t + 1], for every t.
 
     The text is cut into up to `max_streams` contiguous segments evaluated side by side (one
     batched call instead of a long sequential one); each segment's state is first warmed on the
-    `warmup` characters before it, so the result matches one sequential pass closely.
+    `warmup` characters before it, so the result matches one sequential pass closely. `autocast`
+    computes in that dtype (bf16: twice as fast on a CPU with bf16 units, and the mean loss moves
+    by about one part in 10^5); the loss is summed in fp64 either way.
     """
     n = len(ids) - 1
     if n < 1:
@@ -114,8 +117,10 @@ def evaluate_ids(
     state = None
     total = torch.zeros((), dtype=torch.float64, device=device)
     for t in range(0, inputs.shape[0], window):
-        logits, state = model(inputs[t : t + window], state)  # (T, S, V)
-        total += summed_cross_entropy(logits, targets[t : t + window], weights[t : t + window]).double()
+        with autocast_to(autocast, torch.device(device).type):
+            logits, state = model(inputs[t : t + window], state)  # (T, S, V)
+        loss = summed_cross_entropy(logits.float(), targets[t : t + window], weights[t : t + window])
+        total += loss.double()
     model.train(was_training)
     chars = int(scored.sum())
     assert chars == n, (chars, n)
@@ -148,5 +153,7 @@ def evaluate_run(
         )
         corpus = load_corpus(text_file, config, vocab=run.vocab, unknown=unknown, cache=False, what="text")
         ids, n_unknown = corpus.ids, corpus.unknown
-    stats = evaluate_ids(load_model_weights(run, torch_device), ids, torch_device)
+    # The precision the run validated in, so this figure matches the one it recorded.
+    autocast = resolve_precision(run.train_config.precision, torch_device)
+    stats = evaluate_ids(load_model_weights(run, torch_device), ids, torch_device, autocast=autocast)
     return replace(stats, unknown=n_unknown)

@@ -21,9 +21,10 @@ import torch
 from chargen import checkpoint as ckpt
 from chargen.config import SampleConfig, TrainConfig
 from chargen.data import StreamBatches
+from chargen.device import autocast_to, resolve_precision
 from chargen.errors import TrainingError, TrainingInterrupted
 from chargen.evaluate import LossStats, evaluate_ids, summed_cross_entropy
-from chargen.model import CharRNN, State, detach_state, mask_state
+from chargen.model import CharRNN, State, detach_state, keep_state_where, mask_state
 from chargen.sample import sample_batch
 from chargen.vocab import Tokenizer
 
@@ -94,24 +95,29 @@ def train_step(
     y: torch.Tensor,
     state: State,
     clip: float,
-) -> tuple[torch.Tensor, torch.Tensor, State, bool]:
-    """One optimiser step on a (T, B) window.
+    autocast: torch.dtype | None = None,
+) -> tuple[torch.Tensor, torch.Tensor, State, torch.Tensor]:
+    """One optimiser step on a (T, B) window, with no host synchronisation.
 
     Returns the summed loss, the pre-clip gradient norm, the state to carry into the next window
-    and whether the step was taken: a non-finite loss or gradient leaves the weights and the
-    carried state as they were.
+    and whether the step was taken (a bool tensor on the device): a non-finite loss or gradient
+    leaves the weights, the optimiser and the carried state as they were. `autocast` runs the
+    network's arithmetic in that dtype (bf16); weights, gradients and the loss stay fp32.
     """
-    logits, new_state = model(x, state)  # (T, B, V)
-    loss = summed_cross_entropy(logits, y)
+    with autocast_to(autocast, x.device.type):
+        logits, new_state = model(x, state)  # (T, B, V)
+    loss = summed_cross_entropy(logits.float(), y)
     optimizer.zero_grad(set_to_none=True)
     (loss / y.numel()).backward()
     grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), clip)  # with inf: only measures
-    # One host sync per step: a NaN must be caught before it reaches the weights.
-    finite = bool(torch.isfinite(loss) & torch.isfinite(grad_norm))
-    if not finite:
-        return loss.detach(), grad_norm, state, False
+    taken = torch.isfinite(loss) & torch.isfinite(grad_norm)
+    # Fused AdamW reads `found_inf` (the attribute torch's GradScaler sets) and skips the whole
+    # update on the device when it is 1, so a NaN never reaches the weights and no step waits for
+    # the host to look at the loss.
+    optimizer.found_inf = (~taken).float()  # type: ignore[attr-defined]
     optimizer.step()
-    return loss.detach(), grad_norm, detach_state(new_state), True  # the graph ends at the window edge
+    new_state = keep_state_where(taken, detach_state(new_state), state)  # the graph ends at the window edge
+    return loss.detach(), grad_norm, new_state, taken
 
 
 def lr_at(config: TrainConfig, step: int, fraction: float, warmup_steps: int) -> float:
@@ -129,7 +135,8 @@ def make_optimizer(model: CharRNN, config: TrainConfig) -> torch.optim.AdamW:
         {"params": matrices, "weight_decay": config.weight_decay},
         {"params": vectors, "weight_decay": 0.0},
     ]
-    return torch.optim.AdamW(groups, lr=config.lr, betas=(0.9, 0.99))
+    # fused: one kernel for the whole update, and it can skip a non-finite step (see train_step).
+    return torch.optim.AdamW(groups, lr=config.lr, betas=(0.9, 0.99), fused=True)
 
 
 class Limits:
@@ -161,29 +168,43 @@ class _Meter:
 
     def __init__(self, device: torch.device, clip: float) -> None:
         self.clip = clip
-        self.loss = torch.zeros((), device=device)
-        self.clipped = torch.zeros((), device=device)
+        zero = torch.zeros((), device=device)
+        self.loss = zero.clone()  # summed over the steps taken
+        self.scored = zero.clone()  # characters of the steps taken
+        self.clipped = zero.clone()
+        self.skipped = zero.clone()
+        self.bad_run = zero.clone()  # steps skipped in a row, up to the latest
+        self.worst_run = zero.clone()  # the longest such run since the last report
         self.chars = self.steps = 0
         self.since = time.perf_counter()
 
-    def add(self, loss: torch.Tensor, grad_norm: torch.Tensor, chars: int) -> None:
-        self.loss += loss
-        self.clipped += (grad_norm > self.clip).float()
+    def add(self, loss: torch.Tensor, grad_norm: torch.Tensor, taken: torch.Tensor, chars: int) -> None:
+        self.loss += torch.where(taken, loss, 0.0)
+        self.scored += taken * chars
+        self.clipped += taken & (grad_norm > self.clip)
+        self.skipped += ~taken
+        self.bad_run = (self.bad_run + 1) * ~taken
+        self.worst_run = torch.maximum(self.worst_run, self.bad_run)
         self.chars += chars
         self.steps += 1
 
-    def take(self) -> tuple[float, int, float]:
-        """Mean loss per character, steps clipped and characters per second since the last call;
-        then start again."""
+    def pending(self) -> tuple[int, int]:
+        """Steps clipped and skipped since the last report (one host sync)."""
+        return int(self.clipped.item()), int(self.skipped.item())
+
+    def take(self) -> tuple[float, int, int, int, float]:
+        """Mean loss per character, steps clipped, steps skipped, the longest run of skipped steps
+        and characters per second since the last call; then start again."""
         now = time.perf_counter()
-        mean_loss = self.loss.item() / max(self.chars, 1)
-        clipped = int(self.clipped.item())
+        mean_loss = self.loss.item() / max(self.scored.item(), 1.0)
+        clipped, skipped = self.pending()
+        worst_run = int(self.worst_run.item())
         speed = self.chars / max(now - self.since, 1e-9)
-        self.loss.zero_()
-        self.clipped.zero_()
+        for total in (self.loss, self.scored, self.clipped, self.skipped, self.worst_run):
+            total.zero_()
         self.chars = self.steps = 0
         self.since = now
-        return mean_loss, clipped, speed
+        return mean_loss, clipped, skipped, worst_run, speed
 
     def pause(self, seconds: float) -> None:
         self.since += seconds  # time spent evaluating is not training time
@@ -222,6 +243,7 @@ class Loop:
             self.warmup = min(self.warmup, max(1, config.max_steps // 5))
         self.clip = config.clip if config.clip > 0 else math.inf  # with inf, clipping only measures
         self.meter = _Meter(device, self.clip)
+        self.autocast = resolve_precision(config.precision, device)
         self.rng = np.random.default_rng(config.seed)  # epoch offsets
         self.reset_gen = torch.Generator().manual_seed(config.seed)  # which streams start afresh
         # The position in the run: what a checkpoint records besides tensors.
@@ -233,7 +255,7 @@ class Loop:
         self.best_step = 0
         self.last_eval: LossStats | None = None
         self.last_eval_step = -1
-        self.clipped_total = self.skipped = self.bad_in_a_row = 0
+        self.clipped_total = self.skipped = 0
 
     @property
     def epoch(self) -> float:
@@ -259,6 +281,8 @@ class Loop:
                 self.offset = int(self.rng.integers(0, config.bptt))
                 self.state = model.init_state(config.batch_size, device)
             for x, y in self.batches.epoch(self.offset, start_window=self.window):
+                if device.type == "cuda":  # page-locked, so the copy below runs alongside the GPU
+                    x, y = x.pin_memory(), y.pin_memory()
                 x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
                 if config.state_reset > 0:
                     draw = torch.rand(config.batch_size, generator=self.reset_gen)
@@ -268,13 +292,13 @@ class Loop:
                     group["lr"] = lr
 
                 loss, grad_norm, self.state, taken = train_step(
-                    model, self.optimizer, x, y, self.state, self.clip
+                    model, self.optimizer, x, y, self.state, self.clip, self.autocast
                 )
 
                 self.step += 1
                 self.window += 1
                 self.chars += y.numel()
-                self._count(taken, loss, grad_norm, y.numel())
+                self.meter.add(loss, grad_norm, taken, y.numel())
                 if self.step % config.log_every == 0:
                     self._log(lr, float(grad_norm))
                 if self.step % config.eval_every == 0:
@@ -293,7 +317,7 @@ class Loop:
                 self.epoch_index, self.window, self.offset = self.epoch_index + 1, 0, -1
 
         train_seconds = self.train_seconds()
-        self.clipped_total += self.meter.take()[1]
+        self._count(*self.meter.take()[1:4])
         if self.last_eval_step != self.step:
             self._evaluate()
         assert self.best is not None and self.last_eval is not None
@@ -314,24 +338,21 @@ class Loop:
         ckpt.write_json(self.run_dir / ckpt.SUMMARY, _summary_dict(summary))
         return summary
 
-    def _count(self, taken: bool, loss: torch.Tensor, grad_norm: torch.Tensor, chars: int) -> None:
-        if taken:
-            self.bad_in_a_row = 0
-            self.meter.add(loss, grad_norm, chars)
-            return
-        self.skipped += 1
-        self.bad_in_a_row += 1
-        if self.bad_in_a_row >= MAX_BAD_STEPS:
+    def _count(self, clipped: int, skipped: int, worst_run: int) -> None:
+        """Add a report's counts to the run's; stop when too many steps in a row were not finite."""
+        self.clipped_total += clipped
+        self.skipped += skipped
+        if worst_run >= MAX_BAD_STEPS:
             raise TrainingError(
                 f"training stopped at step {self.step}: the loss or gradient was not finite "
-                f"{MAX_BAD_STEPS} steps in a row (those steps were skipped; the saved weights are "
+                f"{worst_run} steps in a row (those steps were skipped; the saved weights are "
                 f"from before); lower --lr (it is {self.config.lr:g})"
             )
 
     def _log(self, lr: float, grad_norm: float) -> None:
         steps = self.meter.steps
-        mean_loss, clipped, speed = self.meter.take()
-        self.clipped_total += clipped
+        mean_loss, clipped, skipped, worst_run, speed = self.meter.take()
+        self._count(clipped, skipped, worst_run)
         seconds, fraction = self.train_seconds(), self.fraction()
         eta = seconds / fraction - seconds if fraction > 0 else math.inf
         record = {
@@ -353,7 +374,7 @@ class Loop:
 
     def _evaluate(self) -> None:
         began = time.perf_counter()
-        val = evaluate_ids(self.model, self.val_ids, self.device)
+        val = evaluate_ids(self.model, self.val_ids, self.device, autocast=self.autocast)
         if not math.isfinite(val.loss):  # diverged: nothing of this model is worth saving
             raise TrainingError(
                 f"training stopped at step {self.step}: the validation loss is not finite ({val.loss}); "
@@ -418,8 +439,9 @@ class Loop:
             "best": None if self.best is None else {"chars": self.best.chars, "loss": self.best.loss},
             "best_step": self.best_step,
             "last_eval_step": self.last_eval_step,
-            "clipped_total": self.clipped_total,
-            "skipped": self.skipped,
+            # Counts the meter holds since its last report belong to the run's totals too.
+            "clipped_total": self.clipped_total + self.meter.pending()[0],
+            "skipped": self.skipped + self.meter.pending()[1],
             "numpy_rng": self.rng.bit_generator.state,
             "param_groups": self.optimizer.state_dict()["param_groups"],
         }

@@ -96,6 +96,14 @@ def detach_state(state: State) -> State:
     return state.detach()
 
 
+def keep_state_where(keep: torch.Tensor, new: State, old: State) -> State:
+    """`new` where the scalar bool `keep` is true, else `old`, without asking the host which.
+    The result is fp32 whatever precision the step computed in."""
+    if isinstance(new, tuple):
+        return tuple(torch.where(keep, n, o).float() for n, o in zip(new, old, strict=True))  # type: ignore[return-value]
+    return torch.where(keep, new, old).float()  # type: ignore[arg-type]
+
+
 def mask_state(state: State, keep: torch.Tensor) -> State:
     """Zero the state of the streams where `keep` (B,) is 0, as if they were starting afresh."""
     keep = keep.view(1, -1, 1)  # broadcast over layers and units

@@ -18,7 +18,7 @@ from chargen import checkpoint as ckpt
 from chargen.config import ModelConfig, TrainConfig, parse_duration
 from chargen.corpus import Corpus, load_corpus
 from chargen.data import StreamBatches, split_ids
-from chargen.device import resolve_device, seed_everything
+from chargen.device import precision_name, resolve_device, resolve_precision, seed_everything
 from chargen.errors import ChargenError, ConfigError, RunError, VocabError
 from chargen.loop import Loop, Reporter, StartReport, TrainSummary
 from chargen.model import CharRNN
@@ -86,6 +86,7 @@ def train(
                 "held_out_tokens": held_out,
             },
             "device": str(device),
+            "precision": precision_name(resolve_precision(config.precision, device)),
             "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         },
     )
@@ -169,7 +170,7 @@ def training_ids(run: ckpt.Run) -> np.ndarray:
 def _start_report(loop: Loop, seed: int, vocab_size: int, resumed_at: int) -> StartReport:
     return StartReport(
         loop.run_dir,
-        str(loop.device),
+        f"{loop.device}, {precision_name(loop.autocast)}",
         seed,
         loop.model.num_parameters(),
         vocab_size,

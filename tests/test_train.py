@@ -10,7 +10,7 @@ from chargen import checkpoint as ckpt
 from chargen.config import ModelConfig, TrainConfig
 from chargen.errors import ChargenError
 from chargen.evaluate import evaluate_run
-from chargen.loop import TrainSummary, lr_at, train_step
+from chargen.loop import TrainSummary, lr_at, make_optimizer, train_step
 from chargen.model import CharRNN
 from chargen.train import train
 from tests.conftest import TINY_MODEL, TINY_TRAIN, corpus_from_text
@@ -19,7 +19,7 @@ from tests.conftest import TINY_MODEL, TINY_TRAIN, corpus_from_text
 def test_train_step_detaches_but_carries_the_state() -> None:
     torch.manual_seed(0)
     model = CharRNN(ModelConfig(vocab_size=10, embed=8, hidden=16, layers=1, dropout=0.0))
-    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3)
+    optimizer = make_optimizer(model, TrainConfig(lr=1e-3))
     x = torch.randint(0, 10, (6, 3))
     y = torch.randint(0, 10, (6, 3))
     state = model.init_state(3)
@@ -29,6 +29,45 @@ def test_train_step_detaches_but_carries_the_state() -> None:
         assert all(s.grad_fn is None for s in state)  # the graph ends at the window edge
         assert all(s.abs().sum() > 0 for s in state)  # ... but the values are not reset
         assert loss.grad_fn is None and grad_norm > 0
+
+
+def test_a_non_finite_step_leaves_weights_optimiser_and_state_alone() -> None:
+    torch.manual_seed(0)
+    model = CharRNN(ModelConfig(vocab_size=10, embed=8, hidden=16, layers=1, dropout=0.0))
+    optimizer = make_optimizer(model, TrainConfig(lr=1e-3))
+    x, y = torch.randint(0, 10, (6, 3)), torch.randint(0, 10, (6, 3))
+    state = train_step(model, optimizer, x, y, model.init_state(3), clip=1.0)[2]
+    weights = {k: v.clone() for k, v in model.state_dict().items()}
+    moments = {i: {k: v.clone() for k, v in m.items()} for i, m in optimizer.state_dict()["state"].items()}
+    with torch.no_grad():
+        model.head.bias[0] = float("nan")  # poisons the loss and every gradient
+    weights["head.bias"] = model.head.bias.clone()
+    _, _, kept, taken = train_step(model, optimizer, x, y, state, clip=1.0)
+    assert not bool(taken)
+    for name, value in model.state_dict().items():
+        assert torch.equal(value, weights[name]) or name == "head.bias", name
+    assert torch.isnan(model.head.bias[0]) and torch.equal(model.head.bias[1:], weights["head.bias"][1:])
+    for i, m in optimizer.state_dict()["state"].items():
+        assert all(torch.equal(v, moments[i][k]) for k, v in m.items())  # step count included
+    assert all(torch.equal(a, b) for a, b in zip(kept, state, strict=True))
+
+
+def test_a_bf16_step_trains_fp32_weights_as_well_as_fp32_does() -> None:
+    x, y = torch.randint(0, 10, (6, 3)), torch.randint(0, 10, (6, 3))
+    finals = {}
+    for autocast in (None, torch.bfloat16):
+        torch.manual_seed(0)
+        model = CharRNN(ModelConfig(vocab_size=10, embed=8, hidden=16, layers=2, dropout=0.0))
+        optimizer = make_optimizer(model, TrainConfig(lr=1e-2))
+        state = model.init_state(3)
+        for _ in range(30):
+            loss, _, state, taken = train_step(model, optimizer, x, y, state, 1.0, autocast=autocast)
+            assert bool(taken)
+        assert all(p.dtype == torch.float32 for p in model.parameters())
+        assert all(s.dtype == torch.float32 for s in state)  # carried in fp32 whatever the arithmetic
+        finals[autocast] = float(loss)
+    assert finals[None] < 0.8 * math.log(10) * y.numel()  # fp32 learns the window...
+    assert abs(finals[torch.bfloat16] - finals[None]) < 0.05 * finals[None]  # ... and bf16 as well
 
 
 def test_learning_rate_warms_up_then_decays_to_the_floor() -> None:

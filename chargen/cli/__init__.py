@@ -130,6 +130,10 @@ def train(
     ),
     seed: Annotated[int | None, typer.Option(help="Random seed, for a reproducible run.")] = None,
     device: Annotated[str, typer.Option(help="auto, cpu, cuda or mps.")] = TrainConfig.device,
+    precision: Annotated[
+        str,
+        typer.Option(help="fp32, or bf16 arithmetic on fp32 weights; auto: bf16 where the chip has it."),
+    ] = TrainConfig.precision,
     encoding: Annotated[str, typer.Option(help="The corpus file's encoding.")] = TextConfig.encoding,
     errors: Annotated[
         str, typer.Option(help="strict: an undecodable byte is an error; replace: it becomes U+FFFD.")
@@ -191,6 +195,7 @@ def train(
             eval_chars=eval_chars,
             seed=seed,
             device=device,
+            precision=precision,
         )
         text_config = TextConfig(
             encoding=encoding,
