@@ -127,6 +127,39 @@ def evaluate_ids(
     return LossStats(chars=chars, loss=total.item() / chars, seconds=time.perf_counter() - start)
 
 
+@torch.inference_mode()
+def evaluate_windows(
+    model: CharRNN,
+    ids: np.ndarray,
+    context: int,
+    device: torch.device | str = "cpu",
+    autocast: torch.dtype | None = None,
+    batch: int = 512,
+) -> LossStats:
+    """Mean loss with the state reset every `context` characters: the text is cut into windows of
+    `context` characters, each read from a zero state, and each window's next characters are scored
+    from the 1 to `context` characters before them in the window. This is how a model with a fixed
+    context (a transformer of block size `context`) is measured; the tail that fills no window is
+    left out."""
+    n_windows = (len(ids) - 1) // context
+    if n_windows < 1:
+        raise CorpusError(f"the text must have more than {context} characters to evaluate in windows")
+    start = time.perf_counter()
+    windows = torch.from_numpy(ids[: n_windows * context + 1].astype(np.int64))
+    inputs = windows[:-1].view(n_windows, context).T.to(device)  # (context, W)
+    targets = windows[1:].view(n_windows, context).T.to(device)  # (context, W)
+    was_training = model.training
+    model.eval()
+    total = torch.zeros((), dtype=torch.float64, device=device)
+    for w in range(0, n_windows, batch):
+        with autocast_to(autocast, torch.device(device).type):
+            logits, _ = model(inputs[:, w : w + batch])  # (context, B, V), from a zero state
+        total += summed_cross_entropy(logits.float(), targets[:, w : w + batch]).double()
+    model.train(was_training)
+    chars = n_windows * context
+    return LossStats(chars=chars, loss=total.item() / chars, seconds=time.perf_counter() - start)
+
+
 def evaluate_run(
     run_dir: Path | str,
     text_file: Path | str | None = None,

@@ -6,7 +6,8 @@ import torch
 
 from chargen.checkpoint import load_model_weights, load_run
 from chargen.config import ModelConfig
-from chargen.evaluate import LossStats, evaluate_ids
+from chargen.errors import CorpusError
+from chargen.evaluate import LossStats, evaluate_ids, evaluate_windows
 from chargen.loop import TrainSummary
 from chargen.model import CharRNN
 
@@ -34,3 +35,26 @@ def test_parallel_streams_match_one_sequential_pass(tiny_run: TrainSummary) -> N
     sequential = evaluate_ids(model, ids, max_streams=1)
     assert parallel.chars == sequential.chars == len(ids) - 1
     assert abs(parallel.loss - sequential.loss) / sequential.loss < 0.005
+
+
+def test_windowed_evaluation_resets_the_state_at_each_window(tiny_run: TrainSummary) -> None:
+    run = load_run(tiny_run.run_dir)
+    model = load_model_weights(run)
+    ids = run.validation_ids()[:1001]
+    one_window = evaluate_windows(model, ids, context=1000)
+    assert one_window.chars == 1000
+    assert one_window.loss == pytest.approx(evaluate_ids(model, ids, max_streams=1).loss, rel=1e-5)
+    # Cut into windows of 8, the model forgets what came before each window: a worse loss.
+    short = evaluate_windows(model, ids, context=8)
+    assert short.chars == 1000 and short.loss > one_window.loss
+    with pytest.raises(CorpusError):
+        evaluate_windows(model, ids[:8], context=8)
+
+
+def test_bf16_evaluation_is_close_to_fp32(tiny_run: TrainSummary) -> None:
+    run = load_run(tiny_run.run_dir)
+    model = load_model_weights(run)
+    ids = run.validation_ids()
+    fp32 = evaluate_ids(model, ids)
+    bf16 = evaluate_ids(model, ids, autocast=torch.bfloat16)
+    assert bf16.chars == fp32.chars and abs(bf16.loss - fp32.loss) < 0.01 * fp32.loss

@@ -1,7 +1,7 @@
 """Speed benchmark: chargen's training, evaluation and sampling throughput, measured against the
 machine's own matrix-multiply ceiling and a d2l-style reference, in one process on the same data.
 
-    python -m chargen.bench --corpus ../shared/corpora/timemachine.txt [--json bench.json]
+    python -m chargen.bench speed --corpus ../shared/corpora/timemachine.txt [--json bench.json]
 
 Not a test: timings on shared machines are noisy, so it reports medians over several runs, times
 the things it compares in turn (round-robin) so that a slow moment hurts both alike, and never
@@ -251,11 +251,13 @@ def bench_sampling(name: str, corpus: Corpus, config: ModelConfig, reference: bo
     return rows
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(
+        prog="python -m chargen.bench speed", description=__doc__.split("\n\n")[0]
+    )
     parser.add_argument("--corpus", default="../shared/corpora/timemachine.txt")
     parser.add_argument("--json", help="also write the figures to this file")
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     corpus = load_corpus(args.corpus)
     ids = np.asarray(corpus.ids)
     base = ModelConfig(vocab_size=len(corpus.vocab))
@@ -298,7 +300,3 @@ def main() -> None:
                 "rows": [r.as_dict() for r in rows],
             }
             json.dump(figures, f, indent=2)
-
-
-if __name__ == "__main__":
-    main()

@@ -1,0 +1,10 @@
+"""python -m chargen.bench [speed|quality] ...: the speed benchmark unless `quality` comes first."""
+
+import sys
+
+from chargen.bench import quality, speed
+
+if len(sys.argv) > 1 and sys.argv[1] == "quality":
+    quality.main(sys.argv[2:])
+else:
+    speed.main(sys.argv[2:] if len(sys.argv) > 1 and sys.argv[1] == "speed" else sys.argv[1:])
