@@ -215,6 +215,8 @@ def print_run_info(model: Path, facts: dict[str, Any]) -> None:
         )
     for name, size in facts["files"].items():
         table.add_row("file", f"{name}  {size:,} bytes")
+    for problem in facts["problems"]:
+        table.add_row("[bold red]problem[/]", escape(problem))
     out.print(table)
 
 
