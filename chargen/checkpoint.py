@@ -70,6 +70,11 @@ def _atomic_path(path: Path) -> Iterator[Path]:
             os.unlink(tmp)
 
 
+def write_bytes_atomic(path: Path, data: bytes) -> None:
+    with _atomic_path(path) as tmp:
+        tmp.write_bytes(data)
+
+
 def write_text_atomic(path: Path, text: str) -> None:
     with _atomic_path(path) as tmp:
         tmp.write_text(text, encoding="utf-8")

@@ -25,7 +25,7 @@ if TYPE_CHECKING:
     from tqdm import tqdm
 
     from chargen.evaluate import LossStats
-    from chargen.loop import Report, TrainSummary
+    from chargen.loop import Report, Reporter, TrainSummary
 
 err = Console(stderr=True, highlight=False)
 
@@ -112,6 +112,16 @@ class TrainProgress:
     def __exit__(self, *exc: object) -> None:
         if self.bar is not None:
             self.bar.close()
+
+
+def fan_out(*reporters: Reporter) -> Reporter:
+    """One reporter that hands each report to all of `reporters`, in order."""
+
+    def report(item: Report) -> None:
+        for reporter in reporters:
+            reporter(item)
+
+    return report
 
 
 def from_command_line(ctx: typer.Context, name: str) -> bool:
