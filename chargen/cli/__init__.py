@@ -17,11 +17,13 @@ from rich.table import Table
 
 from chargen import __version__
 from chargen.cli.render import (
+    CompareProgress,
     DownloadBar,
     OneLineErrors,
     TrainProgress,
     fan_out,
     from_command_line,
+    print_comparison,
     print_eval,
     print_gradients,
     print_novelty,
@@ -31,6 +33,7 @@ from chargen.cli.render import (
     user_errors,
 )
 from chargen.config import (
+    CELLS,
     UNKNOWN_POLICIES,
     ModelConfig,
     SampleConfig,
@@ -229,6 +232,71 @@ def train(
                 data, model_config, train_config, out, fan_out(progress, *plotter), stop=stop
             )
         print_summary(summary)
+
+
+@app.command()
+def compare(
+    corpus: CorpusArg = None,
+    cells: Annotated[
+        str, typer.Option(help="Cells to train, one run each, separated by commas: lstm, gru, rnn.")
+    ] = ",".join(CELLS),
+    out: Annotated[
+        Path | None,
+        typer.Option(
+            help="Directory for one run per cell and the comparison. Default: runs/compare-CORPUS-TIMESTAMP."
+        ),
+    ] = None,
+    layers: Layers = ModelConfig.layers,
+    hidden: Hidden = ModelConfig.hidden,
+    embed: Embed = ModelConfig.embed,
+    dropout: Dropout = ModelConfig.dropout,
+    batch_size: BatchSize = TrainConfig.batch_size,
+    bptt: Bptt = TrainConfig.bptt,
+    lr: Lr = TrainConfig.lr,
+    clip: Clip = TrainConfig.clip,
+    epochs: Epochs = None,
+    max_steps: MaxSteps = None,
+    max_time: MaxTime = None,
+    eval_every: EvalEvery = TrainConfig.eval_every,
+    seed: Seed = None,
+    device: Device = TrainConfig.device,
+    preset: Preset = None,
+    tokenizer: Tokenizer = TextConfig.tokenizer,
+    plot: Annotated[
+        bool, typer.Option(help="Draw the runs overlaid into compare.png (needs matplotlib).")
+    ] = True,
+) -> None:
+    """Train one model per cell with the same settings, seed and budget each, then compare them.
+
+    Example: `chargen compare timemachine --cells lstm,gru,rnn --max-time 1m` (three minutes in all).
+    """
+    with user_errors():
+        from chargen.compare import check_cells
+        from chargen.compare import compare as run_comparison
+        from chargen.corpus import load_corpus
+
+        names = check_cells([name.strip() for name in cells.split(",") if name.strip()])
+        model_config = ModelConfig(layers=layers, hidden=hidden, embed=embed, dropout=dropout)
+        train_config = TrainConfig(
+            batch_size=batch_size,
+            bptt=bptt,
+            lr=lr,
+            clip=clip,
+            epochs=epochs,
+            max_steps=max_steps,
+            max_time=parse_duration(max_time),
+            eval_every=eval_every,
+            seed=seed,
+            device=device,
+        )
+        text_config = TextConfig(preset=preset, tokenizer=tokenizer)
+        with DownloadBar() as download:
+            data = load_corpus(corpus, text_config, progress=download)
+        with stop_on_signals() as stop, CompareProgress() as progress:
+            comparison = run_comparison(
+                data, names, model_config, train_config, out, progress, plot, stop=stop
+            )
+        print_comparison(comparison)
 
 
 @app.command()
