@@ -79,7 +79,8 @@ def plot_runs(run_dirs: list[Path], out: Path) -> Path:
         evals = [r for r in records if r["kind"] == "eval" and "seen" in r]
         name = run.path.name
         chars = [r["chars"] for r in train]
-        (line,) = loss_ax.plot(chars, [r["bpc"] for r in train], label=f"{name} training")
+        dot = "o" if len(train) == 1 else None  # a line through one point would not show
+        (line,) = loss_ax.plot(chars, [r["bpc"] for r in train], marker=dot, label=f"{name} training")
         color = line.get_color()
         loss_ax.plot(
             [r["seen"] for r in evals],
@@ -88,10 +89,10 @@ def plot_runs(run_dirs: list[Path], out: Path) -> Path:
             color=color,
             label=f"{name} validation",
         )
-        grad_ax.plot(chars, [r["grad_norm"] for r in train], color=color, label=name)
+        grad_ax.plot(chars, [r["grad_norm"] for r in train], color=color, marker=dot, label=name)
         if run.train_config.clip > 0:
             clips.setdefault(run.train_config.clip, []).append(color)
-        lr_ax.plot(chars, [r["lr"] for r in train], color=color, label=name)
+        lr_ax.plot(chars, [r["lr"] for r in train], color=color, marker=dot, label=name)
     # One threshold line per value: runs that share it would otherwise hide each other's.
     for clip, colors in clips.items():
         color = colors[0] if len(colors) == 1 and len(run_dirs) > 1 else "black"
