@@ -81,6 +81,7 @@ CASES: list[tuple[list[str], int, str]] = [
     (["compare", "good.txt", "--max-steps", "0"], 2, "--max-steps must be at least 1"),
     (["compare", "good.txt", "--max-time", "soon"], 2, "--max-time must be a duration"),
     (["compare", "good.txt", "--device", "tpu"], 2, "--device must be one of"),
+    (["compare", "good.txt", "--precision", "fp8"], 2, "--precision must be one of"),
     (["compare", "good.txt", "--tokenizer", "words"], 2, "--tokenizer must be chars or bytes"),
 ]
 

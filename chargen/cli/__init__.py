@@ -260,6 +260,7 @@ def compare(
     eval_every: EvalEvery = TrainConfig.eval_every,
     seed: Seed = None,
     device: Device = TrainConfig.device,
+    precision: Precision = TrainConfig.precision,
     preset: Preset = None,
     tokenizer: Tokenizer = TextConfig.tokenizer,
     plot: Annotated[
@@ -288,6 +289,7 @@ def compare(
             eval_every=eval_every,
             seed=seed,
             device=device,
+            precision=precision,
         )
         text_config = TextConfig(preset=preset, tokenizer=tokenizer)
         with DownloadBar() as download:
