@@ -70,6 +70,11 @@ def _atomic_path(path: Path) -> Iterator[Path]:
             os.unlink(tmp)
 
 
+def write_bytes_atomic(path: Path, data: bytes) -> None:
+    with _atomic_path(path) as tmp:
+        tmp.write_bytes(data)
+
+
 def write_text_atomic(path: Path, text: str) -> None:
     with _atomic_path(path) as tmp:
         tmp.write_text(text, encoding="utf-8")
@@ -229,13 +234,26 @@ def load_model_weights(run: Run, device: torch.device | str = "cpu") -> CharRNN:
 
 
 def describe(run: Run) -> dict[str, Any]:
-    """What a person wants to know about a run, from its files: settings, progress, figures."""
-    summary_path = run.path / SUMMARY
-    summary = json.loads(summary_path.read_text(encoding="utf-8")) if summary_path.exists() else None
-    position = None
+    """What a person wants to know about a run, from its files: settings, progress, figures.
+
+    A damaged summary or checkpoint is listed under "problems" rather than refused: info is what
+    one runs to find out what is wrong with a run.
+    """
+    problems = []
+    summary = position = None
+    if (run.path / SUMMARY).exists():
+        try:
+            summary = json.loads((run.path / SUMMARY).read_text(encoding="utf-8"))
+        except (json.JSONDecodeError, UnicodeDecodeError) as err:
+            problems.append(f"{SUMMARY} is not valid JSON ({err})")
     if (run.path / CHECKPOINT).exists():
-        with safe_open(str(run.path / CHECKPOINT), framework="pt") as f:
-            position = json.loads((f.metadata() or {}).get("position", "null"))
+        try:
+            with safe_open(str(run.path / CHECKPOINT), framework="pt") as f:
+                position = json.loads((f.metadata() or {}).get("position", "null"))
+        except (SafetensorError, OSError, json.JSONDecodeError) as err:
+            problems.append(
+                f"{CHECKPOINT} cannot be read ({str(err).splitlines()[0]}); the run cannot resume"
+            )
     return {
         "path": str(run.path),
         "model": run.model_config.to_dict(),
@@ -247,4 +265,5 @@ def describe(run: Run) -> dict[str, Any]:
         "steps": position["step"] if position else None,
         "summary": summary,
         "files": {p.name: p.stat().st_size for p in sorted(run.path.iterdir()) if not p.name.startswith(".")},
+        "problems": problems,
     }

@@ -5,12 +5,16 @@ extra), imported only here and only when a plot is drawn.
 
 from __future__ import annotations
 
+import io
 import json
 from pathlib import Path
 from typing import Any
 
-from chargen.checkpoint import METRICS, load_run
+from chargen.checkpoint import METRICS, load_run, write_bytes_atomic
 from chargen.errors import ChargenError
+from chargen.loop import EvalReport, Report, StartReport
+
+PLOT = "plot.png"  # the figure `chargen plot RUN` and `chargen train --plot` write into a run
 
 
 def read_metrics(run_dir: Path) -> list[dict[str, Any]]:
@@ -25,8 +29,12 @@ def read_metrics(run_dir: Path) -> list[dict[str, Any]]:
     return records
 
 
-def plot_runs(run_dirs: list[Path], out: Path) -> Path:
-    """Draw the runs' training curves into one PNG with three panels; returns its path."""
+def require_matplotlib() -> None:
+    """Fail now, with the install hint, rather than after a training run that wants a plot."""
+    _pyplot()
+
+
+def _pyplot() -> Any:
     try:
         import matplotlib
 
@@ -36,35 +44,62 @@ def plot_runs(run_dirs: list[Path], out: Path) -> Path:
         raise ChargenError(
             "plotting needs matplotlib: pip install 'chargen[plot]' (or pip install matplotlib)"
         ) from None
+    return plt
 
-    fig, (loss_ax, grad_ax, lr_ax) = plt.subplots(3, 1, figsize=(9, 10), sharex=True)
+
+class PlotEachEvaluation:
+    """A training reporter that redraws plot.png in the run directory after every evaluation.
+
+    It draws from the report callback rather than inside the loop, so training never imports
+    matplotlib, and the drawing falls inside the evaluation, whose time is not training time.
+    """
+
+    def __init__(self) -> None:
+        require_matplotlib()
+        self.run_dir: Path | None = None
+
+    def __call__(self, report: Report) -> None:
+        if isinstance(report, StartReport):
+            self.run_dir = report.run_dir
+        elif isinstance(report, EvalReport) and self.run_dir is not None:
+            plot_runs([self.run_dir], self.run_dir / PLOT)  # metrics.jsonl already has this evaluation
+
+
+def plot_runs(run_dirs: list[Path], out: Path) -> Path:
+    """Draw the runs' training curves into one PNG with three panels; returns its path."""
+    plt = _pyplot()
+    # Constrained layout makes room for the legends, which sit outside the panels so they never
+    # hide a curve.
+    fig, (loss_ax, grad_ax, lr_ax) = plt.subplots(3, 1, figsize=(11, 10), sharex=True, layout="constrained")
+    clips: dict[float, list[str]] = {}  # threshold -> the runs that used it
     for run_dir in run_dirs:
         run = load_run(run_dir)
         records = read_metrics(run.path)
         train = [r for r in records if r["kind"] == "train"]
         evals = [r for r in records if r["kind"] == "eval" and "seen" in r]
         name = run.path.name
-        (line,) = loss_ax.plot(
-            [r["chars"] for r in train], [r["bpc"] for r in train], label=f"{name} training"
-        )
+        chars = [r["chars"] for r in train]
+        dot = "o" if len(train) == 1 else None  # a line through one point would not show
+        (line,) = loss_ax.plot(chars, [r["bpc"] for r in train], marker=dot, label=f"{name} training")
+        color = line.get_color()
         loss_ax.plot(
             [r["seen"] for r in evals],
             [r["bpc"] for r in evals],
             "o--",
-            color=line.get_color(),
+            color=color,
             label=f"{name} validation",
         )
-        grad_ax.plot(
-            [r["chars"] for r in train], [r["grad_norm"] for r in train], color=line.get_color(), label=name
-        )
+        grad_ax.plot(chars, [r["grad_norm"] for r in train], color=color, marker=dot, label=name)
         if run.train_config.clip > 0:
-            grad_ax.axhline(
-                run.train_config.clip, color=line.get_color(), linestyle=":", label=f"{name} clip threshold"
-            )
-        lr_ax.plot([r["chars"] for r in train], [r["lr"] for r in train], color=line.get_color(), label=name)
+            clips.setdefault(run.train_config.clip, []).append(color)
+        lr_ax.plot(chars, [r["lr"] for r in train], color=color, marker=dot, label=name)
+    # One threshold line per value: runs that share it would otherwise hide each other's.
+    for clip, colors in clips.items():
+        color = colors[0] if len(colors) == 1 and len(run_dirs) > 1 else "black"
+        grad_ax.axhline(clip, color=color, linestyle=":", label=f"clip threshold {clip:g}")
 
     loss_ax.set_ylabel("bits per character")
-    loss_ax.set_title("loss")
+    loss_ax.set_title("loss: training (lines) and validation (points)")
     grad_ax.set_ylabel("gradient norm before clipping")
     grad_ax.set_yscale("log")
     grad_ax.set_title("gradient norm")
@@ -73,9 +108,15 @@ def plot_runs(run_dirs: list[Path], out: Path) -> Path:
     lr_ax.set_xlabel("characters seen")
     for ax in (loss_ax, grad_ax, lr_ax):
         ax.grid(alpha=0.3)
-        ax.legend(fontsize="small")
-    fig.tight_layout()
+        ax.legend(fontsize="small", loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0.0)
+    # Drawn in memory, then written atomically: the figure is redrawn while people may be looking.
+    image = io.BytesIO()
+    try:
+        fig.savefig(image, format=out.suffix.lstrip(".").lower() or "png", dpi=110)
+    except ValueError as err:  # a suffix matplotlib cannot write
+        raise ChargenError(f"cannot write {out}: {err}; use a .png, .svg or .pdf file") from None
+    finally:
+        plt.close(fig)
     out.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out, dpi=110)
-    plt.close(fig)
+    write_bytes_atomic(out, image.getvalue())
     return out

@@ -23,6 +23,11 @@ TINY_MODEL = ModelConfig(hidden=48, embed=16, layers=2, dropout=0.0)
 TINY_TRAIN = TrainConfig(batch_size=8, bptt=32, max_steps=60, eval_every=30, log_every=10, seed=0)
 
 
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Tests marked after_all_runs go last, so that they see every run the other tests made."""
+    items.sort(key=lambda item: item.get_closest_marker("after_all_runs") is not None)
+
+
 def corpus_from_text(
     folder: Path, text: str, name: str = "small", config: TextConfig | None = None
 ) -> Corpus:

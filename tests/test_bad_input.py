@@ -67,6 +67,22 @@ CASES: list[tuple[list[str], int, str]] = [
     (["eval", "binary.bin", "--model", "run"], 1, "NUL bytes"),
     (["eval", "odd.txt", "--model", "run"], 1, "'☃' (U+2603)"),
     (["eval", "good.txt", "--model", "run", "--unknown", "ignore"], 2, "--unknown must be error"),
+    # compare
+    (["compare", "good.txt", "--cells", "lstm,transformer"], 2, "--cells: 'transformer' is not a cell"),
+    (["compare", "good.txt", "--cells", "gru,lstm,gru"], 2, "--cells names gru more than once"),
+    (["compare", "good.txt", "--cells", ""], 2, "--cells needs at least one cell"),
+    (["compare", "good.txt", "--cells", " , "], 2, "--cells needs at least one cell"),
+    (["compare", "missing.txt"], 1, "not found"),
+    (["compare", "empty.txt"], 1, "is empty"),
+    (["compare", "short.txt", *TINY, "--max-steps", "2"], 1, "lower --batch-size or --bptt"),
+    (["compare", "good.txt", "--out", "not-a-run"], 1, "already exists and is not an empty directory"),
+    (["compare", "good.txt", "--out", "a-file"], 1, "already exists and is not an empty directory"),
+    (["compare", "good.txt", "--hidden", "0"], 2, "--hidden must be at least 1"),
+    (["compare", "good.txt", "--max-steps", "0"], 2, "--max-steps must be at least 1"),
+    (["compare", "good.txt", "--max-time", "soon"], 2, "--max-time must be a duration"),
+    (["compare", "good.txt", "--device", "tpu"], 2, "--device must be one of"),
+    (["compare", "good.txt", "--precision", "fp8"], 2, "--precision must be one of"),
+    (["compare", "good.txt", "--tokenizer", "words"], 2, "--tokenizer must be chars or bytes"),
 ]
 
 
@@ -121,4 +137,4 @@ def test_bad_input(
 
 def test_the_table_is_large() -> None:
     assert len(CASES) >= 25
-    assert {c[0][0] for c in CASES} == {"train", "sample", "eval"}
+    assert {c[0][0] for c in CASES} == {"train", "sample", "eval", "compare"}

@@ -1,4 +1,5 @@
-"""chargen plot: one PNG with three panels; without matplotlib, one line saying how to get it."""
+"""chargen plot and train --plot: one PNG with three panels; without matplotlib, one line saying
+how to get it."""
 
 import sys
 from pathlib import Path
@@ -7,9 +8,15 @@ import pytest
 from typer.testing import CliRunner
 
 from chargen.cli import app
-from chargen.plot import read_metrics
+from chargen.cli.render import fan_out
+from chargen.config import TrainConfig
+from chargen.loop import EvalReport, Report
+from chargen.plot import PLOT, PlotEachEvaluation, read_metrics
+from chargen.train import train
+from tests.conftest import TINY_MODEL, corpus_from_text
 
 runner = CliRunner()
+PNG = b"\x89PNG\r\n\x1a\n"
 
 
 def test_plot_writes_a_png_for_several_runs(tiny_run, tmp_path: Path) -> None:
@@ -35,3 +42,47 @@ def test_without_matplotlib_the_plot_command_says_how_to_install_it(
 def test_a_torn_last_metrics_line_is_skipped(tmp_path: Path) -> None:
     (tmp_path / "metrics.jsonl").write_text('{"kind": "train", "step": 1}\n{"kind": "tr', encoding="utf-8")
     assert read_metrics(tmp_path) == [{"kind": "train", "step": 1}]
+
+
+def _tiny_train(corpus: Path, out: Path, *extra: str) -> list[str]:
+    tiny = ["--hidden", "16", "--embed", "8", "--layers", "1", "--batch-size", "4", "--bptt", "16"]
+    return ["train", str(corpus), *tiny, "--eval-every", "2", "--out", str(out), *extra]
+
+
+def test_train_plot_redraws_the_figure_at_each_evaluation(timemachine_text: str, tmp_path: Path) -> None:
+    corpus = corpus_from_text(tmp_path, timemachine_text[:20_000])
+    drawn: list[bytes] = []
+
+    def look(report: Report) -> None:
+        if isinstance(report, EvalReport):  # after the plotter has drawn this evaluation
+            drawn.append((tmp_path / "run" / PLOT).read_bytes())
+
+    config = TrainConfig(batch_size=4, bptt=16, max_steps=4, eval_every=2, log_every=1, seed=0)
+    train(corpus, TINY_MODEL, config, out=tmp_path / "run", report=fan_out(PlotEachEvaluation(), look))
+    assert len(drawn) == 2 and drawn[0] != drawn[1]  # one fresh figure per evaluation
+    assert drawn[1][:8] == PNG and not list((tmp_path / "run").glob(".*.tmp"))
+
+
+def test_train_plot_from_the_command_line_also_when_resuming(timemachine_text: str, tmp_path: Path) -> None:
+    corpus = tmp_path / "tm.txt"
+    corpus.write_text(timemachine_text[:20_000], encoding="utf-8")
+    result = runner.invoke(app, _tiny_train(corpus, tmp_path / "run", "--max-steps", "2", "--plot"))
+    assert result.exit_code == 0, result.output
+    assert (tmp_path / "run" / PLOT).read_bytes()[:8] == PNG
+    (tmp_path / "run" / PLOT).unlink()
+    result = runner.invoke(app, ["train", "--resume", str(tmp_path / "run"), "--max-steps", "4", "--plot"])
+    assert result.exit_code == 0, result.output
+    assert (tmp_path / "run" / PLOT).read_bytes()[:8] == PNG
+
+
+def test_train_plot_without_matplotlib_fails_before_training(
+    timemachine_text: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setitem(sys.modules, "matplotlib", None)
+    corpus = tmp_path / "tm.txt"
+    corpus.write_text(timemachine_text[:20_000], encoding="utf-8")
+    result = runner.invoke(app, _tiny_train(corpus, tmp_path / "run", "--max-steps", "2", "--plot"))
+    assert result.exit_code == 1
+    message = result.stderr.strip()
+    assert "pip install 'chargen[plot]'" in message and "\n" not in message
+    assert not (tmp_path / "run").exists()

@@ -17,10 +17,13 @@ from rich.table import Table
 
 from chargen import __version__
 from chargen.cli.render import (
+    CompareProgress,
     DownloadBar,
     OneLineErrors,
     TrainProgress,
+    fan_out,
     from_command_line,
+    print_comparison,
     print_eval,
     print_gradients,
     print_novelty,
@@ -30,6 +33,7 @@ from chargen.cli.render import (
     user_errors,
 )
 from chargen.config import (
+    CELLS,
     UNKNOWN_POLICIES,
     ModelConfig,
     SampleConfig,
@@ -48,6 +52,41 @@ app = typer.Typer(
     context_settings={"help_option_names": ["-h", "--help"]},
 )
 DEFAULT_RUN = Path("runs/latest")
+
+# Options `train` and `compare` share, declared once so that their help reads the same in both.
+CorpusArg = Annotated[
+    str | None,
+    typer.Argument(
+        help="Text file, or a named corpus (see `chargen corpora`). Default: the built-in corpus."
+    ),
+]
+Layers = Annotated[int, typer.Option(help="Stacked recurrent layers, >= 1.")]
+Hidden = Annotated[int, typer.Option(help="Units per layer, >= 1.")]
+Embed = Annotated[int, typer.Option(help="Character embedding size, >= 1.")]
+Dropout = Annotated[float, typer.Option(help="Dropout between layers and before the output, [0, 1).")]
+BatchSize = Annotated[int, typer.Option(help="Parallel streams through the text, >= 1.")]
+Bptt = Annotated[int, typer.Option(help="Characters per backpropagation window, >= 1.")]
+Lr = Annotated[float, typer.Option(help="Peak learning rate of AdamW, > 0.")]
+Clip = Annotated[float, typer.Option(help="Gradient-norm clipping threshold; 0 disables.")]
+Epochs = Annotated[float | None, typer.Option(help="Stop after this many passes over the text.")]
+MaxSteps = Annotated[int | None, typer.Option(help="Stop after this many optimiser steps.")]
+MaxTime = Annotated[
+    str | None,
+    typer.Option(
+        help="Stop after this much training time: seconds or 90s, 3m, 1h. "
+        f"With no limit at all: {TrainConfig().max_time:.0f}s."
+    ),
+]
+EvalEvery = Annotated[int, typer.Option(help="Validate every this many steps, >= 1.")]
+Seed = Annotated[int | None, typer.Option(help="Random seed, for a reproducible run.")]
+Device = Annotated[str, typer.Option(help="auto, cpu, cuda or mps.")]
+Precision = Annotated[
+    str, typer.Option(help="fp32, or bf16 arithmetic on fp32 weights; auto: bf16 where the chip has it.")
+]
+Preset = Annotated[
+    str | None, typer.Option(help="d2l: the d2l book's preprocessing (letters only, lowercase).")
+]
+Tokenizer = Annotated[str, typer.Option(help="chars (Unicode code points) or bytes (UTF-8 bytes).")]
 
 
 def _version(value: bool) -> None:
@@ -68,12 +107,7 @@ def _main(
 @app.command()
 def train(
     ctx: typer.Context,
-    corpus: Annotated[
-        str | None,
-        typer.Argument(
-            help="Text file, or a named corpus (see `chargen corpora`). Default: the built-in corpus."
-        ),
-    ] = None,
+    corpus: CorpusArg = None,
     out: Annotated[
         Path | None, typer.Option(help="Run directory to create. Default: runs/CORPUS-TIMESTAMP.")
     ] = None,
@@ -82,43 +116,27 @@ def train(
         typer.Option(help="Continue this run from its checkpoint; only the limits and --device may change."),
     ] = None,
     cell: Annotated[str, typer.Option(help="Recurrent cell: lstm, gru or rnn.")] = ModelConfig.cell,
-    layers: Annotated[int, typer.Option(help="Stacked recurrent layers, >= 1.")] = ModelConfig.layers,
-    hidden: Annotated[int, typer.Option(help="Units per layer, >= 1.")] = ModelConfig.hidden,
-    embed: Annotated[int, typer.Option(help="Character embedding size, >= 1.")] = ModelConfig.embed,
-    dropout: Annotated[float, typer.Option(help="Dropout between layers and before the output, [0, 1).")] = (
-        ModelConfig.dropout
-    ),
+    layers: Layers = ModelConfig.layers,
+    hidden: Hidden = ModelConfig.hidden,
+    embed: Embed = ModelConfig.embed,
+    dropout: Dropout = ModelConfig.dropout,
     tie_weights: Annotated[
         bool, typer.Option(help="Share embedding and output weights (needs --embed = --hidden).")
     ] = ModelConfig.tie_weights,
-    batch_size: Annotated[int, typer.Option(help="Parallel streams through the text, >= 1.")] = (
-        TrainConfig.batch_size
-    ),
-    bptt: Annotated[
-        int, typer.Option(help="Characters per backpropagation window, >= 1.")
-    ] = TrainConfig.bptt,
-    lr: Annotated[float, typer.Option(help="Peak learning rate of AdamW, > 0.")] = TrainConfig.lr,
+    batch_size: BatchSize = TrainConfig.batch_size,
+    bptt: Bptt = TrainConfig.bptt,
+    lr: Lr = TrainConfig.lr,
     weight_decay: Annotated[float, typer.Option(help="AdamW weight decay on matrices, >= 0.")] = (
         TrainConfig.weight_decay
     ),
     warmup_steps: Annotated[int, typer.Option(help="Steps of linear learning-rate warm-up, >= 0.")] = (
         TrainConfig.warmup_steps
     ),
-    clip: Annotated[
-        float, typer.Option(help="Gradient-norm clipping threshold; 0 disables.")
-    ] = TrainConfig.clip,
-    epochs: Annotated[float | None, typer.Option(help="Stop after this many passes over the text.")] = None,
-    max_steps: Annotated[int | None, typer.Option(help="Stop after this many optimiser steps.")] = None,
-    max_time: Annotated[
-        str | None,
-        typer.Option(
-            help="Stop after this much training time: seconds or 90s, 3m, 1h. "
-            f"With no limit at all: {TrainConfig().max_time:.0f}s."
-        ),
-    ] = None,
-    eval_every: Annotated[
-        int, typer.Option(help="Validate every this many steps, >= 1.")
-    ] = TrainConfig.eval_every,
+    clip: Clip = TrainConfig.clip,
+    epochs: Epochs = None,
+    max_steps: MaxSteps = None,
+    max_time: MaxTime = None,
+    eval_every: EvalEvery = TrainConfig.eval_every,
     save_every: Annotated[int, typer.Option(help="Steps between resumable checkpoints, >= 1.")] = (
         TrainConfig.save_every
     ),
@@ -128,12 +146,9 @@ def train(
     eval_chars: Annotated[int, typer.Option(help="Validate on at most this many held-out characters.")] = (
         TrainConfig.eval_chars
     ),
-    seed: Annotated[int | None, typer.Option(help="Random seed, for a reproducible run.")] = None,
-    device: Annotated[str, typer.Option(help="auto, cpu, cuda or mps.")] = TrainConfig.device,
-    precision: Annotated[
-        str,
-        typer.Option(help="fp32, or bf16 arithmetic on fp32 weights; auto: bf16 where the chip has it."),
-    ] = TrainConfig.precision,
+    seed: Seed = None,
+    device: Device = TrainConfig.device,
+    precision: Precision = TrainConfig.precision,
     encoding: Annotated[str, typer.Option(help="The corpus file's encoding.")] = TextConfig.encoding,
     errors: Annotated[
         str, typer.Option(help="strict: an undecodable byte is an error; replace: it becomes U+FFFD.")
@@ -144,15 +159,17 @@ def train(
     lowercase: Annotated[
         bool, typer.Option(help="Lowercase the text (Python's rules: not Turkish-aware, I -> i).")
     ] = TextConfig.lowercase,
-    preset: Annotated[
-        str | None, typer.Option(help="d2l: the d2l book's preprocessing (letters only, lowercase).")
-    ] = None,
-    tokenizer: Annotated[str, typer.Option(help="chars (Unicode code points) or bytes (UTF-8 bytes).")] = (
-        TextConfig.tokenizer
-    ),
+    preset: Preset = None,
+    tokenizer: Tokenizer = TextConfig.tokenizer,
     min_count: Annotated[
         int, typer.Option(help="Characters seen fewer times become the unknown symbol, >= 1.")
     ] = TextConfig.min_count,
+    plot: Annotated[
+        bool,
+        typer.Option(
+            "--plot", help="Redraw plot.png in the run directory at each validation (needs matplotlib)."
+        ),
+    ] = False,
 ) -> None:
     """Train a character-level language model on a text.
 
@@ -162,17 +179,19 @@ def train(
     """
     with user_errors():
         from chargen.corpus import load_corpus
+        from chargen.plot import PlotEachEvaluation
         from chargen.train import resume as resume_training
         from chargen.train import train as run_training
 
+        plotter = [PlotEachEvaluation()] if plot else []  # without matplotlib: an error, before training
         if resume is not None:
             given = {
                 name: value
                 for name, value in ctx.params.items()
-                if name not in ("resume", "corpus") and from_command_line(ctx, name)
+                if name not in ("resume", "corpus", "plot") and from_command_line(ctx, name)
             }
             with stop_on_signals() as stop, TrainProgress() as progress:
-                summary = resume_training(resume, corpus, given, progress, stop)
+                summary = resume_training(resume, corpus, given, fan_out(progress, *plotter), stop)
             print_summary(summary)
             return
 
@@ -209,8 +228,77 @@ def train(
         with DownloadBar() as download:
             data = load_corpus(corpus, text_config, progress=download)
         with stop_on_signals() as stop, TrainProgress() as progress:
-            summary = run_training(data, model_config, train_config, out, progress, stop=stop)
+            summary = run_training(
+                data, model_config, train_config, out, fan_out(progress, *plotter), stop=stop
+            )
         print_summary(summary)
+
+
+@app.command()
+def compare(
+    corpus: CorpusArg = None,
+    cells: Annotated[
+        str, typer.Option(help="Cells to train, one run each, separated by commas: lstm, gru, rnn.")
+    ] = ",".join(CELLS),
+    out: Annotated[
+        Path | None,
+        typer.Option(
+            help="Directory for one run per cell and the comparison. Default: runs/compare-CORPUS-TIMESTAMP."
+        ),
+    ] = None,
+    layers: Layers = ModelConfig.layers,
+    hidden: Hidden = ModelConfig.hidden,
+    embed: Embed = ModelConfig.embed,
+    dropout: Dropout = ModelConfig.dropout,
+    batch_size: BatchSize = TrainConfig.batch_size,
+    bptt: Bptt = TrainConfig.bptt,
+    lr: Lr = TrainConfig.lr,
+    clip: Clip = TrainConfig.clip,
+    epochs: Epochs = None,
+    max_steps: MaxSteps = None,
+    max_time: MaxTime = None,
+    eval_every: EvalEvery = TrainConfig.eval_every,
+    seed: Seed = None,
+    device: Device = TrainConfig.device,
+    precision: Precision = TrainConfig.precision,
+    preset: Preset = None,
+    tokenizer: Tokenizer = TextConfig.tokenizer,
+    plot: Annotated[
+        bool, typer.Option(help="Draw the runs overlaid into compare.png (needs matplotlib).")
+    ] = True,
+) -> None:
+    """Train one model per cell with the same settings, seed and budget each, then compare them.
+
+    Example: `chargen compare timemachine --cells lstm,gru,rnn --max-time 1m` (three minutes in all).
+    """
+    with user_errors():
+        from chargen.compare import check_cells
+        from chargen.compare import compare as run_comparison
+        from chargen.corpus import load_corpus
+
+        names = check_cells([name.strip() for name in cells.split(",") if name.strip()])
+        model_config = ModelConfig(layers=layers, hidden=hidden, embed=embed, dropout=dropout)
+        train_config = TrainConfig(
+            batch_size=batch_size,
+            bptt=bptt,
+            lr=lr,
+            clip=clip,
+            epochs=epochs,
+            max_steps=max_steps,
+            max_time=parse_duration(max_time),
+            eval_every=eval_every,
+            seed=seed,
+            device=device,
+            precision=precision,
+        )
+        text_config = TextConfig(preset=preset, tokenizer=tokenizer)
+        with DownloadBar() as download:
+            data = load_corpus(corpus, text_config, progress=download)
+        with stop_on_signals() as stop, CompareProgress() as progress:
+            comparison = run_comparison(
+                data, names, model_config, train_config, out, progress, plot, stop=stop
+            )
+        print_comparison(comparison)
 
 
 @app.command()

@@ -24,8 +24,9 @@ from chargen.errors import ChargenError
 if TYPE_CHECKING:
     from tqdm import tqdm
 
+    from chargen.compare import CellStart, Comparison
     from chargen.evaluate import LossStats
-    from chargen.loop import Report, TrainSummary
+    from chargen.loop import Report, Reporter, TrainSummary
 
 err = Console(stderr=True, highlight=False)
 
@@ -114,6 +115,46 @@ class TrainProgress:
             self.bar.close()
 
 
+class CompareProgress:
+    """Renders a comparison's reports: a line naming the cell, then that run's own TrainProgress."""
+
+    def __init__(self) -> None:
+        self.cell: CellStart | None = None
+        self.current: TrainProgress | None = None
+
+    def __call__(self, report: CellStart | Report) -> None:
+        from chargen.compare import CellStart
+        from chargen.loop import StartReport
+
+        if isinstance(report, CellStart):
+            self.__exit__()
+            self.cell, self.current = report, TrainProgress()
+            return
+        if isinstance(report, StartReport) and self.cell is not None:
+            # Said once the run has started, so that a setting the run refuses is the only line.
+            err.print(f"training [bold]{self.cell.cell}[/] ({self.cell.index} of {self.cell.total})")
+        if self.current is not None:
+            self.current(report)
+
+    def __enter__(self) -> CompareProgress:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self.current is not None:
+            self.current.__exit__()
+            self.current = None
+
+
+def fan_out(*reporters: Reporter) -> Reporter:
+    """One reporter that hands each report to all of `reporters`, in order."""
+
+    def report(item: Report) -> None:
+        for reporter in reporters:
+            reporter(item)
+
+    return report
+
+
 def from_command_line(ctx: typer.Context, name: str) -> bool:
     source = ctx.get_parameter_source(name)
     return source is not None and source.name == "COMMANDLINE"
@@ -179,6 +220,32 @@ def print_summary(summary: TrainSummary) -> None:
     err.print(f'next: chargen sample --model {summary.run_dir} --prefix "..."')
 
 
+def print_comparison(comparison: Comparison) -> None:
+    """The comparison's table on stdout (it is the command's result), then where its files are."""
+    table = Table(
+        "cell",
+        "parameters",
+        "characters/s",
+        "best validation bpc",
+        "clipped",
+        "steps",
+        title=f"{comparison.out} (seed {comparison.seed})",
+        title_justify="left",
+    )
+    for row in comparison.rows:
+        table.add_row(
+            row.cell,
+            f"{row.parameters:,}",
+            f"{row.chars_per_sec:,.0f}",
+            f"{row.best_bpc:.4f}",
+            f"{row.clipped_fraction:.1%}",
+            f"{row.steps:,}",
+        )
+    Console().print(table)
+    written = [str(comparison.out / "compare.json"), *([str(comparison.plot)] if comparison.plot else [])]
+    err.print(f"wrote {' and '.join(written)}; each run is in {comparison.out}/<cell>")
+
+
 def print_run_info(model: Path, facts: dict[str, Any]) -> None:
     """The facts of checkpoint.describe as a table."""
     out = Console()
@@ -215,6 +282,8 @@ def print_run_info(model: Path, facts: dict[str, Any]) -> None:
         )
     for name, size in facts["files"].items():
         table.add_row("file", f"{name}  {size:,} bytes")
+    for problem in facts["problems"]:
+        table.add_row("[bold red]problem[/]", escape(problem))
     out.print(table)
 
 

@@ -1,0 +1,153 @@
+"""Comparing recurrent cells: one run per cell on the same text, with the same settings, seed and
+budget, one after the other, then a table of what each achieved and a plot of them overlaid.
+
+This is the d2l book's exercise "replace the LSTM by a GRU and compare accuracy and training
+speed", measured on held-out text. Knows nothing about the terminal: progress goes through a
+callback, as in train.py.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, replace
+from pathlib import Path
+from typing import Any
+
+from chargen import checkpoint as ckpt
+from chargen.config import CELLS, ModelConfig, TrainConfig
+from chargen.corpus import Corpus
+from chargen.device import seed_everything
+from chargen.errors import ConfigError, RunError
+from chargen.loop import Report
+from chargen.plot import plot_runs, require_matplotlib
+from chargen.train import train
+
+COMPARE_JSON, COMPARE_PNG = "compare.json", "compare.png"
+
+
+@dataclass
+class CellStart:
+    """Reported before each cell's run starts; that run's own reports follow."""
+
+    cell: str
+    index: int  # 1 for the first cell
+    total: int
+
+
+CompareReporter = Callable[[CellStart | Report], None]
+
+
+@dataclass
+class CompareRow:
+    """What one cell achieved; the figures come from its run's summary."""
+
+    cell: str
+    run_dir: Path
+    parameters: int
+    chars_per_sec: float  # training only: evaluation time is excluded
+    best_bpc: float  # lowest validation bits per character
+    best_step: int
+    clipped_fraction: float  # of steps whose gradient norm was above the clipping threshold
+    steps: int
+    train_seconds: float
+    stopped_by: str
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**asdict(self), "run_dir": str(self.run_dir)}
+
+
+@dataclass
+class Comparison:
+    out: Path  # the directory holding one run per cell, compare.json and compare.png
+    seed: int  # the one seed every run used
+    rows: list[CompareRow]
+    plot: Path | None  # None when no plot was asked for
+
+
+def check_cells(cells: list[str]) -> list[str]:
+    """The cells to compare, in the order given: known names, each once, at least one."""
+    known = ", ".join(CELLS)
+    if not cells:
+        raise ConfigError(f"--cells needs at least one cell, from {known}")
+    for cell in cells:
+        if cell not in CELLS:
+            raise ConfigError(f"--cells: {cell!r} is not a cell; choose from {known}, separated by commas")
+    repeated = sorted({cell for cell in cells if cells.count(cell) > 1})
+    if repeated:
+        raise ConfigError(f"--cells names {', '.join(repeated)} more than once; give each cell once")
+    return cells
+
+
+def compare(
+    corpus: Corpus,
+    cells: list[str],
+    model_config: ModelConfig,
+    config: TrainConfig,
+    out: Path | None = None,
+    report: CompareReporter | None = None,
+    plot: bool = True,
+    runs_root: Path = Path("runs"),
+    stop: threading.Event | None = None,
+) -> Comparison:
+    """Train one model per cell into out/<cell> and write out/compare.json (and out/compare.png).
+
+    Every run gets `model_config` with its own cell, and `config` unchanged: the same seed, data
+    order and limit (steps, time or epochs). A time limit counts training only, as in `train`, so
+    the budgets stay equal however long each cell's evaluations take.
+    """
+    report = report or (lambda _: None)
+    # Everything that can fail on bad input is checked before anything is written.
+    models = {cell: replace(model_config, cell=cell) for cell in check_cells(cells)}
+    if plot:
+        require_matplotlib()
+    seed = seed_everything(config.seed)
+    config = replace(config, seed=seed)  # one seed, drawn once, for every run
+    out = out or _default_out(runs_root, corpus.name)
+    if out.exists() and (not out.is_dir() or any(out.iterdir())):
+        raise RunError(
+            f"--out {out} already exists and is not an empty directory; choose another or remove it"
+        )
+    # The first run checks that the text is long enough for --batch-size and --bptt before it
+    # creates its directory (and out with it), so a bad setting leaves nothing behind.
+
+    rows = []
+    for index, (cell, cell_model) in enumerate(models.items(), start=1):
+        report(CellStart(cell, index, len(models)))
+        summary = train(corpus, cell_model, config, out=out / cell, report=report, stop=stop)
+        rows.append(
+            CompareRow(
+                cell=cell,
+                run_dir=summary.run_dir,
+                parameters=summary.parameters,
+                chars_per_sec=summary.chars_per_sec,
+                best_bpc=summary.best.bpc,
+                best_step=summary.best_step,
+                clipped_fraction=summary.clipped_fraction,
+                steps=summary.steps,
+                train_seconds=summary.train_seconds,
+                stopped_by=summary.stopped_by,
+            )
+        )
+
+    ckpt.write_json(
+        out / COMPARE_JSON,
+        {
+            "corpus": {"name": corpus.name, "path": str(corpus.path.resolve()), "sha256": corpus.sha256},
+            "seed": config.seed,
+            "model": {k: v for k, v in model_config.to_dict().items() if k not in ("cell", "vocab_size")},
+            "train": config.to_dict(),
+            "rows": [row.to_dict() for row in rows],
+        },
+    )
+    figure = plot_runs([row.run_dir for row in rows], out / COMPARE_PNG) if plot else None
+    return Comparison(out, seed, rows, figure)
+
+
+def _default_out(runs_root: Path, corpus_name: str) -> Path:
+    stem = runs_root / f"compare-{corpus_name}-{time.strftime('%Y%m%d-%H%M%S')}"
+    out, suffix = stem, 2
+    while out.exists():  # two comparisons started in the same second
+        out, suffix = stem.with_name(f"{stem.name}-{suffix}"), suffix + 1
+    return out

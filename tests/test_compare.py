@@ -1,0 +1,110 @@
+"""chargen compare: one run per cell with equal settings and budgets, a table, a JSON and a plot."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from chargen import checkpoint as ckpt
+from chargen.cli import app
+from chargen.compare import COMPARE_JSON, COMPARE_PNG, CellStart, compare
+from chargen.config import ModelConfig, TrainConfig
+from chargen.errors import ConfigError
+from chargen.loop import StartReport
+from tests.conftest import corpus_from_text
+
+runner = CliRunner()
+TINY = ["--hidden", "16", "--embed", "8", "--layers", "1", "--batch-size", "4", "--bptt", "16"]
+
+
+@pytest.fixture
+def corpus_file(timemachine_text: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    monkeypatch.chdir(tmp_path)
+    path = tmp_path / "tm.txt"
+    path.write_text(timemachine_text[:20_000], encoding="utf-8")
+    return path
+
+
+def test_compare_trains_each_cell_with_the_same_settings_and_budget(corpus_file: Path) -> None:
+    args = ["compare", "tm.txt", "--cells", "gru,lstm,rnn", *TINY, "--max-steps", "6", "--eval-every", "3"]
+    result = runner.invoke(app, [*args, "--seed", "3", "--out", "cmp"])
+    assert result.exit_code == 0, result.output
+    table_rows = [line for line in result.stdout.splitlines() if line.startswith("│")]
+    assert [row.split("│")[1].strip() for row in table_rows] == ["gru", "lstm", "rnn"]
+    assert "training gru (1 of 3)" in result.stderr
+
+    figures = json.loads((Path("cmp") / COMPARE_JSON).read_text(encoding="utf-8"))
+    assert [row["cell"] for row in figures["rows"]] == ["gru", "lstm", "rnn"]
+    runs = [json.loads((Path("cmp") / cell / ckpt.RUN_JSON).read_text()) for cell in ("gru", "lstm", "rnn")]
+    assert [run["model"]["cell"] for run in runs] == ["gru", "lstm", "rnn"]
+    # Equal budgets and settings: everything but the cell is the same in every run.
+    assert all(run["train"] == runs[0]["train"] for run in runs)
+    assert runs[0]["train"]["max_steps"] == 6 and runs[0]["train"]["seed"] == 3 == figures["seed"]
+    assert all({**run["model"], "cell": None} == {**runs[0]["model"], "cell": None} for run in runs)
+    for row in figures["rows"]:
+        summary = json.loads((Path(row["run_dir"]) / ckpt.SUMMARY).read_text())
+        assert row["steps"] == summary["steps"] == 6
+        assert row["best_bpc"] == summary["best"]["bpc"] and row["parameters"] == summary["parameters"]
+    # The cells differ in size as their gates say: an LSTM has four, a GRU three, a plain RNN one.
+    sizes = {row["cell"]: row["parameters"] for row in figures["rows"]}
+    assert sizes["lstm"] > sizes["gru"] > sizes["rnn"]
+    assert (Path("cmp") / COMPARE_PNG).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert not Path("runs/latest").exists()  # the comparison's runs do not replace the newest run
+
+
+def test_compare_with_a_time_budget_gives_each_cell_the_same_one(
+    timemachine_text: str, tmp_path: Path
+) -> None:
+    corpus = corpus_from_text(tmp_path, timemachine_text[:20_000])
+    reports: list[object] = []
+    config = TrainConfig(batch_size=4, bptt=16, max_time=0.3, eval_every=1000, seed=0)
+    model = ModelConfig(hidden=16, embed=8, layers=1)
+    comparison = compare(corpus, ["rnn", "gru"], model, config, tmp_path / "cmp", reports.append, plot=False)
+    assert [row.cell for row in comparison.rows] == ["rnn", "gru"] and comparison.plot is None
+    assert all(row.stopped_by == "max_time" for row in comparison.rows)
+    for cell in ("rnn", "gru"):
+        recorded = json.loads((tmp_path / "cmp" / cell / ckpt.RUN_JSON).read_text())["train"]
+        assert recorded["max_time"] == 0.3 and recorded["max_steps"] is None
+    # Each run's own reports follow the line naming its cell.
+    kinds = [
+        (type(r).__name__, getattr(r, "cell", None))
+        for r in reports
+        if isinstance(r, CellStart | StartReport)
+    ]
+    assert kinds == [("CellStart", "rnn"), ("StartReport", None), ("CellStart", "gru"), ("StartReport", None)]
+    assert not (tmp_path / "cmp" / COMPARE_PNG).exists()
+
+
+@pytest.mark.parametrize(
+    ("cells", "phrase"),
+    [
+        ([], "at least one"),
+        (["lstm", "gpt"], "'gpt' is not a cell"),
+        (["gru", "lstm", "gru"], "gru more than once"),
+    ],
+)
+def test_bad_cells_are_refused_before_anything_is_written(
+    cells: list[str], phrase: str, timemachine_text: str, tmp_path: Path
+) -> None:
+    corpus = corpus_from_text(tmp_path, timemachine_text[:5_000])
+    with pytest.raises(ConfigError, match=phrase):
+        compare(corpus, cells, ModelConfig(), TrainConfig(max_steps=1), tmp_path / "cmp", plot=False)
+    assert not (tmp_path / "cmp").exists()
+
+
+def test_compare_without_matplotlib_fails_before_training(
+    corpus_file: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setitem(sys.modules, "matplotlib", None)
+    result = runner.invoke(app, ["compare", "tm.txt", *TINY, "--max-steps", "2", "--out", "cmp"])
+    assert result.exit_code == 1
+    assert "pip install 'chargen[plot]'" in result.stderr and not Path("cmp").exists()
+    result = runner.invoke(
+        app, ["compare", "tm.txt", "--cells", "rnn", *TINY, "--max-steps", "2", "--no-plot"]
+    )
+    assert result.exit_code == 0, result.output
+    assert len(list(Path("runs").glob("compare-tm-*/rnn/run.json"))) == 1

@@ -1,0 +1,95 @@
+"""chargen info on every kind of run, and on every run the rest of the suite made."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+from typer.testing import CliRunner
+
+from chargen import checkpoint as ckpt
+from chargen.cli import app
+from chargen.errors import RunError
+
+runner = CliRunner()
+TINY = ["--hidden", "16", "--embed", "8", "--layers", "1", "--batch-size", "4", "--bptt", "16"]
+UNKNOWN = "\ufffd"
+
+# The kinds of run no other test trains from the command line, and what info must say of each.
+KINDS: dict[str, tuple[list[str], Callable[[dict[str, Any]], bool]]] = {
+    "gru": (["--cell", "gru"], lambda facts: facts["model"]["cell"] == "gru"),
+    "rnn": (["--cell", "rnn"], lambda facts: facts["model"]["cell"] == "rnn"),
+    "bytes": (
+        ["--tokenizer", "bytes"],
+        lambda facts: facts["vocab"] == {"kind": "bytes", "size": 256, "chars": None},
+    ),
+    "d2l": (
+        ["--preset", "d2l"],
+        lambda facts: (
+            facts["text"]["preset"] == "d2l"
+            and set(facts["vocab"]["chars"]) <= set(" abcdefghijklmnopqrstuvwxyz" + UNKNOWN)
+        ),
+    ),
+    "min-count": (["--min-count", "50"], lambda facts: UNKNOWN in facts["vocab"]["chars"]),
+}
+
+
+@pytest.mark.parametrize("kind", list(KINDS))
+def test_info_describes_every_kind_of_run(
+    kind: str, timemachine_text: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    Path("tm.txt").write_text(timemachine_text[:20_000], encoding="utf-8")
+    options, says_so = KINDS[kind]
+    args = ["train", "tm.txt", *TINY, *options, "--max-steps", "2", "--eval-every", "2", "--out", "run"]
+    trained = runner.invoke(app, args)
+    assert trained.exit_code == 0, trained.output
+    result = runner.invoke(app, ["info", "run", "--json"])
+    assert result.exit_code == 0, result.output
+    facts = json.loads(result.stdout)
+    assert says_so(facts), facts
+    assert facts["steps"] == 2 and facts["summary"]["steps"] == 2
+
+
+@pytest.mark.after_all_runs
+def test_info_reads_every_run_the_suite_made(tmp_path_factory: pytest.TempPathFactory) -> None:
+    """Every test keeps its runs under pytest's base temporary directory, so this finds them all:
+    the fixtures', the command-line tests', interrupted, killed, resumed and compared ones."""
+    run_dirs = sorted({path.parent.resolve() for path in tmp_path_factory.getbasetemp().rglob(ckpt.RUN_JSON)})
+    if not run_dirs:
+        pytest.skip("no other test made a run in this session")
+    for run_dir in run_dirs:
+        result = runner.invoke(app, ["info", str(run_dir), "--json"])
+        assert result.exception is None or isinstance(result.exception, SystemExit), (
+            run_dir,
+            result.exception,
+        )
+        try:
+            ckpt.load_run(run_dir)
+        except RunError:
+            # A run a test damaged on purpose: info refuses it, as every command does, in one line.
+            message = result.stderr.strip()
+            assert result.exit_code == 1 and message.startswith("Error:") and "\n" not in message, message
+            continue
+        assert result.exit_code == 0, (run_dir, result.output)
+        facts = json.loads(result.stdout)
+        recorded = json.loads((run_dir / ckpt.RUN_JSON).read_text(encoding="utf-8"))
+        assert facts["model"] == recorded["model"] and facts["train"] == recorded["train"], run_dir
+
+
+def test_info_lists_a_damaged_checkpoint_as_a_problem(tiny_run, tmp_path: Path) -> None:
+    run_dir = tmp_path / "damaged"
+    shutil.copytree(tiny_run.run_dir, run_dir)
+    (run_dir / ckpt.CHECKPOINT).write_bytes(b"\x00" * 100)
+    (run_dir / ckpt.SUMMARY).write_text("{cut short", encoding="utf-8")
+    result = runner.invoke(app, ["info", str(run_dir), "--json"])
+    assert result.exit_code == 0, result.output
+    facts = json.loads(result.stdout)
+    assert facts["steps"] is None and facts["summary"] is None
+    assert [p.split()[0] for p in facts["problems"]] == [ckpt.SUMMARY, ckpt.CHECKPOINT]
+    table = runner.invoke(app, ["info", str(run_dir)])
+    assert table.exit_code == 0 and "problem" in table.stdout
