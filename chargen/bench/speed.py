@@ -270,27 +270,34 @@ def main(argv: list[str] | None = None) -> None:
         flush=True,
     )
     lstm, d2l_config = base, replace(base, dropout=0.0)  # the d2l book's configuration has no dropout
-    rows = [
-        *bench_training("2x256 lstm", lstm, ids, 16, 64, ceilings, reference=True),
-        *bench_training("2x256 lstm", d2l_config, ids, 32, 35, ceilings, reference=True),
-        *bench_evaluation("2x256 lstm", lstm, ids, ceilings),
-        *bench_sampling("2x256 lstm", corpus, lstm, reference=True),
-        *bench_training("2x512 lstm", replace(base, hidden=512), ids, 16, 64, ceilings, reference=False),
-        *bench_evaluation("2x512 lstm", replace(base, hidden=512), ids, ceilings),
-        *bench_training("2x256 gru", replace(base, cell="gru"), ids, 16, 64, ceilings, reference=False),
-        *bench_evaluation("2x256 gru", replace(base, cell="gru"), ids, ceilings),
+    measurements: list[Callable[[], list[Row]]] = [
+        lambda: bench_training("2x256 lstm", lstm, ids, 16, 64, ceilings, reference=True),
+        lambda: bench_training("2x256 lstm", d2l_config, ids, 32, 35, ceilings, reference=True),
+        lambda: bench_evaluation("2x256 lstm", lstm, ids, ceilings),
+        lambda: bench_sampling("2x256 lstm", corpus, lstm, reference=True),
+        lambda: bench_training(
+            "2x512 lstm", replace(base, hidden=512), ids, 16, 64, ceilings, reference=False
+        ),
+        lambda: bench_evaluation("2x512 lstm", replace(base, hidden=512), ids, ceilings),
+        lambda: bench_training(
+            "2x256 gru", replace(base, cell="gru"), ids, 16, 64, ceilings, reference=False
+        ),
+        lambda: bench_evaluation("2x256 gru", replace(base, cell="gru"), ids, ceilings),
     ]
-    peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-
     print(f"{'model':<11} {'what':<58} {'chars/s':>9} {'spread':>8} {'of limit':>9} {'vs ref':>7}")
-    for row in rows:
-        d = row.as_dict()
-        limit = f"{d['fraction_of_limit']:.0%}" if d["fraction_of_limit"] else ""
-        ratio = f"{d['ratio_to_reference']:.2f}x" if d["ratio_to_reference"] else ""
-        print(
-            f"{row.model:<11} {row.what:<58} {row.chars_per_sec:>9,.0f} "
-            f"{row.spread:>8,.0f} {limit:>9} {ratio:>7}"
-        )
+    rows: list[Row] = []
+    for measure in measurements:  # each row printed as soon as it is measured
+        for row in measure():
+            rows.append(row)
+            d = row.as_dict()
+            limit = f"{d['fraction_of_limit']:.0%}" if d["fraction_of_limit"] else ""
+            ratio = f"{d['ratio_to_reference']:.2f}x" if d["ratio_to_reference"] else ""
+            print(
+                f"{row.model:<11} {row.what:<58} {row.chars_per_sec:>9,.0f} "
+                f"{row.spread:>8,.0f} {limit:>9} {ratio:>7}",
+                flush=True,
+            )
+    peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     print(f"peak resident memory of this process: {peak_mb:.0f} MB")
     if args.json:
         with open(args.json, "w") as f:
