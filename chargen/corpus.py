@@ -138,7 +138,12 @@ def load_corpus(
             if os.path.exists(tmp):
                 os.unlink(tmp)
         meta = {"vocab": vocab.to_dict(), "dtype": vocab.dtype.str, "unknown": n_unknown, "source": str(path)}
-        meta_path.write_text(json.dumps(meta, ensure_ascii=False), encoding="utf-8")  # last: marks it whole
+        # Last, and whole or not at all: it marks the cache entry complete, and several processes
+        # (torchrun) may be writing the same entry at once.
+        fd, tmp = tempfile.mkstemp(dir=folder, suffix=".tmp")
+        with os.fdopen(fd, "w", encoding="utf-8") as sink:
+            json.dump(meta, sink, ensure_ascii=False)
+        os.replace(tmp, meta_path)
     meta = json.loads(meta_path.read_text(encoding="utf-8"))
     vocab = tokenizer_from_dict(meta["vocab"])
     size = ids_path.stat().st_size // np.dtype(meta["dtype"]).itemsize

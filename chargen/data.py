@@ -37,9 +37,12 @@ class StreamBatches:
                  d j p v               e k q w      <- window 2 ...
 
     Each epoch starts at a random offset in [0, bptt), so window edges fall in new places.
+
+    With several processes, each hands out only its `streams`, a share of the B columns of this
+    same layout, so that together they walk exactly the windows one process would.
     """
 
-    def __init__(self, ids: np.ndarray, batch_size: int, bptt: int) -> None:
+    def __init__(self, ids: np.ndarray, batch_size: int, bptt: int, streams: slice | None = None) -> None:
         if len(ids) < batch_size * (bptt + 1) + bptt:
             raise CorpusError(
                 f"the training split has {len(ids)} characters, too few for one batch of "
@@ -50,6 +53,7 @@ class StreamBatches:
         self.batch_size = batch_size
         self.bptt = bptt
         self.stream_len = (len(ids) - bptt - 1) // batch_size  # so any offset < bptt fits
+        self.streams = streams or slice(0, batch_size)
 
     @property
     def windows_per_epoch(self) -> int:
@@ -60,10 +64,11 @@ class StreamBatches:
         return self.stream_len * self.batch_size
 
     def layout(self, offset: int) -> tuple[np.ndarray, np.ndarray]:
-        """Inputs and targets for one epoch, each (stream_len, B); targets are inputs shifted by one."""
-        n = self.stream_len * self.batch_size
-        inputs = self.ids[offset : offset + n].reshape(self.batch_size, self.stream_len).T
-        targets = self.ids[offset + 1 : offset + 1 + n].reshape(self.batch_size, self.stream_len).T
+        """Inputs and targets for one epoch, each (stream_len, B); targets are inputs shifted by one.
+        (B counts this process's streams: all of them in a single process.)"""
+        n, rows = self.stream_len * self.batch_size, (self.batch_size, self.stream_len)
+        inputs = self.ids[offset : offset + n].reshape(rows)[self.streams].T
+        targets = self.ids[offset + 1 : offset + 1 + n].reshape(rows)[self.streams].T
         return inputs, targets
 
     def epoch(self, offset: int, start_window: int = 0) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:

@@ -9,8 +9,11 @@ import torch
 from chargen.errors import ConfigError
 
 
-def resolve_device(name: str = "auto") -> torch.device:
-    """`auto` picks CUDA, then Apple's MPS, then the CPU; an explicit choice must be available."""
+def resolve_device(name: str = "auto", gpu: int | None = None) -> torch.device:
+    """`auto` picks CUDA, then Apple's MPS, then the CPU; an explicit choice must be available.
+
+    `gpu` is the GPU of one of several processes (its LOCAL_RANK under torchrun): cuda:`gpu`.
+    """
     cuda, mps = torch.cuda.is_available(), torch.backends.mps.is_available()
     if name == "auto":
         name = "cuda" if cuda else "mps" if mps else "cpu"
@@ -18,6 +21,14 @@ def resolve_device(name: str = "auto") -> torch.device:
         raise ConfigError(f"--device {name} is not available on this machine; use --device cpu or auto")
     if name == "cuda":
         torch.backends.cudnn.benchmark = True  # fixed window shapes: let cuDNN pick its fastest kernels
+        if gpu is not None:
+            if gpu >= torch.cuda.device_count():
+                raise ConfigError(
+                    f"LOCAL_RANK {gpu} has no GPU of its own: this machine has {torch.cuda.device_count()}; "
+                    "start at most one process per GPU (torchrun --nproc_per_node)"
+                )
+            torch.cuda.set_device(gpu)  # so NCCL and every default-device call use this process's GPU
+            return torch.device("cuda", gpu)
     return torch.device(name)
 
 
@@ -54,10 +65,14 @@ def _cpu_has_native_bf16() -> bool:
     return any(getattr(torch.cpu, check, lambda: False)() for check in checks)
 
 
+def random_seed() -> int:
+    return random.SystemRandom().randrange(2**31)
+
+
 def seed_everything(seed: int | None) -> int:
     """Seed Python and torch (all devices); a None seed is drawn at random. Returns the seed used."""
     if seed is None:
-        seed = random.SystemRandom().randrange(2**31)
+        seed = random_seed()
     random.seed(seed)
     torch.manual_seed(seed)  # also seeds every CUDA device
     return seed

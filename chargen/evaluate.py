@@ -18,6 +18,7 @@ import torch.nn.functional as F
 from chargen.checkpoint import load_model_weights, load_run
 from chargen.corpus import load_corpus
 from chargen.device import autocast_to, resolve_device, resolve_precision
+from chargen.distributed import World
 from chargen.errors import CorpusError
 from chargen.model import CharRNN
 
@@ -92,6 +93,7 @@ def evaluate_ids(
     warmup: int = 256,
     window: int = 512,
     autocast: torch.dtype | None = None,
+    world: World | None = None,
 ) -> LossStats:
     """Mean loss of predicting ids[t + 1] from ids[: t + 1], for every t.
 
@@ -99,14 +101,18 @@ def evaluate_ids(
     batched call instead of a long sequential one); each segment's state is first warmed on the
     `warmup` characters before it, so the result matches one sequential pass closely. `autocast`
     computes in that dtype (bf16: twice as fast on a CPU with bf16 units, and the mean loss moves
-    by about one part in 10^5); the loss is summed in fp64 either way.
+    by about one part in 10^5); the loss is summed in fp64 either way. With several processes
+    (`world`), each evaluates its share of the segments and the sums are added up, so every
+    process gets the figure one process would.
     """
     n = len(ids) - 1
     if n < 1:
         raise CorpusError("the text must have at least 2 characters to evaluate")
     start = time.perf_counter()
+    world = world or World()
     streams = max(1, min(max_streams, n // (8 * warmup)))  # keep warm-up overhead under ~1/8
     pos, scored = _stream_layout(n, streams, warmup)
+    pos, scored = pos[:, world.share(streams)], scored[:, world.share(streams)]  # (L, S) of this process
     ids64 = ids.astype(np.int64, copy=False)
     inputs = torch.from_numpy(ids64[np.minimum(pos, n - 1)]).to(device)  # (L, S)
     targets = torch.from_numpy(ids64[np.minimum(pos + 1, n)]).to(device)  # (L, S)
@@ -116,13 +122,16 @@ def evaluate_ids(
     model.eval()
     state = None
     total = torch.zeros((), dtype=torch.float64, device=device)
-    for t in range(0, inputs.shape[0], window):
+    for t in range(0, inputs.shape[0] if inputs.shape[1] else 0, window):  # a process may have no share
         with autocast_to(autocast, torch.device(device).type):
             logits, state = model(inputs[t : t + window], state)  # (T, S, V)
         loss = summed_cross_entropy(logits.float(), targets[t : t + window], weights[t : t + window])
         total += loss.double()
     model.train(was_training)
     chars = int(scored.sum())
+    if world.size > 1:
+        total, all_chars = world.sum(torch.stack([total, total.new_tensor(chars)]))
+        chars = int(all_chars)
     assert chars == n, (chars, n)
     return LossStats(chars=chars, loss=total.item() / chars, seconds=time.perf_counter() - start)
 

@@ -2,7 +2,8 @@
 evaluation, checkpoints that resume exactly.
 
 Knows nothing about corpora or the terminal: it is handed ids and a run directory, reports through
-a callback, and raises ChargenError.
+a callback, and raises ChargenError. With several processes (see distributed.py) each runs this same
+loop on its share of the streams; they agree on every decision, and only rank 0 writes.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from chargen import checkpoint as ckpt
 from chargen.config import SampleConfig, TrainConfig
 from chargen.data import StreamBatches
 from chargen.device import autocast_to, resolve_precision
+from chargen.distributed import World
 from chargen.errors import TrainingError, TrainingInterrupted
 from chargen.evaluate import LossStats, evaluate_ids, summed_cross_entropy
 from chargen.model import CharRNN, State, detach_state, keep_state_where, mask_state
@@ -42,6 +44,7 @@ class StartReport:
     train_chars: int
     val_chars: int
     resumed_at: int  # the step a resumed run continues from; 0 for a new run
+    processes: int = 1  # training together, each on its share of the batch
 
 
 @dataclass
@@ -89,13 +92,14 @@ Reporter = Callable[[Report], None]
 
 
 def train_step(
-    model: CharRNN,
+    model: torch.nn.Module,
     optimizer: torch.optim.Optimizer,
     x: torch.Tensor,
     y: torch.Tensor,
     state: State,
     clip: float,
     autocast: torch.dtype | None = None,
+    agree: Callable[[torch.Tensor], torch.Tensor] | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor, State, torch.Tensor]:
     """One optimiser step on a (T, B) window, with no host synchronisation.
 
@@ -103,6 +107,9 @@ def train_step(
     and whether the step was taken (a bool tensor on the device): a non-finite loss or gradient
     leaves the weights, the optimiser and the carried state as they were. `autocast` runs the
     network's arithmetic in that dtype (bf16); weights, gradients and the loss stay fp32.
+    With several processes, `model` is wrapped in DDP (so the gradient is already the average of
+    all of theirs) and `agree` turns this process's loss into the sum over all of them, so that
+    every process takes the same decision.
     """
     with autocast_to(autocast, x.device.type):
         logits, new_state = model(x, state)  # (T, B, V)
@@ -110,6 +117,8 @@ def train_step(
     optimizer.zero_grad(set_to_none=True)
     (loss / y.numel()).backward()
     grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), clip)  # with inf: only measures
+    if agree is not None:
+        loss = agree(loss.detach())
     taken = torch.isfinite(loss) & torch.isfinite(grad_norm)
     # Fused AdamW reads `found_inf` (the attribute torch's GradScaler sets) and skips the whole
     # update on the device when it is 1, so a NaN never reaches the weights and no step waits for
@@ -229,10 +238,16 @@ class Loop:
         report: Reporter,
         sample_prefix: str,
         stop: threading.Event | None = None,
+        world: World | None = None,
     ) -> None:
         self.model, self.vocab, self.config, self.batches = model, vocab, config, batches
         self.val_ids, self.run_dir, self.device, self.report = val_ids, run_dir, device, report
         self.stop = stop or threading.Event()
+        self.world = world or World()
+        self.net = self.world.wrap(model)  # what train_step runs: the model, or DDP around it
+        self.sum_loss = self.world.sum if self.world.size > 1 else None
+        self.streams = self.world.share(config.batch_size)  # this process's columns of the batch
+        self.local_batch = self.streams.stop - self.streams.start
         self.sample_config = SampleConfig(
             prefix=sample_prefix, length=SAMPLE_LENGTH, seed=config.seed, unknown="skip"
         )
@@ -248,9 +263,11 @@ class Loop:
         self.reset_gen = torch.Generator().manual_seed(config.seed)  # which streams start afresh
         # The position in the run: what a checkpoint records besides tensors.
         self.step, self.epoch_index, self.window, self.offset, self.chars = 0, 0, 0, -1, 0
-        self.state: State = model.init_state(config.batch_size, device)
+        self.state: State = model.init_state(self.local_batch, device)
         self.start = time.perf_counter()
         self.eval_seconds = 0.0
+        # With several processes, what all of them go by, as agreed at the last report.
+        self.agreed_seconds, self.agreed_stop = 0.0, False
         self.best: LossStats | None = None
         self.best_step = 0
         self.last_eval: LossStats | None = None
@@ -262,7 +279,24 @@ class Loop:
         return self.epoch_index + self.window / self.batches.windows_per_epoch
 
     def train_seconds(self) -> float:
+        if self.world.size > 1:  # clocks differ between processes; their schedule and limits must not
+            return self.agreed_seconds
+        return self._clock()
+
+    def _clock(self) -> float:
         return time.perf_counter() - self.start - self.eval_seconds
+
+    def _stop_requested(self) -> bool:
+        return self.agreed_stop if self.world.size > 1 else self.stop.is_set()
+
+    def _agree(self) -> None:
+        """With several processes, share rank 0's clock and any process's stop request, so that all
+        follow the same schedule and stop at the same step. It waits for the host, so it runs once
+        per report, when the host waits anyway: time limits and Ctrl-C act at the next report."""
+        clock = self._clock() if self.world.is_main else 0.0
+        mine = torch.tensor([clock, float(self.stop.is_set())], dtype=torch.float64)
+        self.agreed_seconds, stops = self.world.sum(mine).tolist()
+        self.agreed_stop = stops > 0
 
     def fraction(self) -> float:
         return self.limits.fraction(self.step, self.train_seconds(), self.epoch)
@@ -279,33 +313,37 @@ class Loop:
         while self.fraction() < 1.0:
             if self.offset < 0:  # a new epoch: new window edges, fresh state
                 self.offset = int(self.rng.integers(0, config.bptt))
-                self.state = model.init_state(config.batch_size, device)
+                self.state = model.init_state(self.local_batch, device)
             for x, y in self.batches.epoch(self.offset, start_window=self.window):
                 if device.type == "cuda":  # page-locked, so the copy below runs alongside the GPU
                     x, y = x.pin_memory(), y.pin_memory()
                 x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
                 if config.state_reset > 0:
-                    draw = torch.rand(config.batch_size, generator=self.reset_gen)
+                    # Every process draws for all streams and keeps its own, as one process would.
+                    draw = torch.rand(config.batch_size, generator=self.reset_gen)[self.streams]
                     self.state = mask_state(self.state, (draw >= config.state_reset).float().to(device))
                 lr = lr_at(config, self.step, self.fraction(), self.warmup)
                 for group in self.optimizer.param_groups:
                     group["lr"] = lr
 
                 loss, grad_norm, self.state, taken = train_step(
-                    model, self.optimizer, x, y, self.state, self.clip, self.autocast
+                    self.net, self.optimizer, x, y, self.state, self.clip, self.autocast, self.sum_loss
                 )
 
+                chars = y.numel() * self.world.size  # the loss is summed over all processes too
                 self.step += 1
                 self.window += 1
-                self.chars += y.numel()
-                self.meter.add(loss, grad_norm, taken, y.numel())
+                self.chars += chars
+                self.meter.add(loss, grad_norm, taken, chars)
                 if self.step % config.log_every == 0:
+                    if self.world.size > 1:
+                        self._agree()
                     self._log(lr, float(grad_norm))
                 if self.step % config.eval_every == 0:
                     self._evaluate()
                 elif self.step % config.save_every == 0:
                     self.save()
-                if self.stop.is_set():
+                if self._stop_requested():
                     self.save()
                     raise TrainingInterrupted(
                         f"training stopped at step {self.step} and a checkpoint is saved; "
@@ -316,6 +354,8 @@ class Loop:
             else:  # the epoch is over
                 self.epoch_index, self.window, self.offset = self.epoch_index + 1, 0, -1
 
+        if self.world.size > 1:  # all stopped at this step: the time of it, for the summary
+            self._agree()
         train_seconds = self.train_seconds()
         self._count(*self.meter.take()[1:4])
         if self.last_eval_step != self.step:
@@ -335,7 +375,8 @@ class Loop:
             skipped_steps=self.skipped,
             stopped_by=self.limits.stopped_by(self.step, train_seconds, self.epoch),
         )
-        ckpt.write_json(self.run_dir / ckpt.SUMMARY, _summary_dict(summary))
+        if self.world.is_main:
+            ckpt.write_json(self.run_dir / ckpt.SUMMARY, _summary_dict(summary))
         return summary
 
     def _count(self, clipped: int, skipped: int, worst_run: int) -> None:
@@ -369,12 +410,14 @@ class Loop:
             "skipped": self.skipped,
             "chars_per_sec": speed,
         }
-        ckpt.append_jsonl(self.run_dir / ckpt.METRICS, record)
+        if self.world.is_main:
+            ckpt.append_jsonl(self.run_dir / ckpt.METRICS, record)
         self.report(StepReport(self.step, self.epoch, fraction, mean_loss, lr, grad_norm, speed, eta))
 
     def _evaluate(self) -> None:
         began = time.perf_counter()
-        val = evaluate_ids(self.model, self.val_ids, self.device, autocast=self.autocast)
+        # With several processes each evaluates a share, and all get the same figure.
+        val = evaluate_ids(self.model, self.val_ids, self.device, autocast=self.autocast, world=self.world)
         if not math.isfinite(val.loss):  # diverged: nothing of this model is worth saving
             raise TrainingError(
                 f"training stopped at step {self.step}: the validation loss is not finite ({val.loss}); "
@@ -384,23 +427,26 @@ class Loop:
         if is_best:
             self._require_finite_weights()
             self.best, self.best_step = val, self.step
-            ckpt.save_weights(self.model, self.run_dir / ckpt.BEST)
+            if self.world.is_main:
+                ckpt.save_weights(self.model, self.run_dir / ckpt.BEST)
         self.last_eval, self.last_eval_step = val, self.step
-        ckpt.append_jsonl(
-            self.run_dir / ckpt.METRICS,
-            {
-                "kind": "eval",
-                "step": self.step,
-                "epoch": self.epoch,
-                "seen": self.chars,
-                **val.to_dict(),
-                "best": is_best,
-            },
-        )
+        if self.world.is_main:
+            ckpt.append_jsonl(
+                self.run_dir / ckpt.METRICS,
+                {
+                    "kind": "eval",
+                    "step": self.step,
+                    "epoch": self.epoch,
+                    "seen": self.chars,
+                    **val.to_dict(),
+                    "best": is_best,
+                },
+            )
         self.save()
-        sample = sample_batch(self.model, self.vocab, self.sample_config, self.device)[0]
-        self.model.train()
-        self.report(EvalReport(self.step, val, is_best, self.sample_config.prefix + sample))
+        if self.world.is_main:  # the sample is only for the report
+            sample = sample_batch(self.model, self.vocab, self.sample_config, self.device)[0]
+            self.model.train()
+            self.report(EvalReport(self.step, val, is_best, self.sample_config.prefix + sample))
         spent = time.perf_counter() - began
         self.eval_seconds += spent
         self.meter.pause(spent)
@@ -412,20 +458,28 @@ class Loop:
     # --- checkpoints -----------------------------------------------------------------------
 
     def save(self) -> None:
-        """Write everything needed to continue from here, in one atomic file."""
+        """Write everything needed to continue from here, in one atomic file. Every process must
+        call it (the carried state is gathered from all); rank 0 writes."""
         self._require_finite_weights()
-        ckpt.save_checkpoint(self.run_dir / ckpt.CHECKPOINT, self.tensors(), self.position())
+        tensors = self.tensors()
+        if self.world.is_main:
+            ckpt.save_checkpoint(self.run_dir / ckpt.CHECKPOINT, tensors, self.position())
 
     def tensors(self) -> dict[str, torch.Tensor]:
         tensors = {f"model.{name}": t for name, t in self.model.state_dict().items()}
         for index, moments in self.optimizer.state_dict()["state"].items():
             tensors.update({f"optim.{index}.{key}": value for key, value in moments.items()})
         states = self.state if isinstance(self.state, tuple) else (self.state,)
-        tensors.update({f"state.{i}": s for i, s in enumerate(states)})
+        # (layers, B, hidden): every stream, whichever process carries it
+        tensors.update({f"state.{i}": self.world.gather(s, dim=1) for i, s in enumerate(states)})
         tensors["rng.torch"] = torch.get_rng_state()  # dropout
         tensors["rng.reset"] = self.reset_gen.get_state()
         if self.device.type == "cuda":
             tensors["rng.cuda"] = torch.cuda.get_rng_state(self.device)
+        if self.world.size > 1:  # each process draws its own dropout masks: (processes, state size)
+            tensors["rng.torch.ranks"] = self.world.gather(torch.get_rng_state()[None], dim=0)
+            if self.device.type == "cuda":
+                tensors["rng.cuda.ranks"] = self.world.gather(torch.cuda.get_rng_state(self.device)[None], 0)
         return tensors
 
     def position(self) -> dict[str, Any]:
@@ -460,20 +514,38 @@ class Loop:
                 _, index, key = name.split(".", 2)
                 moments.setdefault(int(index), {})[key] = value
         self.optimizer.load_state_dict({"state": moments, "param_groups": position["param_groups"]})
-        states = [tensors[f"state.{i}"].to(self.device) for i in range(2) if f"state.{i}" in tensors]
+        states = [
+            tensors[f"state.{i}"][:, self.streams].contiguous().to(self.device)  # this process's streams
+            for i in range(2)
+            if f"state.{i}" in tensors
+        ]
         self.state = tuple(states) if len(states) == 2 else states[0]
-        torch.set_rng_state(tensors["rng.torch"])
+        self._restore_dropout_generators(tensors)
         self.reset_gen.set_state(tensors["rng.reset"])
-        if "rng.cuda" in tensors and self.device.type == "cuda":
-            torch.cuda.set_rng_state(tensors["rng.cuda"], self.device)
         self.rng.bit_generator.state = position["numpy_rng"]
         self.step, self.epoch_index = position["step"], position["epoch_index"]
         self.window, self.offset, self.chars = position["window"], position["offset"], position["chars"]
         self.start = time.perf_counter() - position["train_seconds"]
+        self.agreed_seconds = position["train_seconds"]
         if position["best"] is not None:
             self.best = LossStats(chars=position["best"]["chars"], loss=position["best"]["loss"])
         self.best_step, self.last_eval_step = position["best_step"], position["last_eval_step"]
         self.clipped_total, self.skipped = position["clipped_total"], position["skipped"]
+
+    def _restore_dropout_generators(self, tensors: dict[str, torch.Tensor]) -> None:
+        """Each process takes back its own generator states when the run was saved by as many
+        processes as there are now; otherwise rank 0 takes the saved rank 0's and the others keep
+        the ones they were seeded with: data and weights continue exactly, dropout masks cannot."""
+        cuda = self.device.type == "cuda"
+        saved = tensors.get("rng.torch.ranks")
+        if saved is not None and len(saved) == self.world.size:
+            torch.set_rng_state(saved[self.world.rank].clone())  # a row of it would not do: it wants its own
+            if cuda and "rng.cuda.ranks" in tensors:
+                torch.cuda.set_rng_state(tensors["rng.cuda.ranks"][self.world.rank].clone(), self.device)
+        elif self.world.is_main:
+            torch.set_rng_state(tensors["rng.torch"])
+            if cuda and "rng.cuda" in tensors:
+                torch.cuda.set_rng_state(tensors["rng.cuda"], self.device)
 
 
 def _summary_dict(summary: TrainSummary) -> dict[str, Any]:

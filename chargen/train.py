@@ -1,7 +1,8 @@
 """Starting and resuming training runs: corpus to run directory to model, then the loop.
 
 Knows nothing about the terminal: reports go through a callback (see loop.py), a stop request
-through a threading.Event, and problems are raised as ChargenError.
+through a threading.Event, and problems are raised as ChargenError. Under torchrun, every process
+calls the same function; rank 0 creates and writes the run directory and reports.
 """
 
 from __future__ import annotations
@@ -13,12 +14,14 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
 
 from chargen import checkpoint as ckpt
 from chargen.config import ModelConfig, TrainConfig, parse_duration
 from chargen.corpus import Corpus, load_corpus
 from chargen.data import StreamBatches, split_ids
-from chargen.device import precision_name, resolve_device, resolve_precision, seed_everything
+from chargen.device import precision_name, random_seed, resolve_device, resolve_precision, seed_everything
+from chargen.distributed import World, process_group, require_divisible, world_from_env
 from chargen.errors import ChargenError, ConfigError, RunError, VocabError
 from chargen.loop import Loop, Reporter, StartReport, TrainSummary
 from chargen.model import CharRNN
@@ -33,11 +36,18 @@ def _sample_prefix(text: str) -> str:
     return first_line[:24].rsplit(" ", 1)[0] if len(first_line) > 24 else first_line
 
 
-def _layout(corpus: Corpus, config: TrainConfig) -> tuple[StreamBatches, np.ndarray, int]:
-    """The training windows, the validation ids (in memory) and how many ids were held out."""
+def _layout(corpus: Corpus, config: TrainConfig, world: World) -> tuple[StreamBatches, np.ndarray, int]:
+    """This process's training windows, the validation ids (in memory) and how many ids were held out."""
     train_ids, held_out = split_ids(corpus.ids, config.val_fraction)
     val_ids = np.array(held_out[: config.eval_chars])
-    return StreamBatches(train_ids, config.batch_size, config.bptt), val_ids, len(held_out)
+    streams = world.share(config.batch_size)
+    return StreamBatches(train_ids, config.batch_size, config.bptt, streams), val_ids, len(held_out)
+
+
+def _device(config: TrainConfig, world: World) -> torch.device:
+    """The device to train on: with several processes on GPUs, each its own (cuda:LOCAL_RANK)."""
+    require_divisible(config.batch_size, world)
+    return resolve_device(config.device, world.local_rank if world.size > 1 else None)
 
 
 def train(
@@ -52,19 +62,59 @@ def train(
     """Train a model on `corpus` into a new run directory and return the final figures.
 
     Setting `stop` makes training save a checkpoint after the current step and raise
-    TrainingInterrupted; `resume` continues from there exactly.
+    TrainingInterrupted; `resume` continues from there exactly. Started by torchrun, the
+    processes train together: `config.batch_size` is the global batch, shared out between them.
     """
-    report = report or (lambda _: None)
-    seed = seed_everything(config.seed)
+    world = world_from_env()
+    device = _device(config, world)
+    with process_group(world, device) as world:
+        return _train(world, device, corpus, model_config, config, out, report, runs_root, stop)
+
+
+def _train(
+    world: World,
+    device: torch.device,
+    corpus: Corpus,
+    model_config: ModelConfig,
+    config: TrainConfig,
+    out: Path | None,
+    report: Reporter | None,
+    runs_root: Path,
+    stop: threading.Event | None,
+) -> TrainSummary:
+    report = (report if world.is_main else None) or (lambda _: None)
+    seed = seed_everything(world.from_main(config.seed if config.seed is not None else random_seed()))
     config = replace(config, seed=seed)
-    device = resolve_device(config.device)
 
     # Everything that can fail on bad input happens before the run directory is created.
-    batches, val_ids, held_out = _layout(corpus, config)
+    batches, val_ids, held_out = _layout(corpus, config, world)
     model_config = replace(model_config, vocab_size=len(corpus.vocab))
     model = CharRNN(model_config).to(device)
+    if world.rank > 0:  # the same initial weights everywhere, but each process its own dropout masks
+        seed_everything(seed + world.rank)
 
-    run_dir = ckpt.new_run_dir(out, corpus.name, runs_root)
+    run_dir = world.from_main(ckpt.new_run_dir(out, corpus.name, runs_root) if world.is_main else None)
+    if world.is_main:
+        _write_run(run_dir, corpus, model_config, config, batches, val_ids, held_out, device, world)
+    prefix = _sample_prefix(corpus.decode(0, 200))
+    loop = Loop(model, corpus.vocab, config, batches, val_ids, run_dir, device, report, prefix, stop, world)
+    loop.save()  # resumable from the first moment
+    report(_start_report(loop, seed, len(corpus.vocab), 0))
+    return loop.run()
+
+
+def _write_run(
+    run_dir: Path,
+    corpus: Corpus,
+    model_config: ModelConfig,
+    config: TrainConfig,
+    batches: StreamBatches,
+    val_ids: np.ndarray,
+    held_out: int,
+    device: torch.device,
+    world: World,
+) -> None:
+    """The files that describe a new run: vocabulary, validation ids, settings and corpus."""
     ckpt.write_json(run_dir / ckpt.VOCAB_JSON, corpus.vocab.to_dict())
     ckpt.save_ids(val_ids, run_dir / ckpt.VALID)
     ckpt.write_json(
@@ -87,14 +137,10 @@ def train(
             },
             "device": str(device),
             "precision": precision_name(resolve_precision(config.precision, device)),
+            "processes": world.size,
             "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         },
     )
-    prefix = _sample_prefix(corpus.decode(0, 200))
-    loop = Loop(model, corpus.vocab, config, batches, val_ids, run_dir, device, report, prefix, stop)
-    loop.save()  # resumable from the first moment
-    report(_start_report(loop, seed, len(corpus.vocab), 0))
-    return loop.run()
 
 
 def resume(
@@ -111,35 +157,42 @@ def resume(
     finished run can train further, and a device; any other setting must equal the run's. `corpus`
     defaults to the file the run was trained on; another file must fit the run's vocabulary.
     """
-    report = report or (lambda _: None)
+    world = world_from_env()
     settings = dict(settings or {})
     run = ckpt.load_run(run_dir)
     limits = {name: settings.pop(name) for name in LIMITS if settings.get(name) is not None}
     device = settings.pop("device", None)
     _refuse_changes(run, settings)
     tensors, position = ckpt.load_checkpoint(run.path / ckpt.CHECKPOINT)
-    ckpt.remove_temporaries(run.path)
+    if world.is_main:
+        ckpt.remove_temporaries(run.path)
     config = run.train_config
     if limits:
         limits["max_time"] = parse_duration(limits.get("max_time"))
         config = replace(config, **{name: limits.get(name) for name in LIMITS})
     if device is not None:
         config = replace(config, device=device)
-    torch_device = resolve_device(config.device)
+    torch_device = _device(config, world)
 
     source = corpus if corpus is not None else run.info["corpus"]["path"]
     try:
         data = load_corpus(source, run.text_config, vocab=run.vocab, unknown="error")
     except VocabError as err:
         raise RunError(f"cannot resume {run.path} on {source}: {err}") from err
-    batches, val_ids, _ = _layout(data, config)
 
-    model = CharRNN(run.model_config).to(torch_device)
-    prefix = _sample_prefix(data.decode(0, 200))
-    loop = Loop(model, run.vocab, config, batches, val_ids, run.path, torch_device, report, prefix, stop)
-    loop.restore(tensors, position)
-    report(_start_report(loop, config.seed or 0, len(run.vocab), loop.step))
-    return loop.run()
+    with process_group(world, torch_device) as world:
+        report = (report if world.is_main else None) or (lambda _: None)
+        if world.rank > 0:  # dropout masks, should the checkpoint hold no generator for this process
+            seed_everything((config.seed or 0) + world.rank)
+        batches, val_ids, _ = _layout(data, config, world)
+        model = CharRNN(run.model_config).to(torch_device)
+        prefix = _sample_prefix(data.decode(0, 200))
+        loop = Loop(
+            model, run.vocab, config, batches, val_ids, run.path, torch_device, report, prefix, stop, world
+        )
+        loop.restore(tensors, position)
+        report(_start_report(loop, config.seed or 0, len(run.vocab), loop.step))
+        return loop.run()
 
 
 def _refuse_changes(run: ckpt.Run, settings: dict[str, Any]) -> None:
@@ -177,4 +230,5 @@ def _start_report(loop: Loop, seed: int, vocab_size: int, resumed_at: int) -> St
         len(loop.batches.ids),
         len(loop.val_ids),
         resumed_at,
+        loop.world.size,
     )

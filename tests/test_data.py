@@ -1,5 +1,6 @@
 import numpy as np
 import pytest
+import torch
 
 from chargen.data import StreamBatches, split_ids
 from chargen.errors import CorpusError
@@ -32,3 +33,11 @@ def test_each_column_continues_across_windows() -> None:
 def test_too_short_a_text_says_how_to_fit() -> None:
     with pytest.raises(CorpusError, match="--batch-size"):
         StreamBatches(np.zeros(50, dtype=np.uint8), batch_size=8, bptt=32)
+
+
+def test_shares_of_the_streams_side_by_side_are_the_whole_batch() -> None:
+    ids = np.arange(1000, dtype=np.uint16)
+    whole = StreamBatches(ids, batch_size=4, bptt=7)
+    first, second = (StreamBatches(ids, 4, 7, streams=s) for s in (slice(0, 1), slice(1, 4)))
+    for (x, y), (x0, y0), (x1, y1) in zip(whole.epoch(3), first.epoch(3), second.epoch(3), strict=True):
+        assert torch.equal(x, torch.cat([x0, x1], dim=1)) and torch.equal(y, torch.cat([y0, y1], dim=1))

@@ -29,6 +29,7 @@ from chargen.cli.render import (
     print_novelty,
     print_run_info,
     print_summary,
+    process_rank,
     stop_on_signals,
     user_errors,
 )
@@ -175,7 +176,8 @@ def train(
 
     Examples: `chargen train` (the built-in corpus, 2 minutes);
     `chargen train notes.txt --max-time 10m --hidden 512 --out runs/notes`;
-    `chargen train --resume runs/notes --max-time 20m` (continue it).
+    `chargen train --resume runs/notes --max-time 20m` (continue it);
+    `torchrun --nproc_per_node 4 -m chargen train notes.txt` (4 processes, the batch shared out).
     """
     with user_errors():
         from chargen.corpus import load_corpus
@@ -184,15 +186,17 @@ def train(
         from chargen.train import train as run_training
 
         plotter = [PlotEachEvaluation()] if plot else []  # without matplotlib: an error, before training
+        main = process_rank() == 0  # under torchrun, rank 0 speaks for all
         if resume is not None:
             given = {
                 name: value
                 for name, value in ctx.params.items()
                 if name not in ("resume", "corpus", "plot") and from_command_line(ctx, name)
             }
-            with stop_on_signals() as stop, TrainProgress() as progress:
+            with stop_on_signals(announce=main) as stop, TrainProgress() as progress:
                 summary = resume_training(resume, corpus, given, fan_out(progress, *plotter), stop)
-            print_summary(summary)
+            if main:
+                print_summary(summary)
             return
 
         model_config = ModelConfig(
@@ -227,11 +231,12 @@ def train(
         )
         with DownloadBar() as download:
             data = load_corpus(corpus, text_config, progress=download)
-        with stop_on_signals() as stop, TrainProgress() as progress:
+        with stop_on_signals(announce=main) as stop, TrainProgress() as progress:
             summary = run_training(
                 data, model_config, train_config, out, fan_out(progress, *plotter), stop=stop
             )
-        print_summary(summary)
+        if main:
+            print_summary(summary)
 
 
 @app.command()

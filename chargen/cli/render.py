@@ -4,6 +4,7 @@ With the commands in __init__.py, the only code that imports typer, rich or tqdm
 
 from __future__ import annotations
 
+import os
 import signal
 import sys
 import threading
@@ -19,7 +20,7 @@ from rich.markup import escape
 from rich.table import Table
 from typer.core import TyperGroup
 
-from chargen.errors import ChargenError
+from chargen.errors import ChargenError, TrainingInterrupted
 
 if TYPE_CHECKING:
     from tqdm import tqdm
@@ -53,13 +54,27 @@ class OneLineErrors(TyperGroup):
         sys.exit(code if isinstance(code, int) else 0)
 
 
+def process_rank() -> int:
+    """This process's rank when torchrun started several (it sets RANK); 0 otherwise. Only rank 0
+    shows progress and results."""
+    try:
+        return int(os.environ.get("RANK", "0"))
+    except ValueError:
+        return 0
+
+
 @contextmanager
 def user_errors() -> Iterator[None]:
-    """Turn the library's errors into one line on stderr and a non-zero exit code."""
+    """Turn the library's errors into one line on stderr and a non-zero exit code. Under torchrun
+    another rank's line names it, since it may be the only one that failed; a stop that all ranks
+    agreed on is announced by rank 0 alone."""
     try:
         yield
     except ChargenError as error:
-        err.print(f"[bold red]Error:[/] {escape(str(error))}", markup=True, soft_wrap=True)
+        rank = process_rank()
+        if rank == 0 or not isinstance(error, TrainingInterrupted):
+            where = f"rank {rank}: " if rank else ""
+            err.print(f"[bold red]Error:[/] {where}{escape(str(error))}", markup=True, soft_wrap=True)
         raise typer.Exit(error.exit_code) from None
     except KeyboardInterrupt:
         err.print("Interrupted.")
@@ -79,10 +94,11 @@ class TrainProgress:
 
         if isinstance(report, StartReport):
             resumed = f" | resumed at step {report.resumed_at}" if report.resumed_at else ""
+            processes = f" | {report.processes} processes" if report.processes > 1 else ""
             err.print(
                 f"run [bold]{report.run_dir}[/]{resumed} | {report.parameters:,} parameters | vocabulary "
                 f"{report.vocab_size} | {report.train_chars:,} training and {report.val_chars:,} "
-                f"validation characters | {report.device} | seed {report.seed}"
+                f"validation characters | {report.device}{processes} | seed {report.seed}"
             )
             self.bar = tqdm(
                 total=1000,
@@ -161,16 +177,19 @@ def from_command_line(ctx: typer.Context, name: str) -> bool:
 
 
 @contextmanager
-def stop_on_signals() -> Iterator[threading.Event]:
+def stop_on_signals(announce: bool = True) -> Iterator[threading.Event]:
     """The first Ctrl-C or SIGTERM asks training to stop after its current step and save a
-    checkpoint; a second one quits at once (every file is written atomically, so nothing tears)."""
+    checkpoint; a second one quits at once (every file is written atomically, so nothing tears).
+    Under torchrun, Ctrl-C reaches torchrun, which sends each process one SIGTERM; they stop
+    together after the same step."""
     stop = threading.Event()
 
     def handler(signum: int, frame: object) -> None:
         if stop.is_set():
             raise KeyboardInterrupt
         stop.set()
-        err.print("\nstopping after this step and saving a checkpoint (press Ctrl-C again to quit now)")
+        if announce:
+            err.print("\nstopping after this step and saving a checkpoint (press Ctrl-C again to quit now)")
 
     previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
