@@ -483,6 +483,7 @@ class Loop:
         return tensors
 
     def position(self) -> dict[str, Any]:
+        clipped, skipped = self.meter.pending()  # not yet reported, but part of the run's totals
         return {
             "step": self.step,
             "epoch_index": self.epoch_index,
@@ -493,9 +494,8 @@ class Loop:
             "best": None if self.best is None else {"chars": self.best.chars, "loss": self.best.loss},
             "best_step": self.best_step,
             "last_eval_step": self.last_eval_step,
-            # Counts the meter holds since its last report belong to the run's totals too.
-            "clipped_total": self.clipped_total + self.meter.pending()[0],
-            "skipped": self.skipped + self.meter.pending()[1],
+            "clipped_total": self.clipped_total + clipped,
+            "skipped": self.skipped + skipped,
             "numpy_rng": self.rng.bit_generator.state,
             "param_groups": self.optimizer.state_dict()["param_groups"],
         }
