@@ -1,5 +1,5 @@
 """Several processes training one model, launched by torchrun: which process this is, and the few
-collective operations training needs. Knows nothing about models beyond wrapping one in DDP.
+collective operations training needs. Knows nothing about models beyond their parameters.
 
 torchrun starts one process per device and tells each its place through the environment (RANK,
 WORLD_SIZE, LOCAL_RANK, MASTER_ADDR, MASTER_PORT). In a single process, which is what a plain
@@ -9,7 +9,7 @@ WORLD_SIZE, LOCAL_RANK, MASTER_ADDR, MASTER_PORT). In a single process, which is
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from typing import TypeVar
@@ -18,7 +18,7 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
-from chargen.errors import ConfigError, TrainingError, TrainingInterrupted
+from chargen.errors import ConfigError
 
 T = TypeVar("T")
 CPU = torch.device("cpu")
@@ -69,13 +69,26 @@ class World:
         dist.broadcast_object_list(box, src=0, device=self.device)
         return box[0]
 
-    def wrap(self, model: nn.Module) -> nn.Module:
-        """What training runs: the model itself, or DistributedDataParallel around it, which
-        averages the gradients over processes during backward()."""
+    def average_gradients(self, parameters: Iterable[nn.Parameter], loss: torch.Tensor) -> torch.Tensor:
+        """Replace every gradient by its mean over the processes and return the sum of their
+        `loss`, in one all-reduce of one flat buffer, so that all of them take the same step."""
+        grads = [p.grad for p in parameters if p.grad is not None]
+        flat = torch.cat([g.reshape(-1) for g in grads] + [loss.detach().reshape(1).to(grads[0].dtype)])
+        dist.all_reduce(flat)
+        means = flat[:-1] / self.size
+        start = 0
+        for grad in grads:
+            grad.copy_(means[start : start + grad.numel()].view_as(grad))
+            start += grad.numel()
+        return flat[-1].to(loss.dtype)
+
+    def share_weights(self, model: nn.Module) -> None:
+        """Give every process rank 0's weights. The same seed gives the same initial weights on the
+        same kind of machine already, but random number kernels may differ between machines."""
         if self.size == 1:
-            return model
-        device_ids = [self.device] if self.device.type == "cuda" else None
-        return nn.parallel.DistributedDataParallel(model, device_ids=device_ids)
+            return
+        for tensor in model.state_dict().values():
+            dist.broadcast(tensor, src=0)
 
 
 def world_from_env() -> World:
@@ -109,23 +122,17 @@ def process_group(world: World, device: torch.device) -> Iterator[World]:
         return
     if device.type not in ("cpu", "cuda"):
         raise ConfigError(f"--device {device.type} cannot train with several processes; use cpu or cuda")
+    # torch.optim imports torch._dynamo when the first optimiser is made. Imported after the process
+    # group exists, it keeps hold of it, so that destroy_process_group() cannot stop gloo's worker
+    # threads; one of them then sometimes aborts the process as Python shuts down (SIGABRT, about
+    # one run in seven here). Imported before, it does not.
+    import torch._dynamo  # noqa: F401
+
     if device.type == "cuda":
         dist.init_process_group("nccl", device_id=device)
     else:
         dist.init_process_group("gloo")
     try:
         yield replace(world, device=device)
-        _leave_together()
-    except (TrainingError, TrainingInterrupted):  # decided by all processes alike, so all are here
-        _leave_together()
-        raise
     finally:
         dist.destroy_process_group()
-
-
-def _leave_together() -> None:
-    """Wait at a barrier for every process before leaving. Without it, a process that finished first
-    sometimes died of SIGABRT while Python shut down (about one run in three here): gloo's worker
-    thread releases the tensors of the last collective a moment after it completes, which needs the
-    interpreter. Waiting at the barrier gives that thread its moment."""
-    dist.barrier()

@@ -92,7 +92,7 @@ Reporter = Callable[[Report], None]
 
 
 def train_step(
-    model: torch.nn.Module,
+    model: CharRNN,
     optimizer: torch.optim.Optimizer,
     x: torch.Tensor,
     y: torch.Tensor,
@@ -107,18 +107,17 @@ def train_step(
     and whether the step was taken (a bool tensor on the device): a non-finite loss or gradient
     leaves the weights, the optimiser and the carried state as they were. `autocast` runs the
     network's arithmetic in that dtype (bf16); weights, gradients and the loss stay fp32.
-    With several processes, `model` is wrapped in DDP (so the gradient is already the average of
-    all of theirs) and `agree` turns this process's loss into the sum over all of them, so that
-    every process takes the same decision.
+    With several processes, `agree` averages the gradients over all of them and turns this
+    process's loss into their sum, so that every process clips alike and takes the same decision.
     """
     with autocast_to(autocast, x.device.type):
         logits, new_state = model(x, state)  # (T, B, V)
     loss = summed_cross_entropy(logits.float(), y)
     optimizer.zero_grad(set_to_none=True)
     (loss / y.numel()).backward()
-    grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), clip)  # with inf: only measures
     if agree is not None:
         loss = agree(loss.detach())
+    grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), clip)  # with inf: only measures
     taken = torch.isfinite(loss) & torch.isfinite(grad_norm)
     # Fused AdamW reads `found_inf` (the attribute torch's GradScaler sets) and skips the whole
     # update on the device when it is 1, so a NaN never reaches the weights and no step waits for
@@ -244,8 +243,7 @@ class Loop:
         self.val_ids, self.run_dir, self.device, self.report = val_ids, run_dir, device, report
         self.stop = stop or threading.Event()
         self.world = world or World()
-        self.net = self.world.wrap(model)  # what train_step runs: the model, or DDP around it
-        self.sum_loss = self.world.sum if self.world.size > 1 else None
+        self.agree = self._average if self.world.size > 1 else None
         self.streams = self.world.share(config.batch_size)  # this process's columns of the batch
         self.local_batch = self.streams.stop - self.streams.start
         self.sample_config = SampleConfig(
@@ -289,6 +287,10 @@ class Loop:
     def _stop_requested(self) -> bool:
         return self.agreed_stop if self.world.size > 1 else self.stop.is_set()
 
+    def _average(self, loss: torch.Tensor) -> torch.Tensor:
+        """train_step's hook with several processes: average the gradients, sum the losses."""
+        return self.world.average_gradients(self.model.parameters(), loss)
+
     def _agree(self) -> None:
         """With several processes, share rank 0's clock and any process's stop request, so that all
         follow the same schedule and stop at the same step. It waits for the host, so it runs once
@@ -327,7 +329,7 @@ class Loop:
                     group["lr"] = lr
 
                 loss, grad_norm, self.state, taken = train_step(
-                    self.net, self.optimizer, x, y, self.state, self.clip, self.autocast, self.sum_loss
+                    model, self.optimizer, x, y, self.state, self.clip, self.autocast, self.agree
                 )
 
                 chars = y.numel() * self.world.size  # the loss is summed over all processes too

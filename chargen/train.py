@@ -90,6 +90,7 @@ def _train(
     batches, val_ids, held_out = _layout(corpus, config, world)
     model_config = replace(model_config, vocab_size=len(corpus.vocab))
     model = CharRNN(model_config).to(device)
+    world.share_weights(model)
     if world.rank > 0:  # the same initial weights everywhere, but each process its own dropout masks
         seed_everything(seed + world.rank)
 
