@@ -18,10 +18,12 @@ from typing import Any
 from chargen import checkpoint as ckpt
 from chargen.config import CELLS, ModelConfig, TrainConfig
 from chargen.corpus import Corpus
-from chargen.device import seed_everything
+from chargen.data import split_ids
+from chargen.device import resolve_device, resolve_precision, seed_everything
 from chargen.errors import ConfigError, RunError
 from chargen.loop import Report
 from chargen.plot import plot_runs, require_matplotlib
+from chargen.recipe import resolve
 from chargen.train import train
 
 COMPARE_JSON, COMPARE_PNG = "compare.json", "compare.png"
@@ -99,10 +101,12 @@ def compare(
     """
     report = report or (lambda _: None)
     # Everything that can fail on bad input is checked before anything is written.
-    models = {cell: replace(model_config, cell=cell) for cell in check_cells(cells)}
+    check_cells(cells)
     if plot:
         require_matplotlib()
     seed = seed_everything(config.seed)
+    model_config = _decide_size(corpus, replace(model_config, cell=cells[0]), config)
+    models = {cell: replace(model_config, cell=cell) for cell in cells}
     config = replace(config, seed=seed)  # one seed, drawn once, for every run
     out = out or _default_out(runs_root, corpus.name)
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
@@ -143,6 +147,16 @@ def compare(
     )
     figure = plot_runs([row.run_dir for row in rows], out / COMPARE_PNG) if plot else None
     return Comparison(out, seed, rows, figure)
+
+
+def _decide_size(corpus: Corpus, model_config: ModelConfig, config: TrainConfig) -> ModelConfig:
+    """The size and dropout `--size auto` gives the first cell, decided once so that every cell gets
+    the same model shape: otherwise a slower cell would get a smaller model in the same time."""
+    device = resolve_device(config.device)
+    train_chars = len(split_ids(corpus.ids, config.val_fraction)[0])
+    autocast = resolve_precision(config.precision, device)
+    sized = replace(model_config, vocab_size=len(corpus.vocab))
+    return replace(resolve(sized, config, train_chars, device, autocast)[0], vocab_size=0)
 
 
 def _default_out(runs_root: Path, corpus_name: str) -> Path:

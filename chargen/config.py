@@ -21,6 +21,8 @@ ERROR_POLICIES = ("strict", "replace")
 UNKNOWN_POLICIES = ("error", "replace", "skip")
 DEVICES = ("auto", "cpu", "cuda", "mps")
 PRECISIONS = ("auto", "fp32", "bf16")
+# Model sizes for --size, smallest first: (layers, units per layer). `auto` chooses among them.
+SIZES = {"small": (2, 256), "medium": (2, 384), "large": (2, 512)}
 DEFAULT_TIME_BUDGET = 120.0  # seconds of training when no limit at all is given
 
 
@@ -98,23 +100,32 @@ class TextConfig:
 class ModelConfig:
     cell: str = "lstm"  # recurrent cell: lstm, gru or rnn (tanh)
     vocab_size: int = 0  # number of distinct characters; set from the corpus
+    size: str = "auto"  # a name in SIZES, or auto: chosen from the corpus and the budget (recipe.py)
     embed: int = 64  # size of the character embedding, >= 1
-    hidden: int = 256  # units per recurrent layer, >= 1
-    layers: int = 2  # stacked recurrent layers, >= 1
-    dropout: float = 0.2  # between layers and before the output layer, in [0, 1)
+    hidden: int | None = None  # units per recurrent layer, >= 1; None: from the size
+    layers: int | None = None  # stacked recurrent layers, >= 1; None: from the size
+    dropout: float | None = None  # between layers and before the output layer, in [0, 1); None: planned
     tie_weights: bool = False  # share the embedding and output matrices (needs embed == hidden)
 
     def __post_init__(self) -> None:
         _require(self.cell in CELLS, "--cell", f"must be one of {', '.join(CELLS)}, not {self.cell!r}")
+        sizes = ", ".join(("auto", *SIZES))
+        _require(self.size in ("auto", *SIZES), "--size", f"must be one of {sizes}, not {self.size!r}")
         _require(self.vocab_size >= 0, "vocab_size", "must not be negative")
         for flag, value in (("--embed", self.embed), ("--hidden", self.hidden), ("--layers", self.layers)):
-            _require(value >= 1, flag, f"must be at least 1, not {value}")
-        _require(0 <= self.dropout < 1, "--dropout", f"must be in [0, 1), not {self.dropout}")
+            _require(value is None or value >= 1, flag, f"must be at least 1, not {value}")
+        dropout = self.dropout
+        _require(dropout is None or 0 <= dropout < 1, "--dropout", f"must be in [0, 1), not {dropout}")
         _require(
-            not self.tie_weights or self.embed == self.hidden,
+            not self.tie_weights or self.hidden is None or self.embed == self.hidden,
             "--tie-weights",
             f"needs --embed equal to --hidden (they are {self.embed} and {self.hidden})",
         )
+
+    @property
+    def is_resolved(self) -> bool:
+        """Whether layers, width and dropout are all decided, as a model needs them."""
+        return self.layers is not None and self.hidden is not None and self.dropout is not None
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -126,17 +137,18 @@ class ModelConfig:
 
 @dataclass
 class TrainConfig:
-    batch_size: int = 16  # parallel streams through the text, >= 1
-    bptt: int = 64  # characters per window of truncated backpropagation through time, >= 1
-    lr: float = 3e-3  # peak learning rate of AdamW, > 0
+    batch_size: int = 32  # parallel streams through the text, >= 1
+    bptt: int = 32  # characters per window of truncated backpropagation through time, >= 1
+    lr: float = 4e-3  # peak learning rate of AdamW, > 0
     weight_decay: float = 0.01  # AdamW decoupled weight decay on matrices, >= 0
     warmup_steps: int = 50  # linear warm-up of the learning rate, then cosine decay, >= 0
-    min_lr_ratio: float = 0.1  # the learning rate decays to lr * this by the end, in [0, 1]
+    min_lr_ratio: float = 0.0  # the learning rate decays to lr * this by the end, in [0, 1]
     clip: float = 1.0  # gradient-norm clipping threshold; 0 disables clipping
     epochs: float | None = None  # stop after this many passes over the training split
     max_steps: int | None = None  # stop after this many optimiser steps
     max_time: float | None = None  # stop after this many seconds of training (evaluation excluded)
     eval_every: int = 200  # validate every this many steps (and at the end), >= 1
+    patience: int = 10  # stop after this many evaluations in a row without a new best; 0: never
     save_every: int = 200  # write a resumable checkpoint every this many steps (and at each evaluation), >= 1
     log_every: int = 10  # report training loss every this many steps, >= 1
     val_fraction: float = 0.1  # the last fraction of the text held out for validation, in (0, 1)
@@ -155,6 +167,11 @@ class TrainConfig:
             ("--log-every", self.log_every),
         ):
             _require(value >= 1, flag, f"must be at least 1, not {value}")
+        _require(
+            self.patience >= 0,
+            "--patience",
+            f"must not be negative (0: never stop early), not {self.patience}",
+        )
         _require(self.lr > 0, "--lr", f"must be positive, not {self.lr}")
         _require(self.weight_decay >= 0, "--weight-decay", f"must not be negative, not {self.weight_decay}")
         _require(self.warmup_steps >= 0, "--warmup-steps", f"must not be negative, not {self.warmup_steps}")

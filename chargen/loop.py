@@ -44,6 +44,7 @@ class StartReport:
     train_chars: int
     val_chars: int
     resumed_at: int  # the step a resumed run continues from; 0 for a new run
+    model: str  # its shape, and how --size auto chose it
     processes: int = 1  # training together, each on its share of the batch
 
 
@@ -270,6 +271,7 @@ class Loop:
         self.best_step = 0
         self.last_eval: LossStats | None = None
         self.last_eval_step = -1
+        self.evals_since_best = 0  # evaluations in a row without a new best, for --patience
         self.clipped_total = self.skipped = 0
 
     @property
@@ -311,6 +313,11 @@ class Loop:
                 f"the run already reached its limit ({limit} at step {self.step}); "
                 "give a larger --max-steps, --max-time or --epochs to train further"
             )
+        if self._out_of_patience():
+            raise TrainingError(
+                f"the run already stopped early at step {self.step}: the validation loss had not improved "
+                f"for {self.evals_since_best} evaluations; give a larger --patience (or 0) to train further"
+            )
         model.train()
         while self.fraction() < 1.0:
             if self.offset < 0:  # a new epoch: new window edges, fresh state
@@ -343,6 +350,8 @@ class Loop:
                     self._log(lr, float(grad_norm))
                 if self.step % config.eval_every == 0:
                     self._evaluate()
+                    if self._out_of_patience():
+                        break
                 elif self.step % config.save_every == 0:
                     self.save()
                 if self._stop_requested():
@@ -355,6 +364,8 @@ class Loop:
                     break
             else:  # the epoch is over
                 self.epoch_index, self.window, self.offset = self.epoch_index + 1, 0, -1
+                continue
+            break  # a limit, or patience, ended the run within the epoch
 
         if self.world.size > 1:  # all stopped at this step: the time of it, for the summary
             self._agree()
@@ -375,7 +386,9 @@ class Loop:
             parameters=model.num_parameters(),
             clipped_fraction=self.clipped_total / self.step,
             skipped_steps=self.skipped,
-            stopped_by=self.limits.stopped_by(self.step, train_seconds, self.epoch),
+            stopped_by="patience"
+            if self._out_of_patience()
+            else self.limits.stopped_by(self.step, train_seconds, self.epoch),
         )
         if self.world.is_main:
             ckpt.write_json(self.run_dir / ckpt.SUMMARY, _summary_dict(summary))
@@ -426,6 +439,7 @@ class Loop:
                 f"the saved weights are from before; lower --lr (it is {self.config.lr:g})"
             )
         is_best = self.best is None or val.loss < self.best.loss
+        self.evals_since_best = 0 if is_best else self.evals_since_best + 1
         if is_best:
             self._require_finite_weights()
             self.best, self.best_step = val, self.step
@@ -452,6 +466,11 @@ class Loop:
         spent = time.perf_counter() - began
         self.eval_seconds += spent
         self.meter.pause(spent)
+
+    def _out_of_patience(self) -> bool:
+        """Whether the validation loss stopped improving: that many evaluations without a new best.
+        Every process evaluates the same figure, so all of them stop together."""
+        return 0 < self.config.patience <= self.evals_since_best
 
     def _require_finite_weights(self) -> None:
         if not all(bool(torch.isfinite(p).all()) for p in self.model.parameters()):
@@ -496,6 +515,7 @@ class Loop:
             "best": None if self.best is None else {"chars": self.best.chars, "loss": self.best.loss},
             "best_step": self.best_step,
             "last_eval_step": self.last_eval_step,
+            "evals_since_best": self.evals_since_best,
             "clipped_total": self.clipped_total + clipped,
             "skipped": self.skipped + skipped,
             "numpy_rng": self.rng.bit_generator.state,
@@ -532,6 +552,7 @@ class Loop:
         if position["best"] is not None:
             self.best = LossStats(chars=position["best"]["chars"], loss=position["best"]["loss"])
         self.best_step, self.last_eval_step = position["best_step"], position["last_eval_step"]
+        self.evals_since_best = position.get("evals_since_best", 0)  # absent before --patience existed
         self.clipped_total, self.skipped = position["clipped_total"], position["skipped"]
 
     def _restore_dropout_generators(self, tensors: dict[str, torch.Tensor]) -> None:

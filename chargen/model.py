@@ -20,6 +20,7 @@ _CELLS: dict[str, type[nn.RNNBase]] = {"lstm": nn.LSTM, "gru": nn.GRU, "rnn": nn
 class CharRNN(nn.Module):
     def __init__(self, config: ModelConfig) -> None:
         super().__init__()
+        assert config.layers and config.hidden and config.dropout is not None, "the size is not decided yet"
         self.config = config
         self.embed = nn.Embedding(config.vocab_size, config.embed)
         self.rnn = _CELLS[config.cell](

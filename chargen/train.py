@@ -17,6 +17,7 @@ import numpy as np
 import torch
 
 from chargen import checkpoint as ckpt
+from chargen import recipe
 from chargen.config import ModelConfig, TrainConfig, parse_duration
 from chargen.corpus import Corpus, load_corpus
 from chargen.data import StreamBatches, split_ids
@@ -89,6 +90,11 @@ def _train(
     # Everything that can fail on bad input happens before the run directory is created.
     batches, val_ids, held_out = _layout(corpus, config, world)
     model_config = replace(model_config, vocab_size=len(corpus.vocab))
+    # Rank 0 decides the size (it may time each candidate) and every process takes its decision.
+    autocast = resolve_precision(config.precision, device)
+    model_config, plan = world.from_main(
+        recipe.resolve(model_config, config, len(batches.ids), device, autocast) if world.is_main else None
+    )
     model = CharRNN(model_config).to(device)
     world.share_weights(model)
     if world.rank > 0:  # the same initial weights everywhere, but each process its own dropout masks
@@ -96,11 +102,11 @@ def _train(
 
     run_dir = world.from_main(ckpt.new_run_dir(out, corpus.name, runs_root) if world.is_main else None)
     if world.is_main:
-        _write_run(run_dir, corpus, model_config, config, batches, val_ids, held_out, device, world)
+        _write_run(run_dir, corpus, model_config, config, plan, batches, val_ids, held_out, device, world)
     prefix = _sample_prefix(corpus.decode(0, 200))
     loop = Loop(model, corpus.vocab, config, batches, val_ids, run_dir, device, report, prefix, stop, world)
     loop.save()  # resumable from the first moment
-    report(_start_report(loop, seed, len(corpus.vocab), 0))
+    report(_start_report(loop, seed, len(corpus.vocab), 0, plan.to_dict() if plan else None))
     return loop.run()
 
 
@@ -109,6 +115,7 @@ def _write_run(
     corpus: Corpus,
     model_config: ModelConfig,
     config: TrainConfig,
+    plan: recipe.Plan | None,
     batches: StreamBatches,
     val_ids: np.ndarray,
     held_out: int,
@@ -125,6 +132,7 @@ def _write_run(
             "format_version": ckpt.FORMAT_VERSION,
             "model": model_config.to_dict(),
             "train": config.to_dict(),
+            "plan": plan.to_dict() if plan else None,  # how --size auto chose, when it did
             "text": corpus.config.to_dict(),
             "corpus": {
                 "name": corpus.name,
@@ -155,7 +163,7 @@ def resume(
     data position, carried state and random generators.
 
     `settings` may hold new limits (epochs, max_steps, max_time), which replace the run's own so a
-    finished run can train further, and a device; any other setting must equal the run's. `corpus`
+    finished run can train further, a patience and a device; any other setting must equal the run's. `corpus`
     defaults to the file the run was trained on; another file must fit the run's vocabulary.
     """
     world = world_from_env()
@@ -163,6 +171,7 @@ def resume(
     run = ckpt.load_run(run_dir)
     limits = {name: settings.pop(name) for name in LIMITS if settings.get(name) is not None}
     device = settings.pop("device", None)
+    patience = settings.pop("patience", None)
     _refuse_changes(run, settings)
     tensors, position = ckpt.load_checkpoint(run.path / ckpt.CHECKPOINT)
     if world.is_main:
@@ -173,6 +182,8 @@ def resume(
         config = replace(config, **{name: limits.get(name) for name in LIMITS})
     if device is not None:
         config = replace(config, device=device)
+    if patience is not None:
+        config = replace(config, patience=patience)
     torch_device = _device(config, world)
 
     source = corpus if corpus is not None else run.info["corpus"]["path"]
@@ -192,7 +203,7 @@ def resume(
             model, run.vocab, config, batches, val_ids, run.path, torch_device, report, prefix, stop, world
         )
         loop.restore(tensors, position)
-        report(_start_report(loop, config.seed or 0, len(run.vocab), loop.step))
+        report(_start_report(loop, config.seed or 0, len(run.vocab), loop.step, run.info.get("plan")))
         return loop.run()
 
 
@@ -207,7 +218,7 @@ def _refuse_changes(run: ckpt.Run, settings: dict[str, Any]) -> None:
     if differ:
         raise ConfigError(
             f"--resume continues {run.path} with its own settings, and these differ: {'; '.join(differ)}. "
-            "Only --max-steps, --max-time, --epochs and --device may change"
+            "Only --max-steps, --max-time, --epochs, --patience and --device may change"
         )
 
 
@@ -221,7 +232,14 @@ def training_ids(run: ckpt.Run) -> np.ndarray:
     return split_ids(data.ids, run.train_config.val_fraction)[0]
 
 
-def _start_report(loop: Loop, seed: int, vocab_size: int, resumed_at: int) -> StartReport:
+def _start_report(
+    loop: Loop, seed: int, vocab_size: int, resumed_at: int, plan: dict[str, Any] | None
+) -> StartReport:
+    m = loop.model.config
+    model = f"{m.layers}x{m.hidden} {m.cell}, dropout {m.dropout:g}"
+    if plan is not None:
+        chars, passes = plan["chars"] / 1e6, plan["epochs"]
+        model += f" (size {plan['size']}: about {chars:.1f}M characters, {passes:.1f} passes)"
     return StartReport(
         loop.run_dir,
         f"{loop.device}, {precision_name(loop.autocast)}",
@@ -231,5 +249,6 @@ def _start_report(loop: Loop, seed: int, vocab_size: int, resumed_at: int) -> St
         len(loop.batches.ids),
         len(loop.val_ids),
         resumed_at,
+        model,
         loop.world.size,
     )

@@ -172,3 +172,18 @@ def test_an_error_naming_a_file_with_brackets_prints_it_whole(
 ) -> None:
     monkeypatch.chdir(tmp_path)
     assert "my[notes].txt" in _one_line_error(runner.invoke(app, ["train", "my[notes].txt"]))
+
+
+def test_size_auto_plans_the_model_from_the_time_budget(corpus_file: Path) -> None:
+    from chargen.recipe import dropout_for
+
+    args = ["train", str(corpus_file), "--max-time", "2s", "--seed", "0", "--out", "auto"]
+    result = runner.invoke(app, args)
+    assert result.exit_code == 0, result.output
+    run = json.loads((Path("auto") / ckpt.RUN_JSON).read_text())
+    plan, model = run["plan"], run["model"]
+    # Two seconds of training is far too little for a larger size than the smallest.
+    assert plan["size"] == "small" and (model["layers"], model["hidden"]) == (2, 256)
+    assert plan["chars_per_sec"] > 0 and plan["chars"] == pytest.approx(2 * plan["chars_per_sec"])
+    assert model["dropout"] == dropout_for(plan["epochs"])
+    assert "2x256 lstm" in result.stderr and "size small" in result.stderr

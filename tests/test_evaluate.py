@@ -20,7 +20,7 @@ def test_perplexity_and_bpc_come_from_the_mean_loss() -> None:
 def test_an_untrained_model_is_about_as_perplexed_as_the_vocabulary_is_large() -> None:
     torch.manual_seed(0)
     vocab_size = 60
-    model = CharRNN(ModelConfig(vocab_size=vocab_size, hidden=64, embed=16))
+    model = CharRNN(ModelConfig(vocab_size=vocab_size, layers=2, hidden=64, embed=16, dropout=0.0))
     ids = np.random.default_rng(0).integers(0, vocab_size, 5000).astype(np.uint8)
     stats = evaluate_ids(model, ids)
     assert stats.chars == 4999

@@ -47,7 +47,7 @@ def test_lstm_forget_gate_starts_at_one_and_tied_weights_are_shared() -> None:
     model = _model()
     total = model.rnn.bias_ih_l0 + model.rnn.bias_hh_l0
     assert torch.allclose(total[16:32], torch.ones(16))
-    tied = CharRNN(ModelConfig(vocab_size=20, embed=16, hidden=16, tie_weights=True))
+    tied = CharRNN(ModelConfig(vocab_size=20, embed=16, hidden=16, layers=2, dropout=0.0, tie_weights=True))
     assert tied.head.weight is tied.embed.weight
 
 

@@ -136,3 +136,22 @@ def test_default_run_directory_and_latest_link(timemachine_text: str, tmp_path: 
     assert summary.run_dir.parent == tmp_path / "runs" and summary.run_dir.name.startswith("tm-")
     assert (tmp_path / "runs" / "latest").resolve() == summary.run_dir.resolve()
     assert np.isfinite(summary.best.loss)
+
+
+def test_patience_stops_a_run_whose_validation_loss_stopped_improving(
+    timemachine_text: str, tmp_path: Path
+) -> None:
+    from chargen.train import resume
+
+    small = corpus_from_text(tmp_path, timemachine_text[:20_000])
+    # So small a learning rate that the weights do not change at all in fp32: every evaluation after
+    # the first gives the same loss, which is not a new best.
+    frozen = TrainConfig(
+        batch_size=4, bptt=16, lr=1e-30, max_steps=100, eval_every=5, patience=3, seed=0, precision="fp32"
+    )
+    summary = train(small, TINY_MODEL, frozen, out=tmp_path / "run")
+    assert summary.stopped_by == "patience" and summary.steps == 20 and summary.best_step == 5
+    with pytest.raises(ChargenError, match="--patience"):
+        resume(tmp_path / "run")
+    resumed = resume(tmp_path / "run", settings={"patience": 0})  # 0: never stop early
+    assert resumed.stopped_by == "max_steps" and resumed.steps == 100 and resumed.best_step == 5

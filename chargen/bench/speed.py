@@ -276,7 +276,7 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     corpus = load_corpus(args.corpus)
     ids = np.asarray(corpus.ids)
-    base = ModelConfig(vocab_size=len(corpus.vocab))
+    base = ModelConfig(vocab_size=len(corpus.vocab), layers=2, hidden=256, dropout=0.2)
 
     ceilings = {"fp32": matmul_ceiling(torch.float32), "bf16": matmul_ceiling(torch.bfloat16)}
     print(

@@ -61,10 +61,23 @@ CorpusArg = Annotated[
         help="Text file, or a named corpus (see `chargen corpora`). Default: the built-in corpus."
     ),
 ]
-Layers = Annotated[int, typer.Option(help="Stacked recurrent layers, >= 1.")]
-Hidden = Annotated[int, typer.Option(help="Units per layer, >= 1.")]
+Size = Annotated[
+    str,
+    typer.Option(
+        help="Model size: small (2x256), medium (2x384), large (2x512), or auto: the largest that the "
+        "budget trains on enough characters (see the README)."
+    ),
+]
+Layers = Annotated[int | None, typer.Option(help="Stacked recurrent layers, >= 1. Default: from --size.")]
+Hidden = Annotated[int | None, typer.Option(help="Units per layer, >= 1. Default: from --size.")]
 Embed = Annotated[int, typer.Option(help="Character embedding size, >= 1.")]
-Dropout = Annotated[float, typer.Option(help="Dropout between layers and before the output, [0, 1).")]
+Dropout = Annotated[
+    float | None,
+    typer.Option(
+        help="Dropout between layers and before the output, [0, 1). Default: more the more passes over "
+        "the text the run will make."
+    ),
+]
 BatchSize = Annotated[int, typer.Option(help="Parallel streams through the text, >= 1.")]
 Bptt = Annotated[int, typer.Option(help="Characters per backpropagation window, >= 1.")]
 Lr = Annotated[float, typer.Option(help="Peak learning rate of AdamW, > 0.")]
@@ -114,9 +127,12 @@ def train(
     ] = None,
     resume: Annotated[
         Path | None,
-        typer.Option(help="Continue this run from its checkpoint; only the limits and --device may change."),
+        typer.Option(
+            help="Continue this run from its checkpoint; only the limits, --patience and --device may change."
+        ),
     ] = None,
     cell: Annotated[str, typer.Option(help="Recurrent cell: lstm, gru or rnn.")] = ModelConfig.cell,
+    size: Size = ModelConfig.size,
     layers: Layers = ModelConfig.layers,
     hidden: Hidden = ModelConfig.hidden,
     embed: Embed = ModelConfig.embed,
@@ -138,6 +154,10 @@ def train(
     max_steps: MaxSteps = None,
     max_time: MaxTime = None,
     eval_every: EvalEvery = TrainConfig.eval_every,
+    patience: Annotated[
+        int,
+        typer.Option(help="Stop after this many validations in a row without a new best; 0: never."),
+    ] = TrainConfig.patience,
     save_every: Annotated[int, typer.Option(help="Steps between resumable checkpoints, >= 1.")] = (
         TrainConfig.save_every
     ),
@@ -200,7 +220,13 @@ def train(
             return
 
         model_config = ModelConfig(
-            cell=cell, layers=layers, hidden=hidden, embed=embed, dropout=dropout, tie_weights=tie_weights
+            cell=cell,
+            size=size,
+            layers=layers,
+            hidden=hidden,
+            embed=embed,
+            dropout=dropout,
+            tie_weights=tie_weights,
         )
         train_config = TrainConfig(
             batch_size=batch_size,
@@ -213,6 +239,7 @@ def train(
             max_steps=max_steps,
             max_time=parse_duration(max_time),
             eval_every=eval_every,
+            patience=patience,
             save_every=save_every,
             val_fraction=val_fraction,
             eval_chars=eval_chars,
@@ -251,6 +278,7 @@ def compare(
             help="Directory for one run per cell and the comparison. Default: runs/compare-CORPUS-TIMESTAMP."
         ),
     ] = None,
+    size: Size = ModelConfig.size,
     layers: Layers = ModelConfig.layers,
     hidden: Hidden = ModelConfig.hidden,
     embed: Embed = ModelConfig.embed,
@@ -282,7 +310,7 @@ def compare(
         from chargen.corpus import load_corpus
 
         names = check_cells([name.strip() for name in cells.split(",") if name.strip()])
-        model_config = ModelConfig(layers=layers, hidden=hidden, embed=embed, dropout=dropout)
+        model_config = ModelConfig(size=size, layers=layers, hidden=hidden, embed=embed, dropout=dropout)
         train_config = TrainConfig(
             batch_size=batch_size,
             bptt=bptt,
@@ -459,7 +487,7 @@ def gradients(
             raise ConfigError("--steps and --streams must be at least 1")
         if cell is not None:
             torch.manual_seed(seed)
-            net = CharRNN(ModelConfig(cell=cell, vocab_size=64))
+            net = CharRNN(ModelConfig(cell=cell, vocab_size=64, layers=2, hidden=256, dropout=0.0))
             window, label = random_window(64, steps, streams, seed), f"untrained 2x256 {cell}"
         else:
             run = load_run(model)

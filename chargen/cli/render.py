@@ -96,7 +96,8 @@ class TrainProgress:
             resumed = f" | resumed at step {report.resumed_at}" if report.resumed_at else ""
             processes = f" | {report.processes} processes" if report.processes > 1 else ""
             err.print(
-                f"run [bold]{report.run_dir}[/]{resumed} | {report.parameters:,} parameters | vocabulary "
+                f"run [bold]{report.run_dir}[/]{resumed} | {report.model} | "
+                f"{report.parameters:,} parameters | vocabulary "
                 f"{report.vocab_size} | {report.train_chars:,} training and {report.val_chars:,} "
                 f"validation characters | {report.device}{processes} | seed {report.seed}"
             )

@@ -1,0 +1,143 @@
+"""The default recipe's one decision that depends on the run: how big a model, and how much dropout.
+
+`--size auto` plans how many characters the run will train on (from --max-steps or --epochs, or,
+with --max-time, from the training speed of each candidate size measured on this machine) and
+takes the largest size that will see at least CHARS_PER_PARAMETER characters per parameter. The
+dropout then follows how many times that plan passes over the training text: none for a few
+passes, more as it repeats itself. The experiments behind both numbers are in the README.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass, replace
+
+import torch
+
+from chargen.config import SIZES, ModelConfig, TrainConfig
+from chargen.errors import ConfigError
+from chargen.loop import make_optimizer, train_step
+from chargen.model import CharRNN
+
+# A size is worth its parameters once the run trains on this many characters per parameter (the
+# experiments in the README: on tinyshakespeare in 3 minutes, 2x512 seeing 1.2 characters per
+# parameter beat 2x384 seeing 3.9; in 95 seconds 2x512 seeing 0.6 did no better than 2x384).
+CHARS_PER_PARAMETER = 0.75
+PROBE_STEPS = 6  # timed training steps per candidate size, after two untimed ones
+
+
+@dataclass
+class Plan:
+    """What `--size auto` chose and why; recorded in run.json."""
+
+    size: str
+    chars: float  # characters the run is expected to train on
+    epochs: float  # passes over the training text that makes
+    chars_per_sec: float | None  # the measured speed the estimate came from, with --max-time
+
+    def to_dict(self) -> dict[str, float | str | None]:
+        return {
+            "size": self.size,
+            "chars": self.chars,
+            "epochs": self.epochs,
+            "chars_per_sec": self.chars_per_sec,
+        }
+
+
+def dropout_for(epochs: float) -> float:
+    """No dropout for a run that sees its text at most 3 times; then 0.1 more for each doubling of
+    the passes beyond 2, up to 0.5: 0.1 up to 4 passes, 0.2 up to 8, 0.3 up to 16, 0.4 up to 32."""
+    if epochs <= 3:
+        return 0.0
+    return round(min(0.5, 0.1 * math.ceil(math.log2(epochs / 2))), 2)
+
+
+def resolve(
+    model_config: ModelConfig,
+    config: TrainConfig,
+    train_chars: int,
+    device: torch.device,
+    autocast: torch.dtype | None,
+) -> tuple[ModelConfig, Plan | None]:
+    """`model_config` with its size and dropout decided: as given where given, else as planned."""
+    if model_config.is_resolved:
+        return model_config, None
+    names = list(SIZES) if model_config.size == "auto" else [model_config.size]
+    candidates: dict[tuple[int, int], tuple[str, ModelConfig]] = {}
+    for name in names:  # explicit --layers or --hidden override every size's own
+        candidate = _with_size(model_config, name)
+        shape = (candidate.layers or 0, candidate.hidden or 0)
+        label = name if shape == SIZES[name] else f"{shape[0]}x{shape[1]}"  # the user's own, in part
+        candidates.setdefault(shape, (label, candidate))
+    plan, chosen = None, model_config
+    for name, candidate in candidates.values():  # smallest first: a larger one must still see enough
+        chars, speed = _planned_chars(candidate, config, train_chars, device, autocast)
+        if plan is not None and chars < CHARS_PER_PARAMETER * _parameters(candidate):
+            break
+        plan, chosen = Plan(name, chars, chars / train_chars, speed), candidate
+    assert plan is not None
+    if chosen.dropout is None:
+        chosen = replace(chosen, dropout=dropout_for(plan.epochs))
+    return chosen, plan
+
+
+def _with_size(model_config: ModelConfig, name: str) -> ModelConfig:
+    """The size's layers and width, except where the user gave their own."""
+    layers, hidden = SIZES[name]
+    return replace(
+        model_config,
+        layers=model_config.layers if model_config.layers is not None else layers,
+        hidden=model_config.hidden if model_config.hidden is not None else hidden,
+    )
+
+
+def _parameters(model_config: ModelConfig) -> int:
+    return CharRNN(replace(model_config, dropout=0.0)).num_parameters()
+
+
+def _planned_chars(
+    model_config: ModelConfig,
+    config: TrainConfig,
+    train_chars: int,
+    device: torch.device,
+    autocast: torch.dtype | None,
+) -> tuple[float, float | None]:
+    """Characters the run will train on, whichever limit comes first; with --max-time, from the
+    measured speed (also returned)."""
+    per_step = config.batch_size * config.bptt
+    limits = []
+    if config.max_steps:
+        limits.append(float(config.max_steps * per_step))
+    if config.epochs:
+        limits.append(config.epochs * train_chars)
+    speed = None
+    if config.max_time:
+        speed = measure_speed(model_config, config, device, autocast)
+        limits.append(config.max_time * speed)
+    if not limits:
+        raise ConfigError("training needs a limit: --max-steps, --max-time or --epochs")
+    return min(limits), speed
+
+
+def measure_speed(
+    model_config: ModelConfig, config: TrainConfig, device: torch.device, autocast: torch.dtype | None
+) -> float:
+    """Characters per second of training steps of this model on random text, timed here: the
+    fastest of a few steps, as another process on the machine can slow any one of them down many
+    times over. The random generators are left as they were, so the run starts as its seed says."""
+    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+        model = CharRNN(replace(model_config, dropout=model_config.dropout or 0.0)).to(device)
+        optimizer = make_optimizer(model, config)
+        shape = (config.bptt, config.batch_size)
+        x = torch.randint(0, model_config.vocab_size, shape, device=device)
+        y = torch.randint(0, model_config.vocab_size, shape, device=device)
+        state = model.init_state(config.batch_size, device)
+        fastest = math.inf
+        for step in range(PROBE_STEPS + 2):
+            began = time.perf_counter()
+            loss, _, state, _ = train_step(model, optimizer, x, y, state, config.clip or math.inf, autocast)
+            float(loss)  # waits for the step to finish, on any device
+            if step >= 2:  # the first steps build kernels and buffers
+                fastest = min(fastest, time.perf_counter() - began)
+    return config.batch_size * config.bptt / fastest

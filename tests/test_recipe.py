@@ -1,0 +1,67 @@
+import torch
+
+from chargen.config import SIZES, ModelConfig, TrainConfig
+from chargen.model import CharRNN
+from chargen.recipe import CHARS_PER_PARAMETER, dropout_for, resolve
+
+CPU = torch.device("cpu")
+VOCAB = 65
+TRAIN_CHARS = 1_000_000
+
+
+def _resolve(model: ModelConfig, config: TrainConfig) -> tuple[ModelConfig, dict]:
+    resolved, plan = resolve(model, config, TRAIN_CHARS, CPU, None)
+    assert plan is not None
+    return resolved, plan.to_dict()
+
+
+def _parameters(name: str) -> int:
+    layers, hidden = SIZES[name]
+    return CharRNN(ModelConfig(vocab_size=VOCAB, layers=layers, hidden=hidden, dropout=0.0)).num_parameters()
+
+
+def test_the_size_grows_with_the_characters_the_run_will_see() -> None:
+    per_step = 32 * 32
+    chosen = []
+    for chars in (100_000, 2_000_000, 100_000_000):
+        config = TrainConfig(batch_size=32, bptt=32, max_steps=chars // per_step)
+        resolved, plan = _resolve(ModelConfig(vocab_size=VOCAB), config)
+        assert plan["chars"] == config.max_steps * per_step and plan["chars_per_sec"] is None
+        assert (resolved.layers, resolved.hidden) == SIZES[plan["size"]]
+        chosen.append(plan["size"])
+    assert chosen == ["small", "medium", "large"]
+
+
+def test_a_larger_size_needs_enough_characters_per_parameter() -> None:
+    just_enough = int(CHARS_PER_PARAMETER * _parameters("medium"))
+    for chars, size in ((just_enough + 2048, "medium"), (just_enough - 2048, "small")):
+        config = TrainConfig(batch_size=32, bptt=32, max_steps=chars // 1024)
+        assert _resolve(ModelConfig(vocab_size=VOCAB), config)[1]["size"] == size
+
+
+def test_epochs_plan_passes_and_dropout_follows_them() -> None:
+    assert dropout_for(1) == 0.0 and dropout_for(3) == 0.0 and dropout_for(3.5) == 0.1
+    assert 0 < dropout_for(6) < dropout_for(20) < dropout_for(60) <= dropout_for(1000) == 0.5
+    resolved, plan = _resolve(ModelConfig(vocab_size=VOCAB), TrainConfig(epochs=30))
+    assert plan["epochs"] == 30 and resolved.dropout == dropout_for(30)
+
+
+def test_what_the_user_gives_is_kept() -> None:
+    config = TrainConfig(batch_size=32, bptt=32, max_steps=100_000)  # enough for the largest size
+    resolved, plan = _resolve(ModelConfig(vocab_size=VOCAB, hidden=100, dropout=0.3), config)
+    assert (resolved.layers, resolved.hidden, resolved.dropout) == (2, 100, 0.3)
+    assert plan["size"] == "2x100"  # every size's width gave way to the user's
+    assert _resolve(ModelConfig(vocab_size=VOCAB, size="small"), config)[0].hidden == SIZES["small"][1]
+    given = ModelConfig(vocab_size=VOCAB, layers=1, hidden=8, dropout=0.0)
+    assert resolve(given, config, TRAIN_CHARS, CPU, None) == (given, None)  # nothing left to decide
+
+
+def test_a_time_budget_is_planned_from_measured_speed_without_touching_the_seeded_generators() -> None:
+    torch.manual_seed(0)
+    expected = torch.rand(3)
+    torch.manual_seed(0)
+    config = TrainConfig(batch_size=4, bptt=16, max_time=1.0)
+    resolved, plan = _resolve(ModelConfig(vocab_size=VOCAB, layers=1, hidden=16), config)
+    assert plan["chars_per_sec"] > 0 and plan["chars"] == plan["chars_per_sec"] * 1.0
+    assert torch.equal(torch.rand(3), expected)
+    assert resolved.dropout == dropout_for(plan["epochs"])
