@@ -257,6 +257,7 @@ def describe(run: Run) -> dict[str, Any]:
     return {
         "path": str(run.path),
         "model": run.model_config.to_dict(),
+        "plan": run.info.get("plan"),  # how --size auto chose the model, if it did
         "parameters": CharRNN(run.model_config).num_parameters(),
         "vocab": {"kind": run.vocab.kind, "size": len(run.vocab), "chars": getattr(run.vocab, "chars", None)},
         "text": run.text_config.to_dict(),

@@ -10,6 +10,7 @@ passes, more as it repeats itself. The experiments behind both numbers are in th
 from __future__ import annotations
 
 import math
+import statistics
 import time
 from dataclasses import dataclass, replace
 
@@ -24,7 +25,7 @@ from chargen.model import CharRNN
 # experiments in the README: on tinyshakespeare in 3 minutes, 2x512 seeing 1.2 characters per
 # parameter beat 2x384 seeing 3.9; in 95 seconds 2x512 seeing 0.6 did no better than 2x384).
 CHARS_PER_PARAMETER = 0.75
-PROBE_STEPS = 6  # timed training steps per candidate size, after two untimed ones
+PROBE_STEPS = 8  # timed training steps per candidate size, after two untimed ones
 
 
 @dataclass
@@ -46,11 +47,10 @@ class Plan:
 
 
 def dropout_for(epochs: float) -> float:
-    """No dropout for a run that sees its text at most 3 times; then 0.1 more for each doubling of
-    the passes beyond 2, up to 0.5: 0.1 up to 4 passes, 0.2 up to 8, 0.3 up to 16, 0.4 up to 32."""
-    if epochs <= 3:
-        return 0.0
-    return round(min(0.5, 0.1 * math.ceil(math.log2(epochs / 2))), 2)
+    """No dropout for a run that reads its text at most 4 times, then 0.1 more for each doubling of
+    the passes, up to 0.5: 0.1 at 8 passes, 0.2 at 16, 0.3 at 32. It grows smoothly, so that two
+    runs planned a little differently get nearly the same."""
+    return round(min(0.5, max(0.0, 0.1 * math.log2(epochs / 4))), 2)
 
 
 def resolve(
@@ -124,7 +124,7 @@ def measure_speed(
     model_config: ModelConfig, config: TrainConfig, device: torch.device, autocast: torch.dtype | None
 ) -> float:
     """Characters per second of training steps of this model on random text, timed here: the
-    fastest of a few steps, as another process on the machine can slow any one of them down many
+    median of a few steps, as another process on the machine can slow any one of them down many
     times over. The random generators are left as they were, so the run starts as its seed says."""
     with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
         model = CharRNN(replace(model_config, dropout=model_config.dropout or 0.0)).to(device)
@@ -133,11 +133,10 @@ def measure_speed(
         x = torch.randint(0, model_config.vocab_size, shape, device=device)
         y = torch.randint(0, model_config.vocab_size, shape, device=device)
         state = model.init_state(config.batch_size, device)
-        fastest = math.inf
-        for step in range(PROBE_STEPS + 2):
+        seconds = []
+        for _ in range(PROBE_STEPS + 2):
             began = time.perf_counter()
             loss, _, state, _ = train_step(model, optimizer, x, y, state, config.clip or math.inf, autocast)
             float(loss)  # waits for the step to finish, on any device
-            if step >= 2:  # the first steps build kernels and buffers
-                fastest = min(fastest, time.perf_counter() - began)
-    return config.batch_size * config.bptt / fastest
+            seconds.append(time.perf_counter() - began)
+    return config.batch_size * config.bptt / statistics.median(seconds[2:])  # the first build kernels

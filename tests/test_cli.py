@@ -187,3 +187,5 @@ def test_size_auto_plans_the_model_from_the_time_budget(corpus_file: Path) -> No
     assert plan["chars_per_sec"] > 0 and plan["chars"] == pytest.approx(2 * plan["chars_per_sec"])
     assert model["dropout"] == dropout_for(plan["epochs"])
     assert "2x256 lstm" in result.stderr and "size small" in result.stderr
+    info = runner.invoke(app, ["info", "auto"])
+    assert info.exit_code == 0 and "auto: small, planned for" in info.stdout

@@ -40,7 +40,7 @@ def test_a_larger_size_needs_enough_characters_per_parameter() -> None:
 
 
 def test_epochs_plan_passes_and_dropout_follows_them() -> None:
-    assert dropout_for(1) == 0.0 and dropout_for(3) == 0.0 and dropout_for(3.5) == 0.1
+    assert dropout_for(1) == 0.0 and dropout_for(4) == 0.0 and dropout_for(8) == 0.1
     assert 0 < dropout_for(6) < dropout_for(20) < dropout_for(60) <= dropout_for(1000) == 0.5
     resolved, plan = _resolve(ModelConfig(vocab_size=VOCAB), TrainConfig(epochs=30))
     assert plan["epochs"] == 30 and resolved.dropout == dropout_for(30)

@@ -276,6 +276,13 @@ def print_run_info(model: Path, facts: dict[str, Any]) -> None:
         f"{m['layers']}x{m['hidden']} {m['cell']}, embedding {m['embed']}, "
         f"dropout {m['dropout']}, {facts['parameters']:,} parameters",
     )
+    if plan := facts.get("plan"):
+        speed = f" at {plan['chars_per_sec']:,.0f} characters/s measured" if plan["chars_per_sec"] else ""
+        table.add_row(
+            "size",
+            f"{m.get('size', 'auto')}: {plan['size']}, planned for {plan['chars'] / 1e6:.1f}M characters "
+            f"({plan['epochs']:.1f} passes){speed}",
+        )
     vocab = facts["vocab"]
     shown = "".join(vocab["chars"] or [])
     table.add_row("vocabulary", f"{vocab['size']} {vocab['kind']}" + (f": {shown!r}" if shown else ""))
