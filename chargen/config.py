@@ -205,8 +205,9 @@ class TrainConfig:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> TrainConfig:
-        # Runs written before --precision existed computed in fp32; resuming them must not change that.
-        return cls(**{"precision": "fp32", **_fields_from(cls, data)})
+        # Runs written before --precision existed computed in fp32, and those written before --patience
+        # never stopped early; resuming them must not change that.
+        return cls(**{"precision": "fp32", "patience": 0, **_fields_from(cls, data)})
 
 
 @dataclass

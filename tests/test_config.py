@@ -41,3 +41,11 @@ def test_bad_values_name_the_flag(make, flag: str) -> None:
 def test_a_run_with_no_limit_gets_the_default_time_budget() -> None:
     assert TrainConfig().max_time == DEFAULT_TIME_BUDGET
     assert TrainConfig(max_steps=5).max_time is None
+
+
+def test_a_run_saved_before_newer_settings_resumes_as_it_was_trained() -> None:
+    newer = ("precision", "patience")
+    saved = {k: v for k, v in TrainConfig(max_steps=5).to_dict().items() if k not in newer}
+    old = TrainConfig.from_dict(saved)
+    assert old.precision == "fp32" and old.patience == 0  # neither bf16 nor early stopping existed
+    assert TrainConfig.from_dict(TrainConfig(max_steps=5).to_dict()).patience == TrainConfig.patience
