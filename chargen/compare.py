@@ -105,14 +105,14 @@ def compare(
     if plot:
         require_matplotlib()
     seed = seed_everything(config.seed)
-    model_config = _decide_size(corpus, replace(model_config, cell=cells[0]), config)
-    models = {cell: replace(model_config, cell=cell) for cell in cells}
     config = replace(config, seed=seed)  # one seed, drawn once, for every run
     out = out or _default_out(runs_root, corpus.name)
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
         raise RunError(
             f"--out {out} already exists and is not an empty directory; choose another or remove it"
         )
+    model_config = _decide_size(corpus, replace(model_config, cell=cells[0]), config)  # may time steps
+    models = {cell: replace(model_config, cell=cell) for cell in cells}
     # The first run checks that the text is long enough for --batch-size and --bptt before it
     # creates its directory (and out with it), so a bad setting leaves nothing behind.
 

@@ -9,10 +9,12 @@ passes, more as it repeats itself. The experiments behind both numbers are in th
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import statistics
 import time
 from dataclasses import dataclass, replace
+from typing import Any
 
 import torch
 
@@ -37,13 +39,8 @@ class Plan:
     epochs: float  # passes over the training text that makes
     chars_per_sec: float | None  # the measured speed the estimate came from, with --max-time
 
-    def to_dict(self) -> dict[str, float | str | None]:
-        return {
-            "size": self.size,
-            "chars": self.chars,
-            "epochs": self.epochs,
-            "chars_per_sec": self.chars_per_sec,
-        }
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
 
 
 def dropout_for(epochs: float) -> float:
