@@ -319,7 +319,7 @@ class Loop:
                 f"for {self.evals_since_best} evaluations; give a larger --patience (or 0) to train further"
             )
         model.train()
-        while self.fraction() < 1.0:
+        while self.fraction() < 1.0 and not self._out_of_patience():
             if self.offset < 0:  # a new epoch: new window edges, fresh state
                 self.offset = int(self.rng.integers(0, config.bptt))
                 self.state = model.init_state(self.local_batch, device)
@@ -364,8 +364,6 @@ class Loop:
                     break
             else:  # the epoch is over
                 self.epoch_index, self.window, self.offset = self.epoch_index + 1, 0, -1
-                continue
-            break  # a limit, or patience, ended the run within the epoch
 
         if self.world.size > 1:  # all stopped at this step: the time of it, for the summary
             self._agree()
