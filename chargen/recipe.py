@@ -3,8 +3,9 @@
 `--size auto` plans how many characters the run will train on (from --max-steps or --epochs, or,
 with --max-time, from the training speed of each candidate size measured on this machine) and
 takes the largest size that will see at least CHARS_PER_PARAMETER characters per parameter. The
-dropout then follows how many times that plan passes over the training text: none for a few
-passes, more as it repeats itself. The experiments behind both numbers are in the README.
+dropout then follows how many times that plan passes over the training text and how big the model
+is: none while a model has not read its text often enough to start learning it by heart, more as it
+repeats itself, and sooner for a bigger model. The experiments behind these numbers are in the README.
 """
 
 from __future__ import annotations
@@ -27,6 +28,13 @@ from chargen.model import CharRNN
 # experiments in the README: on tinyshakespeare in 3 minutes, 2x512 seeing 1.2 characters per
 # parameter beat 2x384 seeing 3.9; in 95 seconds 2x512 seeing 0.6 did no better than 2x384).
 CHARS_PER_PARAMETER = 0.75
+# A model begins to learn its text by heart, and to need dropout, once the passes over the text
+# times its parameters reach this (the README: on tinyshakespeare 2x384, 1.9M parameters, did best
+# without dropout after 3.3 passes, 6.3M; 2x512, 3.3M, did better with 0.1 than without after 3.8,
+# 12.6M; in 10 minutes, 11 passes and 36M, 0.3 beat 0.19 and 0.4). So a bigger model needs it after
+# fewer passes.
+MEMORISING_PASS_PARAMETERS = 7e6
+DROPOUT_PER_DOUBLING = 0.125
 PROBE_STEPS = 8  # timed training steps per candidate size, after two untimed ones
 
 
@@ -43,11 +51,13 @@ class Plan:
         return dataclasses.asdict(self)
 
 
-def dropout_for(epochs: float) -> float:
-    """No dropout for a run that reads its text at most 4 times, then 0.1 more for each doubling of
-    the passes, up to 0.5: 0.1 at 8 passes, 0.2 at 16, 0.3 at 32. It grows smoothly, so that two
-    runs planned a little differently get nearly the same."""
-    return round(min(0.5, max(0.0, 0.1 * math.log2(epochs / 4))), 2)
+def dropout_for(epochs: float, parameters: int) -> float:
+    """Dropout for a run that passes `epochs` times over its text with a model of `parameters`:
+    none until passes x parameters reaches MEMORISING_PASS_PARAMETERS, then DROPOUT_PER_DOUBLING
+    more for each doubling, up to 0.5. It grows smoothly, so that two runs planned a little
+    differently get nearly the same."""
+    exposure = epochs * parameters / MEMORISING_PASS_PARAMETERS
+    return round(min(0.5, max(0.0, DROPOUT_PER_DOUBLING * math.log2(exposure))), 2) if exposure > 0 else 0.0
 
 
 def resolve(
@@ -75,7 +85,7 @@ def resolve(
         plan, chosen = Plan(name, chars, chars / train_chars, speed), candidate
     assert plan is not None
     if chosen.dropout is None:
-        chosen = replace(chosen, dropout=dropout_for(plan.epochs))
+        chosen = replace(chosen, dropout=dropout_for(plan.epochs, _parameters(chosen)))
     return chosen, plan
 
 
@@ -90,7 +100,8 @@ def _with_size(model_config: ModelConfig, name: str) -> ModelConfig:
 
 
 def _parameters(model_config: ModelConfig) -> int:
-    return CharRNN(replace(model_config, dropout=0.0)).num_parameters()
+    with torch.device("meta"):  # shapes only: no memory, no initialisation, the seeded generator untouched
+        return CharRNN(replace(model_config, dropout=0.0)).num_parameters()
 
 
 def _planned_chars(

@@ -175,6 +175,8 @@ def test_an_error_naming_a_file_with_brackets_prints_it_whole(
 
 
 def test_size_auto_plans_the_model_from_the_time_budget(corpus_file: Path) -> None:
+    from chargen.config import ModelConfig
+    from chargen.model import CharRNN
     from chargen.recipe import dropout_for
 
     args = ["train", str(corpus_file), "--max-time", "2s", "--seed", "0", "--out", "auto"]
@@ -185,7 +187,8 @@ def test_size_auto_plans_the_model_from_the_time_budget(corpus_file: Path) -> No
     # Two seconds of training is far too little for a larger size than the smallest.
     assert plan["size"] == "small" and (model["layers"], model["hidden"]) == (2, 256)
     assert plan["chars_per_sec"] > 0 and plan["chars"] == pytest.approx(2 * plan["chars_per_sec"])
-    assert model["dropout"] == dropout_for(plan["epochs"])
+    parameters = CharRNN(ModelConfig.from_dict(model)).num_parameters()
+    assert model["dropout"] == dropout_for(plan["epochs"], parameters)
     assert "2x256 lstm" in result.stderr and "size small" in result.stderr
     info = runner.invoke(app, ["info", "auto"])
     assert info.exit_code == 0 and "auto: small, planned for" in info.stdout

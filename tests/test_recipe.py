@@ -39,11 +39,14 @@ def test_a_larger_size_needs_enough_characters_per_parameter() -> None:
         assert _resolve(ModelConfig(vocab_size=VOCAB), config)[1]["size"] == size
 
 
-def test_epochs_plan_passes_and_dropout_follows_them() -> None:
-    assert dropout_for(1) == 0.0 and dropout_for(4) == 0.0 and dropout_for(8) == 0.1
-    assert 0 < dropout_for(6) < dropout_for(20) < dropout_for(60) <= dropout_for(1000) == 0.5
+def test_dropout_grows_with_the_passes_and_comes_sooner_for_a_bigger_model() -> None:
+    medium, large = _parameters("medium"), _parameters("large")
+    assert dropout_for(1, large) == 0.0 and dropout_for(3, medium) == 0.0
+    assert dropout_for(4, large) > dropout_for(4, medium)  # the same passes, more to memorise with
+    assert 0 < dropout_for(6, medium) < dropout_for(20, medium) < dropout_for(60, medium)
+    assert dropout_for(60, medium) <= dropout_for(10_000, medium) == 0.5
     resolved, plan = _resolve(ModelConfig(vocab_size=VOCAB), TrainConfig(epochs=30))
-    assert plan["epochs"] == 30 and resolved.dropout == dropout_for(30)
+    assert plan["epochs"] == 30 and resolved.dropout == dropout_for(30, _parameters(plan["size"]))
 
 
 def test_what_the_user_gives_is_kept() -> None:
@@ -64,4 +67,4 @@ def test_a_time_budget_is_planned_from_measured_speed_without_touching_the_seede
     resolved, plan = _resolve(ModelConfig(vocab_size=VOCAB, layers=1, hidden=16), config)
     assert plan["chars_per_sec"] > 0 and plan["chars"] == plan["chars_per_sec"] * 1.0
     assert torch.equal(torch.rand(3), expected)
-    assert resolved.dropout == dropout_for(plan["epochs"])
+    assert resolved.dropout == dropout_for(plan["epochs"], CharRNN(resolved).num_parameters())
