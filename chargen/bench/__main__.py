@@ -3,8 +3,12 @@
 import sys
 
 from chargen.bench import quality, speed
+from chargen.errors import ChargenError
 
-if len(sys.argv) > 1 and sys.argv[1] == "quality":
-    quality.main(sys.argv[2:])
-else:
-    speed.main(sys.argv[2:] if len(sys.argv) > 1 and sys.argv[1] == "speed" else sys.argv[1:])
+try:
+    if len(sys.argv) > 1 and sys.argv[1] == "quality":
+        quality.main(sys.argv[2:])
+    else:
+        speed.main(sys.argv[2:] if len(sys.argv) > 1 and sys.argv[1] == "speed" else sys.argv[1:])
+except ChargenError as error:  # a bad corpus or folder: one line, as the CLI prints it
+    sys.exit(f"error: {error}")

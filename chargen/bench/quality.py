@@ -63,9 +63,13 @@ class Result:
         }
 
 
+def _run_name(budget: float, seed: int) -> str:
+    return f"{int(budget)}s-seed{seed}"
+
+
 def run_budget(corpus_path: str, preset: str | None, budget: float, seed: int, folder: Path) -> Result:
     corpus = load_corpus(corpus_path, TextConfig(preset=preset))
-    out = folder / f"{int(budget)}s-seed{seed}"
+    out = folder / _run_name(budget, seed)
     summary = train(corpus, ModelConfig(), TrainConfig(max_time=budget, seed=seed), out=out)
     run = load_run(out)
     m = run.model_config
@@ -94,6 +98,12 @@ def main(argv: list[str] | None = None) -> None:
     seeds = [int(s) for s in args.seeds.split(",")]
     shakespeare = Path(args.corpus).name.startswith("tinyshakespeare")
     time_machine = Path(args.corpus).name.startswith("timemachine")
+    if args.keep:  # refuse before the first run rather than after it
+        taken = [
+            name for b in budgets for s in seeds if (Path(args.keep) / (name := _run_name(b, s))).exists()
+        ]
+        if taken:
+            parser.error(f"--keep {args.keep} already holds {', '.join(taken)}; choose another directory")
 
     results = []
     with tempfile.TemporaryDirectory() as scratch:
