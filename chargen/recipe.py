@@ -57,7 +57,7 @@ def dropout_for(epochs: float, parameters: int) -> float:
     more for each doubling, up to 0.5. It grows smoothly, so that two runs planned a little
     differently get nearly the same."""
     exposure = epochs * parameters / MEMORISING_PASS_PARAMETERS
-    return round(min(0.5, max(0.0, DROPOUT_PER_DOUBLING * math.log2(exposure))), 2) if exposure > 0 else 0.0
+    return round(min(0.5, max(0.0, DROPOUT_PER_DOUBLING * math.log2(exposure))), 2)
 
 
 def resolve(
@@ -77,15 +77,16 @@ def resolve(
         shape = (candidate.layers or 0, candidate.hidden or 0)
         label = name if shape == SIZES[name] else f"{shape[0]}x{shape[1]}"  # the user's own, in part
         candidates.setdefault(shape, (label, candidate))
-    plan, chosen = None, model_config
+    plan, chosen, parameters = None, model_config, 0
     for name, candidate in candidates.values():  # smallest first: a larger one must still see enough
         chars, speed = _planned_chars(candidate, config, train_chars, device, autocast)
-        if plan is not None and chars < CHARS_PER_PARAMETER * _parameters(candidate):
+        count = _parameters(candidate)
+        if plan is not None and chars < CHARS_PER_PARAMETER * count:
             break
-        plan, chosen = Plan(name, chars, chars / train_chars, speed), candidate
+        plan, chosen, parameters = Plan(name, chars, chars / train_chars, speed), candidate, count
     assert plan is not None
     if chosen.dropout is None:
-        chosen = replace(chosen, dropout=dropout_for(plan.epochs, _parameters(chosen)))
+        chosen = replace(chosen, dropout=dropout_for(plan.epochs, parameters))
     return chosen, plan
 
 

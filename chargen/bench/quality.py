@@ -99,9 +99,8 @@ def main(argv: list[str] | None = None) -> None:
     shakespeare = Path(args.corpus).name.startswith("tinyshakespeare")
     time_machine = Path(args.corpus).name.startswith("timemachine")
     if args.keep:  # refuse before the first run rather than after it
-        taken = [
-            name for b in budgets for s in seeds if (Path(args.keep) / (name := _run_name(b, s))).exists()
-        ]
+        names = [_run_name(budget, seed) for budget in budgets for seed in seeds]
+        taken = [name for name in names if (Path(args.keep) / name).exists()]
         if taken:
             parser.error(f"--keep {args.keep} already holds {', '.join(taken)}; choose another directory")
 
