@@ -75,7 +75,7 @@ Dropout = Annotated[
     float | None,
     typer.Option(
         help="Dropout between layers and before the output, [0, 1). Default: more the more passes over "
-        "the text the run will make."
+        "the text the run will make and the bigger the model."
     ),
 ]
 BatchSize = Annotated[int, typer.Option(help="Parallel streams through the text, >= 1.")]
