@@ -43,10 +43,14 @@ def test_mask_state_zeroes_only_the_chosen_streams() -> None:
     assert masked[:, 1].abs().sum() == 0 and torch.equal(masked[:, 0], state[:, 0])
 
 
-def test_lstm_forget_gate_starts_at_one_and_tied_weights_are_shared() -> None:
+def test_lstm_starts_from_torchs_own_initialisation_and_tied_weights_are_shared() -> None:
+    # No forget-gate bias of 1 any more (it cost 0.05-0.1 nats/char in short runs): every bias is
+    # torch's uniform draw in [-1/sqrt(hidden), 1/sqrt(hidden)], the forget gates' included.
     model = _model()
-    total = model.rnn.bias_ih_l0 + model.rnn.bias_hh_l0
-    assert torch.allclose(total[16:32], torch.ones(16))
+    bound = 1 / 16**0.5
+    for name, bias in model.rnn.named_parameters():
+        if name.startswith("bias"):
+            assert bias.abs().max() <= bound, name
     tied = CharRNN(ModelConfig(vocab_size=20, embed=16, hidden=16, layers=2, dropout=0.0, tie_weights=True))
     assert tied.head.weight is tied.embed.weight
 
