@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import platform
 import random
+from pathlib import Path
 
 import torch
 
@@ -46,7 +48,7 @@ def resolve_precision(name: str, device: torch.device) -> torch.dtype | None:
     if device.type == "cuda":
         return torch.bfloat16 if torch.cuda.is_bf16_supported() else None
     if device.type == "cpu":
-        return torch.bfloat16 if _cpu_has_native_bf16() else None
+        return torch.bfloat16 if cpu_has_native_bf16() else None
     return None
 
 
@@ -59,10 +61,21 @@ def precision_name(autocast: torch.dtype | None) -> str:
     return "bf16" if autocast == torch.bfloat16 else "fp32"
 
 
-def _cpu_has_native_bf16() -> bool:
+def cpu_has_native_bf16() -> bool:
     # torch exposes these checks only privately; without them, assume the chip has no bf16 units.
     checks = ("_is_avx512_bf16_supported", "_is_amx_tile_supported")
     return any(getattr(torch.cpu, check, lambda: False)() for check in checks)
+
+
+def cpu_model() -> str:
+    """The CPU's model name as lscpu shows it, or the platform's guess where /proc is not there."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
 
 
 def random_seed() -> int:

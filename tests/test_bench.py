@@ -1,8 +1,11 @@
 """The benchmarks' handling of bad input: one line and a non-zero exit, before any training."""
 
+import json
 import subprocess
 import sys
 from pathlib import Path
+
+import pytest
 
 
 def _bench(*args: str) -> subprocess.CompletedProcess[str]:
@@ -30,3 +33,24 @@ def test_a_missing_corpus_is_one_line_not_a_traceback(tmp_path: Path) -> None:
     assert len(lines) == 1 and lines[0].startswith(
         f"error: corpus file not found: {tmp_path / 'missing.txt'}"
     )
+
+
+def test_the_gpu_check_without_a_cuda_device_is_one_line_and_a_failure() -> None:
+    result = _bench("gpu")
+    assert result.returncode == 1 and result.stdout == ""
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: no CUDA device")
+
+
+def test_quality_trains_the_plain_reference_beside_chargen_and_prints_the_lead(tmp_path: Path) -> None:
+    from chargen.corpus import DEFAULT_CORPUS
+
+    out = tmp_path / "figures.json"
+    args = ["quality", "--corpus", str(DEFAULT_CORPUS), "--budgets", "2s", "--seeds", "0"]
+    result = _bench(*args, "--precision", "fp32", "--threads", "1", "--set", "size=small", "--json", str(out))
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.startswith("machine: ") and "1 threads" in result.stdout.splitlines()[0]
+    assert "chargen's lead over the reference" in result.stdout
+    [figures] = json.loads(out.read_text())
+    assert figures["size"].startswith("2x256") and figures["reference_steps"] > 0
+    assert figures["lead"] == pytest.approx(figures["reference"] - figures["carried"])

@@ -1,5 +1,7 @@
 """Benchmarks: not tests, never run in CI; each prints a table for people and can write JSON.
 
 python -m chargen.bench [speed] --corpus FILE            throughput against the machine's ceiling
-python -m chargen.bench quality --corpus FILE --budgets  validation loss per training-time budget
+python -m chargen.bench quality --corpus FILE --budgets  validation loss per training-time budget,
+                                                         against a plain reference trained as long
+python -m chargen.bench gpu                              the GPU check: tests, speed and CPU agreement
 """

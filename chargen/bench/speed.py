@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import resource
 import statistics
 import subprocess
@@ -32,6 +33,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from chargen.bench import machine
+from chargen.bench.reference import ReferenceConfig, ReferenceTrainer
 from chargen.config import ModelConfig, TrainConfig
 from chargen.corpus import Corpus, load_corpus
 from chargen.data import StreamBatches
@@ -161,10 +164,12 @@ class Row:
         }
 
 
+PRECISIONS: list[torch.dtype | None] = [None]  # what every row measures; main() sets it from --precision
+
+
 def precisions() -> list[torch.dtype | None]:
-    """fp32 always; bf16 too where chargen would pick it by itself (`--precision auto`)."""
-    auto = resolve_precision("auto", torch.device("cpu"))
-    return [None] if auto is None else [None, auto]
+    """fp32, and bf16 where --precision asks for it (auto: where chargen would pick it by itself)."""
+    return PRECISIONS
 
 
 def bench_training(
@@ -209,6 +214,59 @@ def bench_training(
     return rows
 
 
+def bench_default_training(
+    name: str, config: ModelConfig, ids: np.ndarray, ceilings: dict[str, float]
+) -> list[Row]:
+    """chargen's training at its default batch and window, against the quality benchmark's plain
+    reference (reference.py) at its own, in each precision, in turn."""
+    defaults = TrainConfig(max_steps=1)
+    windows = list(StreamBatches(ids, defaults.batch_size, defaults.bptt).epoch(0))[:12]
+    plain = ReferenceConfig()
+    flops = 3 * forward_flops_per_char(config)
+
+    def chargen_trainer(autocast: torch.dtype | None) -> Callable[[], int]:
+        torch.manual_seed(0)
+        model = CharRNN(config)
+        optimizer = make_optimizer(model, defaults)
+
+        def work() -> int:
+            state, chars = model.init_state(defaults.batch_size), 0
+            for x, y in windows:
+                _, _, state, _ = train_step(model, optimizer, x, y, state, defaults.clip, autocast)
+                chars += y.numel()
+            return chars
+
+        return work
+
+    def reference_trainer(autocast: torch.dtype | None) -> Callable[[], int]:
+        trainer = ReferenceTrainer(config.vocab_size, 0, autocast, plain)
+        inputs, targets = trainer.windows(ids[: 13 * plain.batch_size * plain.bptt + 1])
+
+        def work() -> int:
+            trainer.state = None
+            for start in range(0, 12 * plain.bptt, plain.bptt):
+                trainer.step(inputs[start : start + plain.bptt], targets[start : start + plain.bptt], 0.5)
+            return 12 * plain.batch_size * plain.bptt
+
+        return work
+
+    works: dict[str, Callable[[], int]] = {}
+    for p in precisions():
+        works[f"chargen {precision_name(p)}"] = chargen_trainer(p)
+        works[f"reference {precision_name(p)}"] = reference_trainer(p)
+    rates = side_by_side(works)
+    rows = []
+    for p in precisions():
+        precision = precision_name(p)
+        ref, (rate, spread) = rates[f"reference {precision}"], rates[f"chargen {precision}"]
+        limit = ceilings["fp32"] * 1e9 / flops
+        what = f"B={plain.batch_size} T={plain.bptt}, plain reference (quality bench), {precision}"
+        rows.append(Row(name, what, *ref, limit, None))
+        what = f"train, defaults B={defaults.batch_size} T={defaults.bptt} dropout 0, {precision}"
+        rows.append(Row(name, what, rate, spread, limit, ref[0]))
+    return rows
+
+
 def bench_evaluation(
     name: str, config: ModelConfig, ids: np.ndarray, ceilings: dict[str, float]
 ) -> list[Row]:
@@ -239,7 +297,12 @@ def command_seconds(args: list[str], repeats: int = 3) -> float:
     times = []
     for _ in range(repeats):
         start = time.perf_counter()
-        subprocess.run([sys.executable, "-m", "chargen", *args], check=True, stdout=subprocess.DEVNULL)
+        subprocess.run(
+            [sys.executable, "-m", "chargen", *args],
+            check=True,
+            stdout=subprocess.DEVNULL,
+            env={**os.environ, "OMP_NUM_THREADS": str(torch.get_num_threads())},  # as --threads says
+        )
         times.append(time.perf_counter() - start)
     return statistics.median(times)
 
@@ -272,23 +335,34 @@ def main(argv: list[str] | None = None) -> None:
         prog="python -m chargen.bench speed", description=__doc__.split("\n\n")[0]
     )
     parser.add_argument("--corpus", default="../shared/corpora/timemachine.txt")
+    parser.add_argument(
+        "--precision",
+        choices=["auto", "fp32", "bf16"],
+        default="auto",
+        help="fp32: fp32 rows only (a chip without bf16); bf16: bf16 rows too; auto: bf16 where native",
+    )
+    parser.add_argument("--threads", type=int, help="CPU threads (1 stands in for a slower laptop)")
     parser.add_argument("--json", help="also write the figures to this file")
     args = parser.parse_args(argv)
+    machine.set_threads(args.threads)
+    bf16 = resolve_precision(args.precision, torch.device("cpu"))
+    PRECISIONS[:] = [None] if bf16 is None else [None, bf16]
     corpus = load_corpus(args.corpus)
     ids = np.asarray(corpus.ids)
     base = ModelConfig(vocab_size=len(corpus.vocab), layers=2, hidden=256, dropout=0.2)
 
     ceilings = {"fp32": matmul_ceiling(torch.float32), "bf16": matmul_ceiling(torch.bfloat16)}
     print(
-        f"machine: {torch.get_num_threads()} threads; nn.Linear ceiling (2048x256 @ 256x1024) "
+        f"{machine.describe()}\nnn.Linear ceiling (2048x256 @ 256x1024) "
         f"{ceilings['fp32']:.0f} GFLOP/s in fp32, {ceilings['bf16']:.0f} in bf16; "
-        f"--precision auto here: {precision_name(resolve_precision('auto', torch.device('cpu')))}",
+        f"--precision {args.precision}: rows in {', '.join(precision_name(p) for p in PRECISIONS)}",
         flush=True,
     )
     lstm, d2l_config = base, replace(base, dropout=0.0)  # the d2l book's configuration has no dropout
     measurements: list[Callable[[], list[Row]]] = [
         lambda: bench_training("2x256 lstm", lstm, ids, 16, 64, ceilings, reference=True),
         lambda: bench_training("2x256 lstm", d2l_config, ids, 32, 35, ceilings, reference=True),
+        lambda: bench_default_training("2x256 lstm", d2l_config, ids, ceilings),
         lambda: bench_evaluation("2x256 lstm", lstm, ids, ceilings),
         lambda: bench_sampling("2x256 lstm", corpus, lstm, reference=True),
         lambda: bench_training(
