@@ -7,11 +7,11 @@ from __future__ import annotations
 
 import random
 from collections.abc import Iterator
-from contextlib import contextmanager
 
 import numpy as np
 import torch
 
+from chargen import stepping
 from chargen.config import SampleConfig, TextConfig
 from chargen.model import CharRNN, expand_state
 from chargen.text import prepare
@@ -72,28 +72,12 @@ def _generate(
     logits, state = model(ids.view(-1, 1))  # the whole context in one call: (T, 1, V)
     logits = logits[-1].expand(config.num_samples, -1)  # (B, V)
     state = expand_state(state, config.num_samples)
-    with _small_steps(torch.device(device), config.num_samples):
+    # One character per stream is little work: how it runs fastest depends on the chip (stepping.py).
+    with stepping.applied(stepping.choose(model, config.num_samples, device)):
         for _ in range(config.length):
             step = next_ids(logits, config, generator)  # (B,)
             yield step
             logits, state = model.step(step, state)  # (B, V)
-
-
-@contextmanager
-def _small_steps(device: torch.device, batch_size: int) -> Iterator[None]:
-    """On a CPU, one character for a few streams is too little work to share between threads or
-    hand to oneDNN: their per-call overhead exceeds the arithmetic, so run on one thread without it."""
-    if device.type != "cpu" or batch_size > 8:
-        yield
-        return
-    threads, mkldnn = torch.get_num_threads(), torch.backends.mkldnn.enabled
-    torch.set_num_threads(1)
-    torch.backends.mkldnn.enabled = False
-    try:
-        yield
-    finally:
-        torch.set_num_threads(threads)
-        torch.backends.mkldnn.enabled = mkldnn
 
 
 def sample_stream(
