@@ -48,7 +48,7 @@ app = typer.Typer(
     cls=OneLineErrors,
     help="Character-level RNN language models: train on a text, sample from it, evaluate it.",
     no_args_is_help=True,
-    add_completion=False,
+    add_completion=True,  # --install-completion and --show-completion, as Typer offers them
     rich_markup_mode="markdown",
     context_settings={"help_option_names": ["-h", "--help"]},
 )
