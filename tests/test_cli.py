@@ -17,10 +17,10 @@ TINY = ["--hidden", "32", "--embed", "16", "--layers", "1", "--batch-size", "4",
 
 
 @pytest.fixture
-def corpus_file(timemachine_text: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+def corpus_file(lamp_text: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     monkeypatch.chdir(tmp_path)  # runs/ is made in the working directory
     path = tmp_path / "small.txt"
-    path.write_text(timemachine_text[:30_000], encoding="utf-8")
+    path.write_text(lamp_text[:30_000], encoding="utf-8")
     return path
 
 
