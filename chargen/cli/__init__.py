@@ -65,7 +65,7 @@ Size = Annotated[
     str,
     typer.Option(
         help="Model size: small (2x256), medium (2x384), large (2x512), or auto: the largest that the "
-        "budget trains on enough characters (see the README)."
+        "budget trains on enough characters (see docs/recipe.md)."
     ),
 ]
 Layers = Annotated[int | None, typer.Option(help="Stacked recurrent layers, >= 1. Default: from --size.")]
