@@ -19,9 +19,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from chargen.errors import CorpusError
-from chargen.paths import CORPORA_DIR, chargen_home
+from chargen.paths import chargen_home, corpora_dir
 
-CATALOGUE = CORPORA_DIR / "catalogue.json"
+CATALOGUE = corpora_dir() / "catalogue.json"
 DOWNLOAD_TIMEOUT = 30.0  # seconds without an answer before a download is given up
 Progress = Callable[[int, int], None]  # bytes done, bytes expected
 
@@ -40,8 +40,8 @@ class Entry:
 
 
 def entries() -> dict[str, Entry]:
-    if not CATALOGUE.exists():
-        return {}
+    if not CATALOGUE.exists():  # it is package data: only a broken installation lacks it
+        raise CorpusError(f"the corpus catalogue {CATALOGUE} is missing: reinstall chargen")
     data = json.loads(CATALOGUE.read_text(encoding="utf-8"))
     return {name: Entry(name=name, **fields) for name, fields in data.items()}
 

@@ -19,11 +19,11 @@ import numpy as np
 from chargen import catalogue
 from chargen.config import TextConfig
 from chargen.errors import CorpusError
-from chargen.paths import CORPORA_DIR, chargen_home
+from chargen.paths import chargen_home, corpora_dir
 from chargen.text import Preparer, read_chunks
 from chargen.vocab import ByteVocab, Tokenizer, Vocab, count_code_points, tokenizer_from_dict
 
-DEFAULT_CORPUS = CORPORA_DIR / "the-lamp-at-pellow-point.txt"
+DEFAULT_CORPUS = corpora_dir() / "the-lamp-at-pellow-point.txt"
 CACHE_VERSION = 1  # bump when the cached format or the encoding rules change
 
 
@@ -71,8 +71,8 @@ def resolve_path(
     if path is None:
         if not DEFAULT_CORPUS.exists():
             raise CorpusError(
-                f"the default corpus {DEFAULT_CORPUS} is missing (chargen must be installed from a "
-                "source checkout with `pip install -e .`); give a CORPUS file instead"
+                f"the default corpus {DEFAULT_CORPUS} is missing: this installation of chargen is "
+                "incomplete, so reinstall it; or give a CORPUS file"
             )
         return DEFAULT_CORPUS, DEFAULT_CORPUS.stem
     path = Path(path)

@@ -1,11 +1,20 @@
-"""Where chargen finds files: the project's own corpora, and the user's cache directory."""
+"""Where chargen finds files: the project's own corpora (package data), and the user's cache."""
 
 from __future__ import annotations
 
 import os
+from importlib import resources
 from pathlib import Path
 
-CORPORA_DIR = Path(__file__).resolve().parent.parent / "corpora"  # present in a source checkout
+
+def corpora_dir() -> Path:
+    """The folder of the built-in corpus and the catalogue. In the repository it is `corpora/`;
+    installed, it is the package `chargen.corpora` (pyproject.toml maps the one onto the other),
+    so an editable install and a wheel find it the same way."""
+    folder = resources.files("chargen.corpora")
+    # pip unpacks a wheel into plain files, so this is a real folder; a zipped install is not supported.
+    assert isinstance(folder, Path), f"chargen.corpora is not a folder on disk: {folder}"
+    return folder
 
 
 def chargen_home() -> Path:

@@ -1,22 +1,32 @@
-"""Shared fixtures: small real texts and one tiny trained run, made once per test session."""
+"""Shared fixtures: small real texts and one tiny trained run, made once per test session.
+
+The texts are the repository's own corpus and texts the tests write, so a clone passes alone. A
+test that needs a named public corpus asks `public_corpus` for it and is skipped, saying why, where
+it cannot be had.
+"""
 
 from __future__ import annotations
 
 import os
+import shutil
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
-# Caches and downloads go to a private folder, never the user's own cache.
-os.environ["CHARGEN_HOME"] = tempfile.mkdtemp(prefix="chargen-home-")
-
+from chargen import catalogue
 from chargen.config import ModelConfig, TextConfig, TrainConfig
-from chargen.corpus import Corpus, load_corpus
+from chargen.corpus import DEFAULT_CORPUS, Corpus, load_corpus
+from chargen.errors import CorpusError
 from chargen.loop import TrainSummary
+from chargen.paths import chargen_home
 from chargen.train import train
 
-SHARED_CORPORA = Path(__file__).resolve().parents[2] / "shared" / "corpora"
+# Caches and downloads go to a private folder; the user's own cache of named corpora is only ever
+# read. chargen looks CHARGEN_HOME up when it needs it, never on import, so this is in time.
+USER_CORPORA = chargen_home() / "corpora"
+os.environ["CHARGEN_HOME"] = tempfile.mkdtemp(prefix="chargen-home-")
 
 # A tiny model that trains in a second or two; big enough to learn something.
 TINY_MODEL = ModelConfig(hidden=48, embed=16, layers=2, dropout=0.0)
@@ -38,15 +48,37 @@ def corpus_from_text(
 
 
 @pytest.fixture(scope="session")
-def timemachine_text() -> str:
-    path = SHARED_CORPORA / "timemachine.txt"
-    assert path.exists(), f"the shared corpora are expected at {SHARED_CORPORA} (../shared beside the repo)"
-    return path.read_text(encoding="utf-8")
+def lamp_text() -> str:
+    """The Lamp at Pellow Point, the repository's own corpus (about 100,000 characters of prose)."""
+    return DEFAULT_CORPUS.read_text(encoding="utf-8")
 
 
 @pytest.fixture(scope="session")
-def tiny_run(timemachine_text: str, tmp_path_factory: pytest.TempPathFactory) -> TrainSummary:
-    """A tiny model trained for 60 steps on the first 40,000 characters of The Time Machine."""
+def public_corpus() -> Callable[[str], Path]:
+    """A named corpus of the catalogue, had the way a user has it: from $CHARGEN_CORPORA (which
+    .ci/run points at ../shared/corpora), the user's cache (copied, never written), or a download
+    checked against its sha256. Where none works, the test is skipped with the reason."""
+    cannot: dict[str, str] = {}
+
+    def get(name: str) -> Path:
+        if name not in cannot:
+            entry = catalogue.entries()[name]
+            cached = USER_CORPORA / entry.file
+            if catalogue.where(entry) == "download" and cached.is_file():
+                (chargen_home() / "corpora").mkdir(parents=True, exist_ok=True)
+                shutil.copyfile(cached, chargen_home() / "corpora" / entry.file)
+            try:
+                return catalogue.resolve(name)
+            except CorpusError as error:  # remembered: a session tries each name once
+                cannot[name] = f"the named corpus {name} cannot be had here: {error}"
+        pytest.skip(cannot[name])
+
+    return get
+
+
+@pytest.fixture(scope="session")
+def tiny_run(lamp_text: str, tmp_path_factory: pytest.TempPathFactory) -> TrainSummary:
+    """A tiny model trained for 60 steps on the first 40,000 characters of The Lamp at Pellow Point."""
     folder = tmp_path_factory.mktemp("runs")
-    small = corpus_from_text(folder, timemachine_text[:40_000], "tm-small")
+    small = corpus_from_text(folder, lamp_text[:40_000], "lamp-small")
     return train(small, TINY_MODEL, TINY_TRAIN, out=folder / "tiny")

@@ -90,9 +90,9 @@ CASES: list[tuple[list[str], int, str]] = [
 
 
 @pytest.fixture(scope="module")
-def workspace(timemachine_text: str, tmp_path_factory: pytest.TempPathFactory) -> Path:
+def workspace(lamp_text: str, tmp_path_factory: pytest.TempPathFactory) -> Path:
     folder = tmp_path_factory.mktemp("bad-input")
-    (folder / "good.txt").write_text(timemachine_text[:20_000], encoding="utf-8")
+    (folder / "good.txt").write_text(lamp_text[:20_000], encoding="utf-8")
     (folder / "short.txt").write_text("short " * 8, encoding="utf-8")
     (folder / "empty.txt").write_bytes(b"")
     (folder / "blank.txt").write_text(" \n\t \n", encoding="utf-8")

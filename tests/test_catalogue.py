@@ -1,6 +1,9 @@
-"""Named corpora: the shared corpora stand in for the offline directory a user would set."""
+"""Named corpora: a catalogue written here stands in for the offline directory a user would set;
+the real catalogue's public texts are used only where they can be had."""
 
+import hashlib
 import json
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -9,27 +12,48 @@ from chargen import catalogue
 from chargen.config import TextConfig
 from chargen.corpus import load_corpus
 from chargen.errors import CorpusError
-from tests.conftest import SHARED_CORPORA
 
 
-def test_the_catalogue_lists_the_shared_corpora_with_their_checksums() -> None:
+def _catalogue_of_one(folder: Path, name: str, text: bytes) -> None:
+    """A catalogue naming one text of `folder`, with its true checksum and an unreachable source."""
+    entry = {
+        "title": f"{name}, written by the test",
+        "file": f"{name}.txt",
+        "url": f"http://127.0.0.1:9/{name}.txt",
+        "sha256": hashlib.sha256(text).hexdigest(),
+        "bytes": len(text),
+        "licence": "none",
+        "strip_before": None,
+        "strip_after": None,
+    }
+    (folder / "catalogue.json").write_text(json.dumps({name: entry}))
+
+
+def test_the_catalogue_lists_the_public_corpora_with_their_checksums() -> None:
     entries = catalogue.entries()
     assert {"timemachine", "tinyshakespeare"} <= set(entries)
     for entry in entries.values():
         assert entry.url.startswith(("http://", "https://")) and len(entry.sha256) == 64 and entry.licence
 
 
-def test_a_name_resolves_to_the_offline_directory(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("CHARGEN_CORPORA", str(SHARED_CORPORA))
+def test_a_name_resolves_to_the_offline_directory(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    text = b"A text the test wrote, standing in for a public one.\n" * 40
+    (tmp_path / "written.txt").write_bytes(text)
+    _catalogue_of_one(tmp_path, "written", text)
+    monkeypatch.setattr(catalogue, "CATALOGUE", tmp_path / "catalogue.json")
+    monkeypatch.setenv("CHARGEN_CORPORA", str(tmp_path))
+    corpus = load_corpus("written")
+    assert corpus.name == "written" and corpus.path == tmp_path / "written.txt"
+    assert corpus.sha256 == catalogue.entries()["written"].sha256
+
+
+def test_the_time_machine_is_the_d2l_books_text(public_corpus: Callable[[str], Path]) -> None:
+    path = public_corpus("timemachine")
     corpus = load_corpus("timemachine")
-    assert corpus.name == "timemachine" and corpus.path == SHARED_CORPORA / "timemachine.txt"
+    assert corpus.name == "timemachine" and corpus.path == path
     assert corpus.sha256 == catalogue.entries()["timemachine"].sha256
-
-
-def test_d2l_preset_gives_the_books_28_symbols(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("CHARGEN_CORPORA", str(SHARED_CORPORA))
-    corpus = load_corpus("timemachine", TextConfig(preset="d2l"))
-    assert len(corpus.vocab) == 28  # 26 letters, space and the unknown symbol
+    d2l = load_corpus("timemachine", TextConfig(preset="d2l"))
+    assert len(d2l.vocab) == 28  # 26 letters, space and the unknown symbol
 
 
 def test_a_wrong_checksum_is_refused_with_both_hashes(
@@ -43,19 +67,7 @@ def test_a_wrong_checksum_is_refused_with_both_hashes(
 
 
 def test_offline_with_no_file_says_what_to_do(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    unreachable = {
-        "nowhere": {
-            "title": "a corpus behind a closed port",
-            "file": "nowhere.txt",
-            "url": "http://127.0.0.1:9/nowhere.txt",
-            "sha256": "0" * 64,
-            "bytes": 10,
-            "licence": "none",
-            "strip_before": None,
-            "strip_after": None,
-        }
-    }
-    (tmp_path / "catalogue.json").write_text(json.dumps(unreachable))
+    _catalogue_of_one(tmp_path, "nowhere", b"a corpus behind a closed port")
     monkeypatch.setattr(catalogue, "CATALOGUE", tmp_path / "catalogue.json")
     monkeypatch.setenv("CHARGEN_CORPORA", str(tmp_path))
     with pytest.raises(CorpusError, match=r"cannot download nowhere.*set CHARGEN_CORPORA"):

@@ -1,6 +1,8 @@
 """The command line end to end, on a tiny model: train -> sample -> eval, and bad input."""
 
 import json
+import subprocess
+import sys
 import unicodedata
 from pathlib import Path
 
@@ -15,10 +17,10 @@ TINY = ["--hidden", "32", "--embed", "16", "--layers", "1", "--batch-size", "4",
 
 
 @pytest.fixture
-def corpus_file(timemachine_text: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+def corpus_file(lamp_text: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     monkeypatch.chdir(tmp_path)  # runs/ is made in the working directory
     path = tmp_path / "small.txt"
-    path.write_text(timemachine_text[:30_000], encoding="utf-8")
+    path.write_text(lamp_text[:30_000], encoding="utf-8")
     return path
 
 
@@ -78,9 +80,11 @@ def test_bad_input_gets_one_clear_line(corpus_file: Path, tmp_path: Path) -> Non
 
 
 def test_help_has_examples() -> None:
-    for command in ("train", "sample", "eval"):
+    commands = [command.name or command.callback.__name__ for command in app.registered_commands]
+    assert {"train", "sample", "eval", "compare", "corpora"} <= set(commands)
+    for command in commands:
         result = runner.invoke(app, [command, "--help"])
-        assert result.exit_code == 0 and "Example" in result.output
+        assert result.exit_code == 0 and "Example" in result.output, command
 
 
 MIXED = (
@@ -192,3 +196,34 @@ def test_size_auto_plans_the_model_from_the_time_budget(corpus_file: Path) -> No
     assert "2x256 lstm" in result.stderr and "size small" in result.stderr
     info = runner.invoke(app, ["info", "auto"])
     assert info.exit_code == 0 and "auto: small, planned for" in info.stdout
+
+
+def test_version_is_the_installed_packages() -> None:
+    from importlib.metadata import version
+
+    result = runner.invoke(app, ["--version"])
+    assert result.exit_code == 0, result.output
+    assert result.stdout == f"chargen {version('chargen')}\n"
+
+
+def test_shell_completion_is_offered_and_installs(tmp_path: Path) -> None:
+    result = runner.invoke(app, ["--show-completion", "bash"], prog_name="chargen")
+    assert result.exit_code == 0, result.output
+    assert "_CHARGEN_COMPLETE=complete_bash" in result.stdout
+    result = runner.invoke(
+        app, ["--install-completion", "bash"], prog_name="chargen", env={"HOME": str(tmp_path)}
+    )
+    assert result.exit_code == 0, result.output
+    assert "_CHARGEN_COMPLETE" in (tmp_path / ".bash_completions" / "chargen.sh").read_text()
+    assert ".bash_completions/chargen.sh" in (tmp_path / ".bashrc").read_text()
+
+
+def test_help_does_not_import_torch() -> None:
+    """`chargen --help` and completion stay instant: torch is imported inside the commands only."""
+    code = (
+        "import sys; from chargen.cli import app; from typer.testing import CliRunner; "
+        "assert CliRunner().invoke(app, ['train', '--help']).exit_code == 0; "
+        "assert 'torch' not in sys.modules, 'torch was imported'"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr

@@ -22,15 +22,15 @@ TINY = ["--hidden", "16", "--embed", "8", "--layers", "1", "--batch-size", "4", 
 
 
 @pytest.fixture
-def corpus_file(timemachine_text: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+def corpus_file(lamp_text: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     monkeypatch.chdir(tmp_path)
-    path = tmp_path / "tm.txt"
-    path.write_text(timemachine_text[:20_000], encoding="utf-8")
+    path = tmp_path / "lamp.txt"
+    path.write_text(lamp_text[:20_000], encoding="utf-8")
     return path
 
 
 def test_compare_trains_each_cell_with_the_same_settings_and_budget(corpus_file: Path) -> None:
-    args = ["compare", "tm.txt", "--cells", "gru,lstm,rnn", *TINY, "--max-steps", "6", "--eval-every", "3"]
+    args = ["compare", "lamp.txt", "--cells", "gru,lstm,rnn", *TINY, "--max-steps", "6", "--eval-every", "3"]
     result = runner.invoke(app, [*args, "--seed", "3", "--out", "cmp"])
     assert result.exit_code == 0, result.output
     table_rows = [line for line in result.stdout.splitlines() if line.startswith("│")]
@@ -56,10 +56,8 @@ def test_compare_trains_each_cell_with_the_same_settings_and_budget(corpus_file:
     assert not Path("runs/latest").exists()  # the comparison's runs do not replace the newest run
 
 
-def test_compare_with_a_time_budget_gives_each_cell_the_same_one(
-    timemachine_text: str, tmp_path: Path
-) -> None:
-    corpus = corpus_from_text(tmp_path, timemachine_text[:20_000])
+def test_compare_with_a_time_budget_gives_each_cell_the_same_one(lamp_text: str, tmp_path: Path) -> None:
+    corpus = corpus_from_text(tmp_path, lamp_text[:20_000])
     reports: list[object] = []
     config = TrainConfig(batch_size=4, bptt=16, max_time=0.3, eval_every=1000, seed=0)
     model = ModelConfig(hidden=16, embed=8, layers=1)
@@ -88,9 +86,9 @@ def test_compare_with_a_time_budget_gives_each_cell_the_same_one(
     ],
 )
 def test_bad_cells_are_refused_before_anything_is_written(
-    cells: list[str], phrase: str, timemachine_text: str, tmp_path: Path
+    cells: list[str], phrase: str, lamp_text: str, tmp_path: Path
 ) -> None:
-    corpus = corpus_from_text(tmp_path, timemachine_text[:5_000])
+    corpus = corpus_from_text(tmp_path, lamp_text[:5_000])
     with pytest.raises(ConfigError, match=phrase):
         compare(corpus, cells, ModelConfig(), TrainConfig(max_steps=1), tmp_path / "cmp", plot=False)
     assert not (tmp_path / "cmp").exists()
@@ -100,11 +98,11 @@ def test_compare_without_matplotlib_fails_before_training(
     corpus_file: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setitem(sys.modules, "matplotlib", None)
-    result = runner.invoke(app, ["compare", "tm.txt", *TINY, "--max-steps", "2", "--out", "cmp"])
+    result = runner.invoke(app, ["compare", "lamp.txt", *TINY, "--max-steps", "2", "--out", "cmp"])
     assert result.exit_code == 1
     assert "pip install 'chargen[plot]'" in result.stderr and not Path("cmp").exists()
     result = runner.invoke(
-        app, ["compare", "tm.txt", "--cells", "rnn", *TINY, "--max-steps", "2", "--no-plot"]
+        app, ["compare", "lamp.txt", "--cells", "rnn", *TINY, "--max-steps", "2", "--no-plot"]
     )
     assert result.exit_code == 0, result.output
-    assert len(list(Path("runs").glob("compare-tm-*/rnn/run.json"))) == 1
+    assert len(list(Path("runs").glob("compare-lamp-*/rnn/run.json"))) == 1

@@ -44,9 +44,9 @@ def _eval_losses(run_dir: Path) -> dict[int, float]:
     return {r["step"]: r["loss"] for r in evals}
 
 
-def test_two_processes_follow_the_validation_losses_of_one(timemachine_text: str, tmp_path: Path) -> None:
-    corpus = tmp_path / "tm.txt"
-    corpus.write_text(timemachine_text[:30_000], encoding="utf-8")
+def test_two_processes_follow_the_validation_losses_of_one(lamp_text: str, tmp_path: Path) -> None:
+    corpus = tmp_path / "lamp.txt"
+    corpus.write_text(lamp_text[:30_000], encoding="utf-8")
     command = [
         *(sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2"),
         *("--master_port", str(_free_port()), "-m", "chargen", "train", str(corpus)),
@@ -82,10 +82,10 @@ def test_two_processes_follow_the_validation_losses_of_one(timemachine_text: str
 
 
 def test_a_batch_that_does_not_split_evenly_is_refused_in_one_line(
-    timemachine_text: str, tmp_path: Path, tiny_run: TrainSummary
+    lamp_text: str, tmp_path: Path, tiny_run: TrainSummary
 ) -> None:
-    corpus = tmp_path / "tm.txt"
-    corpus.write_text(timemachine_text[:20_000], encoding="utf-8")
+    corpus = tmp_path / "lamp.txt"
+    corpus.write_text(lamp_text[:20_000], encoding="utf-8")
     three = {"WORLD_SIZE": "3", "RANK": "0", "LOCAL_RANK": "0"}  # as torchrun --nproc_per_node 3 would
     out = tmp_path / "run"
     result = CliRunner().invoke(

@@ -40,12 +40,12 @@ KINDS: dict[str, tuple[list[str], Callable[[dict[str, Any]], bool]]] = {
 
 @pytest.mark.parametrize("kind", list(KINDS))
 def test_info_describes_every_kind_of_run(
-    kind: str, timemachine_text: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    kind: str, lamp_text: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.chdir(tmp_path)
-    Path("tm.txt").write_text(timemachine_text[:20_000], encoding="utf-8")
+    Path("lamp.txt").write_text(lamp_text[:20_000], encoding="utf-8")
     options, says_so = KINDS[kind]
-    args = ["train", "tm.txt", *TINY, *options, "--max-steps", "2", "--eval-every", "2", "--out", "run"]
+    args = ["train", "lamp.txt", *TINY, *options, "--max-steps", "2", "--eval-every", "2", "--out", "run"]
     trained = runner.invoke(app, args)
     assert trained.exit_code == 0, trained.output
     result = runner.invoke(app, ["info", "run", "--json"])

@@ -46,10 +46,10 @@ def _novelty(result) -> float:
 
 
 def test_sample_novelty_is_high_for_a_memorised_text_and_low_for_a_fresh_model(
-    timemachine_text: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    lamp_text: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.chdir(tmp_path)
-    passage = timemachine_text[5000:5400]
+    passage = lamp_text[5000:5400]
     Path("tiny.txt").write_text(passage * 30, encoding="utf-8")
     memorise = ["--lr", "0.01", "--max-steps", "300", "--eval-every", "300", "--seed", "0"]
     assert runner.invoke(app, ["train", "tiny.txt", *SMALL, *memorise, "--out", "memorised"]).exit_code == 0

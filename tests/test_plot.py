@@ -49,8 +49,8 @@ def _tiny_train(corpus: Path, out: Path, *extra: str) -> list[str]:
     return ["train", str(corpus), *tiny, "--eval-every", "2", "--out", str(out), *extra]
 
 
-def test_train_plot_redraws_the_figure_at_each_evaluation(timemachine_text: str, tmp_path: Path) -> None:
-    corpus = corpus_from_text(tmp_path, timemachine_text[:20_000])
+def test_train_plot_redraws_the_figure_at_each_evaluation(lamp_text: str, tmp_path: Path) -> None:
+    corpus = corpus_from_text(tmp_path, lamp_text[:20_000])
     drawn: list[bytes] = []
 
     def look(report: Report) -> None:
@@ -63,9 +63,9 @@ def test_train_plot_redraws_the_figure_at_each_evaluation(timemachine_text: str,
     assert drawn[1][:8] == PNG and not list((tmp_path / "run").glob(".*.tmp"))
 
 
-def test_train_plot_from_the_command_line_also_when_resuming(timemachine_text: str, tmp_path: Path) -> None:
-    corpus = tmp_path / "tm.txt"
-    corpus.write_text(timemachine_text[:20_000], encoding="utf-8")
+def test_train_plot_from_the_command_line_also_when_resuming(lamp_text: str, tmp_path: Path) -> None:
+    corpus = tmp_path / "lamp.txt"
+    corpus.write_text(lamp_text[:20_000], encoding="utf-8")
     result = runner.invoke(app, _tiny_train(corpus, tmp_path / "run", "--max-steps", "2", "--plot"))
     assert result.exit_code == 0, result.output
     assert (tmp_path / "run" / PLOT).read_bytes()[:8] == PNG
@@ -76,11 +76,11 @@ def test_train_plot_from_the_command_line_also_when_resuming(timemachine_text: s
 
 
 def test_train_plot_without_matplotlib_fails_before_training(
-    timemachine_text: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    lamp_text: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setitem(sys.modules, "matplotlib", None)
-    corpus = tmp_path / "tm.txt"
-    corpus.write_text(timemachine_text[:20_000], encoding="utf-8")
+    corpus = tmp_path / "lamp.txt"
+    corpus.write_text(lamp_text[:20_000], encoding="utf-8")
     result = runner.invoke(app, _tiny_train(corpus, tmp_path / "run", "--max-steps", "2", "--plot"))
     assert result.exit_code == 1
     message = result.stderr.strip()

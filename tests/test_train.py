@@ -113,8 +113,8 @@ def test_eval_reproduces_the_recorded_best_figure(tiny_run: TrainSummary) -> Non
     assert abs(stats.bpc - tiny_run.best.bpc) < 1e-4
 
 
-def test_the_same_seed_trains_the_same_weights(timemachine_text: str, tmp_path: Path) -> None:
-    small = corpus_from_text(tmp_path, timemachine_text[:20_000])
+def test_the_same_seed_trains_the_same_weights(lamp_text: str, tmp_path: Path) -> None:
+    small = corpus_from_text(tmp_path, lamp_text[:20_000])
     config = TrainConfig(batch_size=4, bptt=16, max_steps=8, eval_every=8, seed=3)
     a = train(small, TINY_MODEL, config, out=tmp_path / "a")
     b = train(small, TINY_MODEL, config, out=tmp_path / "b")
@@ -129,21 +129,19 @@ def test_bad_input_writes_nothing(tmp_path: Path) -> None:
     assert not (tmp_path / "run").exists()
 
 
-def test_default_run_directory_and_latest_link(timemachine_text: str, tmp_path: Path) -> None:
-    small = corpus_from_text(tmp_path, timemachine_text[:20_000], "tm")
+def test_default_run_directory_and_latest_link(lamp_text: str, tmp_path: Path) -> None:
+    small = corpus_from_text(tmp_path, lamp_text[:20_000], "lamp")
     config = TrainConfig(batch_size=4, bptt=16, max_steps=2, eval_every=2, seed=0)
     summary = train(small, TINY_MODEL, config, runs_root=tmp_path / "runs")
-    assert summary.run_dir.parent == tmp_path / "runs" and summary.run_dir.name.startswith("tm-")
+    assert summary.run_dir.parent == tmp_path / "runs" and summary.run_dir.name.startswith("lamp-")
     assert (tmp_path / "runs" / "latest").resolve() == summary.run_dir.resolve()
     assert np.isfinite(summary.best.loss)
 
 
-def test_patience_stops_a_run_whose_validation_loss_stopped_improving(
-    timemachine_text: str, tmp_path: Path
-) -> None:
+def test_patience_stops_a_run_whose_validation_loss_stopped_improving(lamp_text: str, tmp_path: Path) -> None:
     from chargen.train import resume
 
-    small = corpus_from_text(tmp_path, timemachine_text[:20_000])
+    small = corpus_from_text(tmp_path, lamp_text[:20_000])
     # So small a learning rate that the weights do not change at all in fp32: every evaluation after
     # the first gives the same loss, which is not a new best.
     frozen = TrainConfig(

@@ -48,7 +48,7 @@ app = typer.Typer(
     cls=OneLineErrors,
     help="Character-level RNN language models: train on a text, sample from it, evaluate it.",
     no_args_is_help=True,
-    add_completion=False,
+    add_completion=True,  # --install-completion and --show-completion, as Typer offers them
     rich_markup_mode="markdown",
     context_settings={"help_option_names": ["-h", "--help"]},
 )
@@ -65,7 +65,7 @@ Size = Annotated[
     str,
     typer.Option(
         help="Model size: small (2x256), medium (2x384), large (2x512), or auto: the largest that the "
-        "budget trains on enough characters (see the README)."
+        "budget trains on enough characters (see docs/recipe.md)."
     ),
 ]
 Layers = Annotated[int | None, typer.Option(help="Stacked recurrent layers, >= 1. Default: from --size.")]

@@ -1,0 +1,62 @@
+"""The README is a short front door: every command reachable from it, and every link from it and
+between the documents it leads to resolves, anchors included."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+from chargen.cli import app
+
+REPO = Path(__file__).resolve().parents[1]
+README = REPO / "README.md"
+DOCUMENTS = [README, REPO / "corpora" / "README.md", *sorted((REPO / "docs").glob("*.md"))]
+LINK = re.compile(r"\]\(([^)\s]+)\)")  # the target of [text](target); the text may hold brackets
+
+
+def _prose(path: Path) -> str:
+    """The file without its fenced code blocks, where brackets are code, not links."""
+    return re.sub(r"^```.*?^```", "", path.read_text(encoding="utf-8"), flags=re.M | re.S)
+
+
+def _anchors(path: Path) -> set[str]:
+    """The anchors GitHub gives the headings: lowercased, punctuation dropped, spaces to hyphens,
+    and -1, -2, ... after a repeated one."""
+    anchors: set[str] = set()
+    for heading in re.findall(r"^#+ (.+)$", _prose(path), flags=re.M):
+        slug = re.sub(r"[^\w\- ]", "", heading.strip().lower()).replace(" ", "-")
+        anchor, n = slug, 0
+        while anchor in anchors:
+            n += 1
+            anchor = f"{slug}-{n}"
+        anchors.add(anchor)
+    return anchors
+
+
+def _links(path: Path) -> list[str]:
+    return [t for t in LINK.findall(_prose(path)) if not t.startswith(("http://", "https://", "mailto:"))]
+
+
+def test_every_relative_link_resolves_to_a_file_and_anchor() -> None:
+    checked = 0
+    for document in DOCUMENTS:
+        for target in _links(document):
+            file, _, anchor = target.partition("#")
+            goal = (document.parent / file).resolve() if file else document
+            assert goal.is_file(), f"{document.relative_to(REPO)}: {target} is not a file"
+            if anchor:
+                assert anchor in _anchors(goal), f"{document.relative_to(REPO)}: {target} has no such heading"
+            checked += 1
+    assert checked > 20
+
+
+def test_the_readme_is_short_and_leads_to_every_document_and_command() -> None:
+    text = README.read_text(encoding="utf-8")
+    assert len(text) <= 12_000
+    links = set(_links(README))
+    for document in (REPO / "docs").glob("*.md"):
+        assert f"docs/{document.name}" in links, f"README does not link {document.name}"
+    commands = [command.name or command.callback.__name__ for command in app.registered_commands]
+    for name in commands:
+        assert f"docs/commands.md#chargen-{name}" in links, f"README does not lead to chargen {name}"
+    assert "./quickstart" in text and "bash .ci/run" in text
