@@ -3,7 +3,8 @@
 The library API, importable without the CLI:
 
     from chargen import load_corpus, ModelConfig, TrainConfig, train
-    summary = train(load_corpus("corpus.txt"), ModelConfig(), TrainConfig(max_time=60))
+    summary = train(load_corpus("notes.txt"), ModelConfig(), TrainConfig(max_steps=100))
+    print(summary.run_dir, summary.best.bpc)
 
 Modules that need torch are imported on first use, so `import chargen` stays light.
 """
@@ -15,6 +16,8 @@ from typing import Any
 
 __version__ = "0.1.0"
 
+# No export shares its name with a submodule: importing the submodule would set the package's
+# attribute of that name and hide the export (chargen.train is the function; training.py its module).
 _EXPORTS = {
     "ChargenError": "chargen.errors",
     "ModelConfig": "chargen.config",
@@ -23,7 +26,8 @@ _EXPORTS = {
     "Vocab": "chargen.vocab",
     "load_corpus": "chargen.corpus",
     "CharRNN": "chargen.model",
-    "train": "chargen.train",
+    "train": "chargen.training",
+    "resume": "chargen.training",
     "evaluate_ids": "chargen.evaluate",
     "sample_batch": "chargen.sample",
     "sample_stream": "chargen.sample",

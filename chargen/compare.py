@@ -3,7 +3,7 @@ budget, one after the other, then a table of what each achieved and a plot of th
 
 This is the d2l book's exercise "replace the LSTM by a GRU and compare accuracy and training
 speed", measured on held-out text. Knows nothing about the terminal: progress goes through a
-callback, as in train.py.
+callback, as in training.py.
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ from chargen.errors import ConfigError, RunError
 from chargen.loop import Report
 from chargen.plot import plot_runs, require_matplotlib
 from chargen.recipe import resolve
-from chargen.train import train
+from chargen.training import train
 
 COMPARE_JSON, COMPARE_PNG = "compare.json", "compare.png"
 

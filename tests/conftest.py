@@ -21,7 +21,7 @@ from chargen.corpus import DEFAULT_CORPUS, Corpus, load_corpus
 from chargen.errors import CorpusError
 from chargen.loop import TrainSummary
 from chargen.paths import chargen_home
-from chargen.train import train
+from chargen.training import train
 
 # Caches and downloads go to a private folder; the user's own cache of named corpora is only ever
 # read. chargen looks CHARGEN_HOME up when it needs it, never on import, so this is in time.

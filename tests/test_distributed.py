@@ -19,7 +19,7 @@ from chargen.config import ModelConfig, TrainConfig
 from chargen.corpus import load_corpus
 from chargen.distributed import World
 from chargen.loop import TrainSummary
-from chargen.train import resume, train
+from chargen.training import resume, train
 
 # Dropout 0: each process draws its own dropout masks, so only without dropout can the runs agree.
 # fp32: in bf16, 2 streams and 4 streams round differently, and the runs agree only to about 1e-4.

@@ -24,7 +24,7 @@ from chargen.cli import app
 from chargen.config import ModelConfig, TrainConfig
 from chargen.errors import RunError, TrainingError, TrainingInterrupted
 from chargen.loop import StepReport
-from chargen.train import resume, train
+from chargen.training import resume, train
 from tests.conftest import TINY_MODEL, corpus_from_text
 
 TINY_ARGS = ["--hidden", "32", "--embed", "16", "--layers", "1", "--batch-size", "4", "--bptt", "16"]

@@ -12,7 +12,7 @@ from chargen.cli.render import fan_out
 from chargen.config import TrainConfig
 from chargen.loop import EvalReport, Report
 from chargen.plot import PLOT, PlotEachEvaluation, read_metrics
-from chargen.train import train
+from chargen.training import train
 from tests.conftest import TINY_MODEL, corpus_from_text
 
 runner = CliRunner()

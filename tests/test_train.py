@@ -12,7 +12,7 @@ from chargen.errors import ChargenError
 from chargen.evaluate import evaluate_run
 from chargen.loop import TrainSummary, lr_at, make_optimizer, train_step
 from chargen.model import CharRNN
-from chargen.train import train
+from chargen.training import train
 from tests.conftest import TINY_MODEL, TINY_TRAIN, corpus_from_text
 
 
@@ -139,7 +139,7 @@ def test_default_run_directory_and_latest_link(lamp_text: str, tmp_path: Path) -
 
 
 def test_patience_stops_a_run_whose_validation_loss_stopped_improving(lamp_text: str, tmp_path: Path) -> None:
-    from chargen.train import resume
+    from chargen.training import resume
 
     small = corpus_from_text(tmp_path, lamp_text[:20_000])
     # So small a learning rate that the weights do not change at all in fp32: every evaluation after

@@ -100,7 +100,7 @@ def main(argv: list[str] | None = None) -> None:
     from chargen.device import resolve_precision
     from chargen.evaluate import evaluate_ids
     from chargen.sample import sample_batch
-    from chargen.train import train
+    from chargen.training import train
 
     print(machine.describe(), flush=True)
     if args.device == "cuda":

@@ -34,7 +34,7 @@ from chargen.data import split_ids
 from chargen.device import resolve_precision
 from chargen.evaluate import evaluate_ids, evaluate_windows
 from chargen.sample import sample_batch
-from chargen.train import train
+from chargen.training import train
 
 WINDOW = 64  # the block size of nanoGPT's CPU baseline
 

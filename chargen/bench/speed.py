@@ -42,7 +42,7 @@ from chargen.device import precision_name, resolve_precision
 from chargen.evaluate import evaluate_ids
 from chargen.loop import make_optimizer, train_step
 from chargen.model import CharRNN
-from chargen.train import train
+from chargen.training import train
 
 GATES = {"lstm": 4, "gru": 3, "rnn": 1}
 

@@ -202,8 +202,8 @@ def train(
     with user_errors():
         from chargen.corpus import load_corpus
         from chargen.plot import PlotEachEvaluation
-        from chargen.train import resume as resume_training
-        from chargen.train import train as run_training
+        from chargen.training import resume as resume_training
+        from chargen.training import train as run_training
 
         plotter = [PlotEachEvaluation()] if plot else []  # without matplotlib: an error, before training
         main = process_rank() == 0  # under torchrun, rank 0 speaks for all
@@ -368,7 +368,7 @@ def sample(
         from chargen.device import resolve_device
         from chargen.novelty import NgramIndex
         from chargen.sample import sample_batch, sample_stream
-        from chargen.train import training_ids
+        from chargen.training import training_ids
 
         config = SampleConfig(
             prefix=prefix,
