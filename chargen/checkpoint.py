@@ -136,7 +136,7 @@ def new_run_dir(out: Path | None, corpus_name: str, runs_root: Path = Path("runs
             suffix += 1
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
         what = "a chargen run" if (out / RUN_JSON).exists() else "not empty"
-        raise RunError(f"--out {out} already exists and is {what}; choose another directory or remove it")
+        raise RunError(f"{out} already exists and is {what}; choose another `out` directory or remove it")
     try:
         out.mkdir(parents=True, exist_ok=True)
     except OSError as err:
@@ -188,7 +188,7 @@ def _read_json(path: Path) -> Any:
 def load_run(path: Path | str) -> Run:
     path = Path(path)
     if not path.exists():
-        raise RunError(f"run directory not found: {path}; train one with `chargen train` or pass --model")
+        raise RunError(f"run directory not found: {path}; give the directory of a run, or train one")
     if not path.is_dir():
         raise RunError(f"{path} is not a run directory")
     info = _read_json(path / RUN_JSON)

@@ -72,13 +72,15 @@ def check_cells(cells: list[str]) -> list[str]:
     """The cells to compare, in the order given: known names, each once, at least one."""
     known = ", ".join(CELLS)
     if not cells:
-        raise ConfigError(f"--cells needs at least one cell, from {known}")
+        raise ConfigError(f"`cells` needs at least one cell, from {known}", "cells")
     for cell in cells:
         if cell not in CELLS:
-            raise ConfigError(f"--cells: {cell!r} is not a cell; choose from {known}, separated by commas")
+            raise ConfigError(
+                f"`cells`: {cell!r} is not a cell; choose from {known}, separated by commas", "cells"
+            )
     repeated = sorted({cell for cell in cells if cells.count(cell) > 1})
     if repeated:
-        raise ConfigError(f"--cells names {', '.join(repeated)} more than once; give each cell once")
+        raise ConfigError(f"`cells` names {', '.join(repeated)} more than once; give each cell once", "cells")
     return cells
 
 
@@ -109,7 +111,7 @@ def compare(
     out = out or _default_out(runs_root, corpus.name)
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
         raise RunError(
-            f"--out {out} already exists and is not an empty directory; choose another or remove it"
+            f"{out} already exists and is not an empty directory; choose another `out` or remove it"
         )
     model_config = _decide_size(corpus, replace(model_config, cell=cells[0]), config)  # may time steps
     models = {cell: replace(model_config, cell=cell) for cell in cells}

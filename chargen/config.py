@@ -26,24 +26,26 @@ SIZES = {"small": (2, 256), "medium": (2, 384), "large": (2, 512)}
 DEFAULT_TIME_BUDGET = 120.0  # seconds of training when no limit at all is given
 
 
-def _require(condition: bool, flag: str, message: str) -> None:
+def _require(condition: bool, field: str, message: str) -> None:
     if not condition:
-        raise ConfigError(f"{flag} {message}")
+        raise ConfigError(f"`{field}` {message}", field)
 
 
-def parse_duration(value: str | float | int | None, flag: str = "--max-time") -> float | None:
-    """Seconds from `90`, `90s`, `3m`, `1.5h` or `1h30m`; None stays None."""
+def parse_duration(value: str | float | int | None, field: str = "max_time") -> float | None:
+    """Seconds from `90`, `90s`, `3m`, `1.5h` or `1h30m`; None stays None. Errors name `field`."""
     if value is None or isinstance(value, int | float):
         seconds = value
     else:
         text = value.strip().lower()
         parts = re.fullmatch(r"(?:(\d+(?:\.\d+)?)h)?(?:(\d+(?:\.\d+)?)m)?(?:(\d+(?:\.\d+)?)s?)?", text)
         if not text or parts is None:
-            raise ConfigError(f"{flag} must be a duration such as 90, 90s, 3m or 1h30m, not {value!r}")
+            raise ConfigError(
+                f"`{field}` must be a duration such as 90, 90s, 3m or 1h30m, not {value!r}", field
+            )
         hours, minutes, secs = (float(p) if p else 0.0 for p in parts.groups())
         seconds = hours * 3600 + minutes * 60 + secs
     if seconds is not None and seconds <= 0:
-        raise ConfigError(f"{flag} must be a positive duration, not {value!r}")
+        raise ConfigError(f"`{field}` must be a positive duration, not {value!r}", field)
     return seconds
 
 
@@ -70,23 +72,24 @@ class TextConfig:
         try:
             codecs.lookup(self.encoding)
         except LookupError:
-            raise ConfigError(f"--encoding {self.encoding!r} is not an encoding Python knows") from None
-        _require(self.errors in ERROR_POLICIES, "--errors", f"must be strict or replace, not {self.errors!r}")
+            raise ConfigError(
+                f"`encoding` {self.encoding!r} is not an encoding Python knows", "encoding"
+            ) from None
+        _require(self.errors in ERROR_POLICIES, "errors", f"must be strict or replace, not {self.errors!r}")
         _require(
             self.normalize in NORMALIZATIONS,
-            "--normalize",
+            "normalize",
             f"must be one of {', '.join(NORMALIZATIONS)}, not {self.normalize!r}",
         )
-        _require(self.preset in (None, *PRESETS), "--preset", f"must be d2l, not {self.preset!r}")
-        _require(
-            self.tokenizer in TOKENIZERS, "--tokenizer", f"must be chars or bytes, not {self.tokenizer!r}"
-        )
-        _require(self.min_count >= 1, "--min-count", f"must be at least 1, not {self.min_count}")
-        _require(
-            self.tokenizer == "chars" or (self.min_count == 1 and self.preset is None),
-            "--tokenizer bytes",
-            "has no unknown symbol: it cannot be combined with --min-count or --preset",
-        )
+        _require(self.preset in (None, *PRESETS), "preset", f"must be d2l, not {self.preset!r}")
+        _require(self.tokenizer in TOKENIZERS, "tokenizer", f"must be chars or bytes, not {self.tokenizer!r}")
+        _require(self.min_count >= 1, "min_count", f"must be at least 1, not {self.min_count}")
+        if self.tokenizer == "bytes" and (self.min_count != 1 or self.preset is not None):
+            raise ConfigError(
+                "`tokenizer='bytes'` has no unknown symbol: "
+                "it cannot be combined with `min_count` or `preset`",
+                "tokenizer",
+            )
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -108,18 +111,18 @@ class ModelConfig:
     tie_weights: bool = False  # share the embedding and output matrices (needs embed == hidden)
 
     def __post_init__(self) -> None:
-        _require(self.cell in CELLS, "--cell", f"must be one of {', '.join(CELLS)}, not {self.cell!r}")
+        _require(self.cell in CELLS, "cell", f"must be one of {', '.join(CELLS)}, not {self.cell!r}")
         sizes = ", ".join(("auto", *SIZES))
-        _require(self.size in ("auto", *SIZES), "--size", f"must be one of {sizes}, not {self.size!r}")
+        _require(self.size in ("auto", *SIZES), "size", f"must be one of {sizes}, not {self.size!r}")
         _require(self.vocab_size >= 0, "vocab_size", "must not be negative")
-        for flag, value in (("--embed", self.embed), ("--hidden", self.hidden), ("--layers", self.layers)):
-            _require(value is None or value >= 1, flag, f"must be at least 1, not {value}")
+        for field, value in (("embed", self.embed), ("hidden", self.hidden), ("layers", self.layers)):
+            _require(value is None or value >= 1, field, f"must be at least 1, not {value}")
         dropout = self.dropout
-        _require(dropout is None or 0 <= dropout < 1, "--dropout", f"must be in [0, 1), not {dropout}")
+        _require(dropout is None or 0 <= dropout < 1, "dropout", f"must be in [0, 1), not {dropout}")
         _require(
             not self.tie_weights or self.hidden is None or self.embed == self.hidden,
-            "--tie-weights",
-            f"needs --embed equal to --hidden (they are {self.embed} and {self.hidden})",
+            "tie_weights",
+            f"needs `embed` equal to `hidden` (they are {self.embed} and {self.hidden})",
         )
 
     @property
@@ -159,42 +162,37 @@ class TrainConfig:
     precision: str = "auto"  # fp32, or bf16 arithmetic on fp32 weights; auto: bf16 where the chip has it
 
     def __post_init__(self) -> None:
-        for flag, value in (
-            ("--batch-size", self.batch_size),
-            ("--bptt", self.bptt),
-            ("--eval-every", self.eval_every),
-            ("--save-every", self.save_every),
-            ("--log-every", self.log_every),
-        ):
-            _require(value >= 1, flag, f"must be at least 1, not {value}")
+        for field in ("batch_size", "bptt", "eval_every", "save_every", "log_every"):
+            value = getattr(self, field)
+            _require(value >= 1, field, f"must be at least 1, not {value}")
         _require(
             self.patience >= 0,
-            "--patience",
+            "patience",
             f"must not be negative (0: never stop early), not {self.patience}",
         )
-        _require(self.lr > 0, "--lr", f"must be positive, not {self.lr}")
-        _require(self.weight_decay >= 0, "--weight-decay", f"must not be negative, not {self.weight_decay}")
-        _require(self.warmup_steps >= 0, "--warmup-steps", f"must not be negative, not {self.warmup_steps}")
-        _require(0 <= self.min_lr_ratio <= 1, "--min-lr-ratio", f"must be in [0, 1], not {self.min_lr_ratio}")
-        _require(self.clip >= 0, "--clip", f"must not be negative (0 disables clipping), not {self.clip}")
-        _require(self.epochs is None or self.epochs > 0, "--epochs", f"must be positive, not {self.epochs}")
+        _require(self.lr > 0, "lr", f"must be positive, not {self.lr}")
+        _require(self.weight_decay >= 0, "weight_decay", f"must not be negative, not {self.weight_decay}")
+        _require(self.warmup_steps >= 0, "warmup_steps", f"must not be negative, not {self.warmup_steps}")
+        _require(0 <= self.min_lr_ratio <= 1, "min_lr_ratio", f"must be in [0, 1], not {self.min_lr_ratio}")
+        _require(self.clip >= 0, "clip", f"must not be negative (0 disables clipping), not {self.clip}")
+        _require(self.epochs is None or self.epochs > 0, "epochs", f"must be positive, not {self.epochs}")
         _require(
             self.max_steps is None or self.max_steps >= 1,
-            "--max-steps",
+            "max_steps",
             f"must be at least 1, not {self.max_steps}",
         )
         self.max_time = parse_duration(self.max_time)
         _require(
-            0 < self.val_fraction < 1, "--val-fraction", f"must be between 0 and 1, not {self.val_fraction}"
+            0 < self.val_fraction < 1, "val_fraction", f"must be between 0 and 1, not {self.val_fraction}"
         )
-        _require(self.eval_chars >= 2, "--eval-chars", f"must be at least 2, not {self.eval_chars}")
-        _require(0 <= self.state_reset <= 1, "--state-reset", f"must be in [0, 1], not {self.state_reset}")
+        _require(self.eval_chars >= 2, "eval_chars", f"must be at least 2, not {self.eval_chars}")
+        _require(0 <= self.state_reset <= 1, "state_reset", f"must be in [0, 1], not {self.state_reset}")
         _require(
-            self.device in DEVICES, "--device", f"must be one of {', '.join(DEVICES)}, not {self.device!r}"
+            self.device in DEVICES, "device", f"must be one of {', '.join(DEVICES)}, not {self.device!r}"
         )
         _require(
             self.precision in PRECISIONS,
-            "--precision",
+            "precision",
             f"must be one of {', '.join(PRECISIONS)}, not {self.precision!r}",
         )
         if self.epochs is None and self.max_steps is None and self.max_time is None:
@@ -222,17 +220,17 @@ class SampleConfig:
     unknown: str = "error"  # a prefix character the model never saw: error, replace or skip
 
     def __post_init__(self) -> None:
-        _require(self.length >= 0, "--length", f"must not be negative, not {self.length}")
+        _require(self.length >= 0, "length", f"must not be negative, not {self.length}")
         _require(
             self.temperature >= 0,
-            "--temperature",
+            "temperature",
             f"must not be negative (0 is greedy), not {self.temperature}",
         )
-        _require(self.top_k is None or self.top_k >= 1, "--top-k", f"must be at least 1, not {self.top_k}")
-        _require(0 < self.top_p <= 1, "--top-p", f"must be in (0, 1], not {self.top_p}")
-        _require(self.num_samples >= 1, "--num-samples", f"must be at least 1, not {self.num_samples}")
+        _require(self.top_k is None or self.top_k >= 1, "top_k", f"must be at least 1, not {self.top_k}")
+        _require(0 < self.top_p <= 1, "top_p", f"must be in (0, 1], not {self.top_p}")
+        _require(self.num_samples >= 1, "num_samples", f"must be at least 1, not {self.num_samples}")
         _require(
             self.unknown in UNKNOWN_POLICIES,
-            "--unknown",
+            "unknown",
             f"must be error, replace or skip, not {self.unknown!r}",
         )

@@ -19,7 +19,7 @@ def split_ids(ids: np.ndarray, val_fraction: float) -> tuple[np.ndarray, np.ndar
     if n_val < 2 or len(ids) - n_val < 2:
         raise CorpusError(
             f"the corpus has {len(ids)} characters: too few to hold out {val_fraction:.0%} "
-            "for validation (each part needs at least 2); use a longer text or change --val-fraction"
+            "for validation (each part needs at least 2); use a longer text or change `val_fraction`"
         )
     return ids[: len(ids) - n_val], ids[len(ids) - n_val :]
 
@@ -46,8 +46,8 @@ class StreamBatches:
         if len(ids) < batch_size * (bptt + 1) + bptt:
             raise CorpusError(
                 f"the training split has {len(ids)} characters, too few for one batch of "
-                f"--batch-size {batch_size} streams x --bptt {bptt} characters; "
-                "lower --batch-size or --bptt, or use a longer text"
+                f"`batch_size={batch_size}` streams x `bptt={bptt}` characters; "
+                "lower `batch_size` or `bptt`, or use a longer text"
             )
         self.ids = ids
         self.batch_size = batch_size

@@ -20,7 +20,10 @@ def resolve_device(name: str = "auto", gpu: int | None = None) -> torch.device:
     if name == "auto":
         name = "cuda" if cuda else "mps" if mps else "cpu"
     if (name == "cuda" and not cuda) or (name == "mps" and not mps):
-        raise ConfigError(f"--device {name} is not available on this machine; use --device cpu or auto")
+        raise ConfigError(
+            f"`device={name!r}` is not available on this machine; use `device='cpu'` or `device='auto'`",
+            "device",
+        )
     if name == "cuda":
         torch.backends.cudnn.benchmark = True  # fixed window shapes: let cuDNN pick its fastest kernels
         if gpu is not None:

@@ -108,8 +108,9 @@ def require_divisible(batch_size: int, world: World) -> None:
     """Each process takes an equal share of the streams, so the global batch must split evenly."""
     if batch_size % world.size:
         raise ConfigError(
-            f"--batch-size {batch_size} does not split evenly over {world.size} processes; "
-            f"use a multiple of {world.size} (the batch is global: each process takes an equal share)"
+            f"`batch_size={batch_size}` does not split evenly over {world.size} processes; "
+            f"use a multiple of {world.size} (the batch is global: each process takes an equal share)",
+            "batch_size",
         )
 
 
@@ -121,7 +122,9 @@ def process_group(world: World, device: torch.device) -> Iterator[World]:
         yield world
         return
     if device.type not in ("cpu", "cuda"):
-        raise ConfigError(f"--device {device.type} cannot train with several processes; use cpu or cuda")
+        raise ConfigError(
+            f"`device={device.type!r}` cannot train with several processes; use cpu or cuda", "device"
+        )
     # torch.optim imports torch._dynamo when the first optimiser is made. Imported after the process
     # group exists, it keeps hold of it, so that destroy_process_group() cannot stop gloo's worker
     # threads; one of them then sometimes aborts the process as Python shuts down (SIGABRT, about

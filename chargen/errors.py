@@ -1,4 +1,13 @@
-"""The errors chargen raises for a user's mistake; the CLI turns each into a one-line message."""
+"""The errors chargen raises for a user's mistake; the CLI turns each into a one-line message.
+
+A message names the settings it is about as the library knows them, in backquotes: a config field
+or keyword argument (`lr`), or one with the value to give it (`encoding='utf-16'`). The command
+line shows each as its flag (--lr, --encoding utf-16); the library never names a flag.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
 
 
 class ChargenError(Exception):
@@ -8,9 +17,13 @@ class ChargenError(Exception):
 
 
 class ConfigError(ChargenError):
-    """A bad option value; the message names the flag."""
+    """A bad setting; the message names the field, which `field` holds where there is one."""
 
     exit_code = 2
+
+    def __init__(self, message: str, field: str | None = None) -> None:
+        super().__init__(message)
+        self.field = field
 
 
 class CorpusError(ChargenError):
@@ -25,6 +38,10 @@ class RunError(ChargenError):
     """A run directory that is missing, incomplete or not a chargen run."""
 
 
+class StorageError(ChargenError):
+    """A file that cannot be written: the disk is full, or the directory read-only or forbidden."""
+
+
 class TrainingError(ChargenError):
     """Training that cannot go on, such as a loss that became NaN."""
 
@@ -33,3 +50,10 @@ class TrainingInterrupted(ChargenError):
     """Training stopped at the user's request (Ctrl-C, SIGTERM) after saving a checkpoint."""
 
     exit_code = 130
+
+    def __init__(self, step: int, run_dir: Path) -> None:
+        super().__init__(
+            f"training stopped at step {step} and a checkpoint is saved in {run_dir}; "
+            "resume() continues it exactly"
+        )
+        self.step, self.run_dir = step, run_dir

@@ -311,12 +311,12 @@ class Loop:
             limit = self.limits.stopped_by(self.step, self.train_seconds(), self.epoch)
             raise TrainingError(
                 f"the run already reached its limit ({limit} at step {self.step}); "
-                "give a larger --max-steps, --max-time or --epochs to train further"
+                "give a larger `max_steps`, `max_time` or `epochs` to train further"
             )
         if self._out_of_patience():
             raise TrainingError(
                 f"the run already stopped early at step {self.step}: the validation loss had not improved "
-                f"for {self.evals_since_best} evaluations; give a larger --patience (or 0) to train further"
+                f"for {self.evals_since_best} evaluations; give a larger `patience` (or 0) to train further"
             )
         model.train()
         while self.fraction() < 1.0 and not self._out_of_patience():
@@ -356,10 +356,7 @@ class Loop:
                     self.save()
                 if self._stop_requested():
                     self.save()
-                    raise TrainingInterrupted(
-                        f"training stopped at step {self.step} and a checkpoint is saved; "
-                        f"resume with: chargen train --resume {self.run_dir}"
-                    )
+                    raise TrainingInterrupted(self.step, self.run_dir)
                 if self.fraction() >= 1.0:
                     break
             else:  # the epoch is over
@@ -400,7 +397,7 @@ class Loop:
             raise TrainingError(
                 f"training stopped at step {self.step}: the loss or gradient was not finite "
                 f"{worst_run} steps in a row (those steps were skipped; the saved weights are "
-                f"from before); lower --lr (it is {self.config.lr:g})"
+                f"from before); lower `lr` (it is {self.config.lr:g})"
             )
 
     def _log(self, lr: float, grad_norm: float) -> None:
@@ -434,7 +431,7 @@ class Loop:
         if not math.isfinite(val.loss):  # diverged: nothing of this model is worth saving
             raise TrainingError(
                 f"training stopped at step {self.step}: the validation loss is not finite ({val.loss}); "
-                f"the saved weights are from before; lower --lr (it is {self.config.lr:g})"
+                f"the saved weights are from before; lower `lr` (it is {self.config.lr:g})"
             )
         is_best = self.best is None or val.loss < self.best.loss
         self.evals_since_best = 0 if is_best else self.evals_since_best + 1
@@ -472,7 +469,7 @@ class Loop:
 
     def _require_finite_weights(self) -> None:
         if not all(bool(torch.isfinite(p).all()) for p in self.model.parameters()):
-            raise TrainingError(f"the weights became non-finite at step {self.step}; lower --lr")
+            raise TrainingError(f"the weights became non-finite at step {self.step}; lower `lr`")
 
     # --- checkpoints -----------------------------------------------------------------------
 

@@ -134,7 +134,7 @@ def _planned_chars(
         speed = measure_speed(model_config, config, device, autocast)
         limits.append(config.max_time * speed)
     if not limits:
-        raise ConfigError("training needs a limit: --max-steps, --max-time or --epochs")
+        raise ConfigError("training needs a limit: `max_steps`, `max_time` or `epochs`")
     return min(limits), speed
 
 

@@ -78,7 +78,7 @@ def read_chunks(
                 if ascii_compatible and (nul := raw.find(b"\x00")) >= 0:
                     raise CorpusError(
                         f"{what} {path} contains NUL bytes (byte {offset + nul}); it looks binary, "
-                        "or UTF-16 (then pass --encoding utf-16)"
+                        "or UTF-16 (then pass `encoding='utf-16'`)"
                     )
                 try:
                     text = carry + decoder.decode(raw, final)
@@ -91,7 +91,7 @@ def read_chunks(
                     line = lines + text.count("\n", 0, nul) + 1
                     raise CorpusError(
                         f"{what} {path} contains NUL characters (first on line {line}); it looks "
-                        "binary, or like UTF-16 read as UTF-8 (then pass --encoding utf-16)"
+                        "binary, or like UTF-16 read as UTF-8 (then pass `encoding='utf-16'`)"
                     )
                 cut = len(text) if final else text.rfind("\n") + 1
                 if not final and cut == 0 and len(text) < 4 * chunk_bytes:
@@ -126,7 +126,7 @@ def _bad_byte_message(path: Path, what: str, config: TextConfig, bad: int) -> st
             offset += len(raw)
     return (
         f"{what} {path} is not valid {config.encoding} at line {line}, column {bad - line_start + 1} "
-        f"(byte {bad}); give its --encoding, or pass --errors replace"
+        f"(byte {bad}); give its `encoding`, or pass `errors='replace'`"
     )
 
 

@@ -211,14 +211,14 @@ def _refuse_changes(run: ckpt.Run, settings: dict[str, Any]) -> None:
     """A resumed run keeps its model, text and training settings; say which given ones differ."""
     current = {**run.model_config.to_dict(), **run.text_config.to_dict(), **run.train_config.to_dict()}
     differ = [
-        f"--{name.replace('_', '-')} {value} (the run has {current.get(name, 'none')})"
+        f"`{name}={value}` (the run has {current.get(name, 'none')})"
         for name, value in settings.items()
         if name not in current or current[name] != value
     ]
     if differ:
         raise ConfigError(
-            f"--resume continues {run.path} with its own settings, and these differ: {'; '.join(differ)}. "
-            "Only --max-steps, --max-time, --epochs, --patience and --device may change"
+            f"a resumed run continues {run.path} with its own settings, and these differ: "
+            f"{'; '.join(differ)}. Only `max_steps`, `max_time`, `epochs`, `patience` and `device` may change"
         )
 
 

@@ -112,7 +112,8 @@ class Vocab:
                 unknown_chars = self.unknown_chars(text)
                 raise VocabError(
                     f"{what} has {len(unknown_chars)} character(s) the model has never seen: "
-                    f"{describe_chars(unknown_chars)}; remove them, or pass --unknown replace or skip"
+                    f"{describe_chars(unknown_chars)}; remove them, "
+                    "or pass `unknown='replace'` or `unknown='skip'`"
                 )
             if unknown == "replace" and self.unknown_id is not None:
                 ids[missing] = self.unknown_id

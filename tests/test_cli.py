@@ -227,3 +227,22 @@ def test_help_does_not_import_torch() -> None:
     )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert result.returncode == 0, result.stderr
+
+
+def test_a_bad_value_names_the_keyword_in_the_library_and_the_flag_on_the_command_line(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from chargen import TrainConfig
+    from chargen.errors import ConfigError
+
+    monkeypatch.chdir(tmp_path)
+    for keyword, value, flag, message in (
+        ("lr", -1, "--lr", "must be positive, not -1"),
+        ("max_time", "soon", "--max-time", "must be a duration such as 90, 90s, 3m or 1h30m, not 'soon'"),
+    ):
+        with pytest.raises(ConfigError) as error:
+            TrainConfig(**{keyword: value})
+        assert str(error.value) == f"`{keyword}` {message}" and error.value.field == keyword
+        assert flag not in str(error.value)
+        said = _one_line_error(runner.invoke(app, ["train", flag, str(value)]), code=2)
+        assert said.startswith(f"Error: {flag} must be") and "`" not in said, said

@@ -85,7 +85,7 @@ def test_a_given_vocabulary_and_unknown_policies(tmp_path: Path) -> None:
         (b" \n\t\n", "only white space"),
         (b"abc\x00def", "NUL bytes"),
         ("line one\nbad é".encode("latin-1"), r"not valid utf-8 at line 2, column 5 \(byte 13\)"),
-        ("hi".encode("utf-16"), r"NUL bytes .*--encoding utf-16"),
+        ("hi".encode("utf-16"), r"NUL bytes .*`encoding='utf-16'`"),
     ],
 )
 def test_unusable_files_are_refused_with_the_reason(tmp_path: Path, content: bytes, message: str) -> None:

@@ -31,7 +31,7 @@ def test_each_column_continues_across_windows() -> None:
 
 
 def test_too_short_a_text_says_how_to_fit() -> None:
-    with pytest.raises(CorpusError, match="--batch-size"):
+    with pytest.raises(CorpusError, match="lower `batch_size` or `bptt`"):
         StreamBatches(np.zeros(50, dtype=np.uint8), batch_size=8, bptt=32)
 
 

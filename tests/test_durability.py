@@ -56,7 +56,7 @@ def test_stopped_and_resumed_equals_uninterrupted_bit_for_bit(lamp_text: str, tm
             if isinstance(report, StepReport) and report.step == 20:
                 stop.set()  # as Ctrl-C would; the loop stops after its current step
 
-        with pytest.raises(TrainingInterrupted, match="resume with: chargen train --resume"):
+        with pytest.raises(TrainingInterrupted, match=r"checkpoint is saved in .*; resume\(\) continues it"):
             train(corpus, model, config, out=tmp_path / "halves", report=stop_at_20, stop=stop)
         stopped_at = json.loads(load_file_metadata(tmp_path / "halves"))["step"]
         assert stopped_at == 20
@@ -86,7 +86,7 @@ def test_a_finished_run_trains_further_with_a_larger_limit(lamp_text: str, tmp_p
     with pytest.raises(TrainingError, match="already reached its limit"):
         resume(tmp_path / "run")
     assert resume(tmp_path / "run", settings={"max_steps": 10}).steps == 10
-    with pytest.raises(Exception, match=r"--hidden 64 \(the run has 48\)"):
+    with pytest.raises(Exception, match=r"`hidden=64` \(the run has 48\)"):
         resume(tmp_path / "run", settings={"max_steps": 20, "hidden": 64})
     other = tmp_path / "other.txt"
     other.write_text("Żółć and ☃", encoding="utf-8")
@@ -208,7 +208,7 @@ def test_a_huge_learning_rate_stops_clearly_and_keeps_finite_best_weights(
     config = TrainConfig(batch_size=4, bptt=16, lr=1e6, max_steps=300, eval_every=1, patience=0, seed=0)
     with pytest.raises(TrainingError, match=r"not finite|non-finite") as info:
         train(corpus, TINY_MODEL, config, out=tmp_path / "run")
-    assert "--lr" in str(info.value)
+    assert "lower `lr`" in str(info.value)
     best = load_file(str(tmp_path / "run" / ckpt.BEST))
     assert all(torch.isfinite(t).all() for t in best.values())
     checkpoint = load_file(str(tmp_path / "run" / ckpt.CHECKPOINT))

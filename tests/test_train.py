@@ -124,7 +124,7 @@ def test_the_same_seed_trains_the_same_weights(lamp_text: str, tmp_path: Path) -
 
 def test_bad_input_writes_nothing(tmp_path: Path) -> None:
     tiny = corpus_from_text(tmp_path, "too short a text " * 3)
-    with pytest.raises(ChargenError, match="--batch-size"):
+    with pytest.raises(ChargenError, match="lower `batch_size` or `bptt`"):
         train(tiny, TINY_MODEL, TINY_TRAIN, out=tmp_path / "run")
     assert not (tmp_path / "run").exists()
 
@@ -149,7 +149,7 @@ def test_patience_stops_a_run_whose_validation_loss_stopped_improving(lamp_text:
     )
     summary = train(small, TINY_MODEL, frozen, out=tmp_path / "run")
     assert summary.stopped_by == "patience" and summary.steps == 20 and summary.best_step == 5
-    with pytest.raises(ChargenError, match="--patience"):
+    with pytest.raises(ChargenError, match=r"give a larger `patience` \(or 0\)"):
         resume(tmp_path / "run")
     resumed = resume(tmp_path / "run", settings={"patience": 0})  # 0: never stop early
     assert resumed.stopped_by == "max_steps" and resumed.steps == 100 and resumed.best_step == 5

@@ -199,7 +199,7 @@ def train(
     `chargen train --resume runs/notes --max-time 20m` (continue it);
     `torchrun --nproc_per_node 4 -m chargen train notes.txt` (4 processes, the batch shared out).
     """
-    with user_errors():
+    with user_errors(ctx):
         from chargen.corpus import load_corpus
         from chargen.plot import PlotEachEvaluation
         from chargen.training import resume as resume_training
@@ -268,6 +268,7 @@ def train(
 
 @app.command()
 def compare(
+    ctx: typer.Context,
     corpus: CorpusArg = None,
     cells: Annotated[
         str, typer.Option(help="Cells to train, one run each, separated by commas: lstm, gru, rnn.")
@@ -304,7 +305,7 @@ def compare(
 
     Example: `chargen compare timemachine --cells lstm,gru,rnn --max-time 1m` (three minutes in all).
     """
-    with user_errors():
+    with user_errors(ctx):
         from chargen.compare import check_cells
         from chargen.compare import compare as run_comparison
         from chargen.corpus import load_corpus
@@ -336,6 +337,7 @@ def compare(
 
 @app.command()
 def sample(
+    ctx: typer.Context,
     model: Annotated[Path, typer.Option(help="Run directory to sample from.")] = DEFAULT_RUN,
     prefix: Annotated[str, typer.Option(help="Text to continue; printed first.")] = SampleConfig.prefix,
     length: Annotated[int, typer.Option(help="Characters to generate, >= 0.")] = SampleConfig.length,
@@ -363,7 +365,7 @@ def sample(
 
     Example: `chargen sample --prefix "time traveller" --length 300 --temperature 0.7 --seed 1`.
     """
-    with user_errors():
+    with user_errors(ctx):
         from chargen.checkpoint import load_model_weights, load_run
         from chargen.device import resolve_device
         from chargen.novelty import NgramIndex
@@ -406,6 +408,7 @@ def sample(
 
 @app.command("eval")
 def evaluate(
+    ctx: typer.Context,
     text_file: Annotated[
         Path | None, typer.Argument(help="Text to evaluate on. Default: the run's validation split.")
     ] = None,
@@ -426,7 +429,7 @@ def evaluate(
 
     Example: `chargen eval --model runs/tm --json` or `chargen eval other.txt`.
     """
-    with user_errors():
+    with user_errors(ctx):
         from chargen.evaluate import evaluate_run
 
         if unknown not in UNKNOWN_POLICIES:
@@ -441,6 +444,7 @@ def evaluate(
 
 @app.command()
 def info(
+    ctx: typer.Context,
     model: Annotated[Path, typer.Argument(help="Run directory to describe.")] = DEFAULT_RUN,
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object instead of tables.")] = False,
 ) -> None:
@@ -448,7 +452,7 @@ def info(
 
     Example: `chargen info runs/latest`.
     """
-    with user_errors():
+    with user_errors(ctx):
         from chargen.checkpoint import describe, load_run
 
         facts = describe(load_run(model))
@@ -460,6 +464,7 @@ def info(
 
 @app.command()
 def gradients(
+    ctx: typer.Context,
     model: Annotated[
         Path, typer.Argument(help="Trained run to measure (ignored with --cell).")
     ] = DEFAULT_RUN,
@@ -476,7 +481,7 @@ def gradients(
 
     Example: `chargen gradients --cell rnn`, then `chargen gradients --cell lstm`.
     """
-    with user_errors():
+    with user_errors(ctx):
         import torch
 
         from chargen.checkpoint import load_model_weights, load_run
@@ -502,6 +507,7 @@ def gradients(
 
 @app.command()
 def plot(
+    ctx: typer.Context,
     runs: Annotated[list[Path] | None, typer.Argument(help="Run directories to draw, overlaid.")] = None,
     out: Annotated[
         Path | None, typer.Option(help="PNG file to write. Default: plot.png in the first run.")
@@ -511,7 +517,7 @@ def plot(
 
     Example: `chargen plot runs/lstm runs/gru --out compare.png`. Needs the plot extra (matplotlib).
     """
-    with user_errors():
+    with user_errors(ctx):
         from chargen.plot import plot_runs
 
         run_dirs = runs or [DEFAULT_RUN]
@@ -520,13 +526,13 @@ def plot(
 
 
 @app.command()
-def corpora() -> None:
+def corpora(ctx: typer.Context) -> None:
     """List the named corpora `chargen train NAME` accepts, and where each would come from.
 
     Example: `chargen corpora`, then `chargen train tinyshakespeare`. Set CHARGEN_CORPORA to a
     directory holding the files to work offline.
     """
-    with user_errors():
+    with user_errors(ctx):
         from chargen import catalogue
 
         table = Table("name", "what", "size", "licence", "source now")

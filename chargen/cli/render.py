@@ -5,6 +5,7 @@ With the commands in __init__.py, the only code that imports typer, rich or tqdm
 from __future__ import annotations
 
 import os
+import re
 import signal
 import sys
 import threading
@@ -64,21 +65,45 @@ def process_rank() -> int:
 
 
 @contextmanager
-def user_errors() -> Iterator[None]:
-    """Turn the library's errors into one line on stderr and a non-zero exit code. Under torchrun
-    another rank's line names it, since it may be the only one that failed; a stop that all ranks
-    agreed on is announced by rank 0 alone."""
+def user_errors(ctx: typer.Context) -> Iterator[None]:
+    """Turn the library's errors into one line on stderr, in the command's own terms, and a
+    non-zero exit code. Under torchrun another rank's line names it, since it may be the only one
+    that failed; a stop that all ranks agreed on is announced by rank 0 alone."""
     try:
         yield
     except ChargenError as error:
         rank = process_rank()
         if rank == 0 or not isinstance(error, TrainingInterrupted):
             where = f"rank {rank}: " if rank else ""
-            err.print(f"[bold red]Error:[/] {where}{escape(str(error))}", markup=True, soft_wrap=True)
+            message = escape(in_flags(ctx, error))
+            err.print(f"[bold red]Error:[/] {where}{message}", markup=True, soft_wrap=True)
         raise typer.Exit(error.exit_code) from None
     except KeyboardInterrupt:
         err.print("Interrupted.")
         raise typer.Exit(130) from None
+
+
+_FIELD = re.compile(r"`(\w+)(?:=([^`]*))?`")  # `lr` or `encoding='utf-16'`, as library messages name them
+
+
+def in_flags(ctx: typer.Context, error: ChargenError) -> str:
+    """The library's message as the command line says it: each setting it names (`max_time`,
+    `encoding='utf-16'`) as this command's flag (--max-time, --encoding utf-16). A name the command
+    has no option for stays as it is."""
+    if isinstance(error, TrainingInterrupted):
+        return (
+            f"training stopped at step {error.step} and a checkpoint is saved; "
+            f"resume with: chargen train --resume {error.run_dir}"
+        )
+    flags = {p.name: p.opts[0] for p in ctx.command.params if p.param_type_name == "option" and p.name}
+
+    def flag(match: re.Match[str]) -> str:
+        name, value = match[1], match[2]
+        if name not in flags:
+            return match[0]
+        return flags[name] if value is None else flags[name] + " " + value.strip("'")
+
+    return _FIELD.sub(flag, str(error))
 
 
 class TrainProgress:
