@@ -8,16 +8,13 @@ from __future__ import annotations
 
 import math
 import time
-from dataclasses import dataclass, replace
-from pathlib import Path
+from dataclasses import dataclass
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
-from chargen.checkpoint import load_model_weights, load_run
-from chargen.corpus import load_corpus
-from chargen.device import autocast_to, resolve_device, resolve_precision
+from chargen.device import autocast_to
 from chargen.distributed import World
 from chargen.errors import CorpusError
 from chargen.model import CharRNN
@@ -167,35 +164,3 @@ def evaluate_windows(
     model.train(was_training)
     chars = n_windows * context
     return LossStats(chars=chars, loss=total.item() / chars, seconds=time.perf_counter() - start)
-
-
-def evaluate_run(
-    run_dir: Path | str,
-    text_file: Path | str | None = None,
-    device: str = "auto",
-    unknown: str = "error",
-    encoding: str | None = None,
-    errors: str | None = None,
-) -> LossStats:
-    """A run's best model on `text_file`, or on the run's own validation split when it is None.
-
-    The file is read and prepared as the training text was (`encoding` and `errors` may differ);
-    characters outside the vocabulary follow `unknown` and are counted in the result.
-    """
-    run = load_run(run_dir)
-    torch_device = resolve_device(device)
-    n_unknown = 0
-    if text_file is None:
-        ids = run.validation_ids()
-    else:
-        config = replace(
-            run.text_config,
-            encoding=encoding or run.text_config.encoding,
-            errors=errors or run.text_config.errors,
-        )
-        corpus = load_corpus(text_file, config, vocab=run.vocab, unknown=unknown, cache=False, what="text")
-        ids, n_unknown = corpus.ids, corpus.unknown
-    # The precision the run validated in, so this figure matches the one it recorded.
-    autocast = resolve_precision(run.train_config.precision, torch_device)
-    stats = evaluate_ids(load_model_weights(run, torch_device), ids, torch_device, autocast=autocast)
-    return replace(stats, unknown=n_unknown)

@@ -21,8 +21,8 @@ import torch
 
 from chargen.config import SIZES, ModelConfig, TrainConfig
 from chargen.errors import ConfigError
-from chargen.loop import make_optimizer, train_step
 from chargen.model import CharRNN
+from chargen.step import make_optimizer, train_step
 
 # A size is worth its parameters once the run trains on this many characters per parameter (the
 # experiments in the README: on tinyshakespeare in 3 minutes, 2x512 seeing 1.2 characters per

@@ -23,7 +23,7 @@ from chargen.corpus import Corpus, load_corpus
 from chargen.data import StreamBatches, split_ids
 from chargen.device import precision_name, random_seed, resolve_device, resolve_precision, seed_everything
 from chargen.distributed import World, process_group, require_divisible, world_from_env
-from chargen.errors import ChargenError, ConfigError, RunError, VocabError
+from chargen.errors import ConfigError, RunError, VocabError
 from chargen.loop import Loop, Reporter, StartReport, TrainSummary
 from chargen.model import CharRNN
 
@@ -220,16 +220,6 @@ def _refuse_changes(run: ckpt.Run, settings: dict[str, Any]) -> None:
             f"a resumed run continues {run.path} with its own settings, and these differ: "
             f"{'; '.join(differ)}. Only `max_steps`, `max_time`, `epochs`, `patience` and `device` may change"
         )
-
-
-def training_ids(run: ckpt.Run) -> np.ndarray:
-    """The ids of a run's training split, read again from the corpus file it records (cached)."""
-    path = run.info["corpus"]["path"]
-    try:
-        data = load_corpus(path, run.text_config, vocab=run.vocab, unknown="replace")
-    except ChargenError as err:
-        raise RunError(f"the training text of {run.path} is not available ({err})") from err
-    return split_ids(data.ids, run.train_config.val_fraction)[0]
 
 
 def _start_report(

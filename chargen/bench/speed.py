@@ -40,8 +40,8 @@ from chargen.corpus import Corpus, load_corpus
 from chargen.data import StreamBatches
 from chargen.device import precision_name, resolve_precision
 from chargen.evaluate import evaluate_ids
-from chargen.loop import make_optimizer, train_step
 from chargen.model import CharRNN
+from chargen.step import make_optimizer, train_step
 from chargen.training import train
 
 GATES = {"lstm": 4, "gru": 3, "rnn": 1}

@@ -369,8 +369,8 @@ def sample(
         from chargen.checkpoint import load_model_weights, load_run
         from chargen.device import resolve_device
         from chargen.novelty import NgramIndex
+        from chargen.runs import training_ids
         from chargen.sample import sample_batch, sample_stream
-        from chargen.training import training_ids
 
         config = SampleConfig(
             prefix=prefix,
@@ -430,7 +430,7 @@ def evaluate(
     Example: `chargen eval --model runs/tm --json` or `chargen eval other.txt`.
     """
     with user_errors(ctx):
-        from chargen.evaluate import evaluate_run
+        from chargen.runs import evaluate_run
 
         if unknown not in UNKNOWN_POLICIES:
             raise ConfigError(f"--unknown must be error, replace or skip, not {unknown!r}")

@@ -1,0 +1,63 @@
+"""One optimiser step of truncated BPTT, and the optimiser it takes: what training and the recipe's
+speed probe both run. Knows nothing about data, schedules or files.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+
+from chargen.config import TrainConfig
+from chargen.device import autocast_to
+from chargen.evaluate import summed_cross_entropy
+from chargen.model import CharRNN, State, detach_state, keep_state_where
+
+
+def make_optimizer(model: CharRNN, config: TrainConfig) -> torch.optim.AdamW:
+    """AdamW, decaying matrices only: biases and gains are better left alone."""
+    matrices = [p for p in model.parameters() if p.dim() >= 2]
+    vectors = [p for p in model.parameters() if p.dim() < 2]
+    groups = [
+        {"params": matrices, "weight_decay": config.weight_decay},
+        {"params": vectors, "weight_decay": 0.0},
+    ]
+    # fused: one kernel for the whole update, and it can skip a non-finite step (see train_step).
+    return torch.optim.AdamW(groups, lr=config.lr, betas=(0.9, 0.99), fused=True)
+
+
+def train_step(
+    model: CharRNN,
+    optimizer: torch.optim.Optimizer,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    state: State,
+    clip: float,
+    autocast: torch.dtype | None = None,
+    agree: Callable[[torch.Tensor], torch.Tensor] | None = None,
+) -> tuple[torch.Tensor, torch.Tensor, State, torch.Tensor]:
+    """One optimiser step on a (T, B) window, with no host synchronisation.
+
+    Returns the summed loss, the pre-clip gradient norm, the state to carry into the next window
+    and whether the step was taken (a bool tensor on the device): a non-finite loss or gradient
+    leaves the weights, the optimiser and the carried state as they were. `autocast` runs the
+    network's arithmetic in that dtype (bf16); weights, gradients and the loss stay fp32.
+    With several processes, `agree` averages the gradients over all of them and turns this
+    process's loss into their sum, so that every process clips alike and takes the same decision.
+    """
+    with autocast_to(autocast, x.device.type):
+        logits, new_state = model(x, state)  # (T, B, V)
+    loss = summed_cross_entropy(logits.float(), y)
+    optimizer.zero_grad(set_to_none=True)
+    (loss / y.numel()).backward()
+    if agree is not None:
+        loss = agree(loss.detach())
+    grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), clip)  # with inf: only measures
+    taken = torch.isfinite(loss) & torch.isfinite(grad_norm)
+    # Fused AdamW reads `found_inf` (the attribute torch's GradScaler sets) and skips the whole
+    # update on the device when it is 1, so a NaN never reaches the weights and no step waits for
+    # the host to look at the loss.
+    optimizer.found_inf = (~taken).float()  # type: ignore[attr-defined]
+    optimizer.step()
+    new_state = keep_state_where(taken, detach_state(new_state), state)  # the graph ends at the window edge
+    return loss.detach(), grad_norm, new_state, taken
