@@ -1,8 +1,9 @@
-"""The run directory: saving and loading a trained model and everything needed to use it.
+"""The run directory: the one writer and the one reader of each of its files.
 
 A run is a directory of readable JSON and safetensors weights; loading it never unpickles
-anything. Every file is written to a temporary name and renamed, so a crash leaves either the old
-file or the new one.
+anything. Every file but the metrics is written to a temporary name and renamed, so a crash or a
+full disk leaves either the old file or the new one; a file that cannot be written is a
+StorageError naming it. What each file holds is defined in records.py.
 
     run.json            format version, model and training configuration, corpus details
     vocab.json          the characters, in id order
@@ -19,9 +20,6 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -30,17 +28,19 @@ from typing import Any
 import numpy as np
 import torch
 from safetensors import SafetensorError, safe_open
-from safetensors.numpy import load_file, save_file
+from safetensors.numpy import load_file
+from safetensors.numpy import save_file as save_numpy_file
 from safetensors.torch import load_model, save_model
 from safetensors.torch import save_file as save_torch_file
 
 from chargen.config import ModelConfig, TextConfig, TrainConfig
 from chargen.errors import ChargenError, RunError
+from chargen.files import append_line, atomic_path, write_json, writing
 from chargen.model import CharRNN
+from chargen.records import FORMAT, FORMAT_VERSION, MetricRow, Position, RunDescription, RunInfo, TrainSummary
+from chargen.records import metric_row as decode_metric_row
 from chargen.vocab import Tokenizer, tokenizer_from_dict
 
-FORMAT = "chargen-run"
-FORMAT_VERSION = 1
 RUN_JSON, VOCAB_JSON, METRICS, SUMMARY, VALID = (
     "run.json",
     "vocab.json",
@@ -50,79 +50,18 @@ RUN_JSON, VOCAB_JSON, METRICS, SUMMARY, VALID = (
 )
 BEST, CHECKPOINT = "best.safetensors", "checkpoint.safetensors"
 LATEST = "latest"  # symbolic link, beside the runs, to the newest one
-_UMASK = os.umask(0)
-os.umask(_UMASK)
 
 
-@contextmanager
-def _atomic_path(path: Path) -> Iterator[Path]:
-    """A temporary path beside `path` that replaces it (fsync, then rename) when the block ends."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp makes files private; a run is an ordinary file
-    try:
-        yield Path(tmp)
-        with open(tmp, "rb+") as f:
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+def _damaged(path: Path, err: Exception) -> RunError:
+    return RunError(f"{path} cannot be loaded ({str(err).splitlines()[0]}); the file is damaged")
 
 
-def write_bytes_atomic(path: Path, data: bytes) -> None:
-    with _atomic_path(path) as tmp:
-        tmp.write_bytes(data)
+def _cause(err: RunError) -> str:
+    """What went wrong underneath a RunError, in one line."""
+    return str(err.__cause__ or err).splitlines()[0]
 
 
-def write_text_atomic(path: Path, text: str) -> None:
-    with _atomic_path(path) as tmp:
-        tmp.write_text(text, encoding="utf-8")
-
-
-def write_json(path: Path, data: Any) -> None:
-    write_text_atomic(path, json.dumps(data, indent=2, ensure_ascii=False) + "\n")
-
-
-def append_jsonl(path: Path, record: dict[str, Any]) -> None:
-    with open(path, "a", encoding="utf-8") as f:
-        f.write(json.dumps(record, ensure_ascii=False) + "\n")
-
-
-def save_weights(model: CharRNN, path: Path) -> None:
-    with _atomic_path(path) as tmp:
-        save_model(model, str(tmp))  # handles the tied embedding/output matrix
-
-
-def save_checkpoint(path: Path, tensors: dict[str, torch.Tensor], position: dict[str, Any]) -> None:
-    """Tensors (weights, optimiser moments, state, generator states) and the loop's position."""
-    # safetensors refuses tensors that share memory (a tied matrix), so each is saved as its own copy.
-    plain = {name: t.detach().to("cpu").clone().contiguous() for name, t in tensors.items()}
-    with _atomic_path(path) as tmp:
-        save_torch_file(plain, str(tmp), metadata={"position": json.dumps(position)})
-
-
-def remove_temporaries(run_dir: Path) -> None:
-    """Delete what writes cut short by a crash left behind: never a file anything reads."""
-    for leftover in run_dir.glob(".*.tmp"):
-        leftover.unlink(missing_ok=True)
-
-
-def load_checkpoint(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
-    if not path.exists():
-        raise RunError(f"{path} is missing: there is nothing to resume from")
-    try:
-        with safe_open(str(path), framework="pt") as f:
-            metadata = f.metadata() or {}
-            tensors = {name: f.get_tensor(name) for name in f.keys()}  # noqa: SIM118 (not a dict)
-        return tensors, json.loads(metadata["position"])
-    except (SafetensorError, OSError, KeyError, json.JSONDecodeError) as err:
-        raise RunError(f"{path} cannot be loaded ({str(err).splitlines()[0]}); the file is damaged") from err
-
-
-def save_ids(ids: np.ndarray, path: Path) -> None:
-    with _atomic_path(path) as tmp:
-        save_file({"ids": np.ascontiguousarray(ids)}, str(tmp))
+# --- the directory ------------------------------------------------------------------------------
 
 
 def new_run_dir(out: Path | None, corpus_name: str, runs_root: Path = Path("runs")) -> Path:
@@ -149,27 +88,55 @@ def new_run_dir(out: Path | None, corpus_name: str, runs_root: Path = Path("runs
 def _point_latest(runs_root: Path, run_dir: Path) -> None:
     link = runs_root / LATEST
     tmp = runs_root / f".{LATEST}.tmp"
-    if tmp.is_symlink() or tmp.exists():
-        tmp.unlink()
-    tmp.symlink_to(run_dir.name, target_is_directory=True)
-    os.replace(tmp, link)  # atomic: `latest` always points at a whole run
+    with writing(link):
+        if tmp.is_symlink() or tmp.exists():
+            tmp.unlink()
+        tmp.symlink_to(run_dir.name, target_is_directory=True)
+        os.replace(tmp, link)  # atomic: `latest` always points at a whole run
+
+
+def remove_temporaries(run_dir: Path) -> None:
+    """Delete what writes cut short by a crash left behind: never a file anything reads."""
+    for leftover in run_dir.glob(".*.tmp"):
+        with writing(leftover):
+            leftover.unlink(missing_ok=True)
+
+
+# --- run.json, vocab.json, valid.safetensors: written when a run starts --------------------------
+
+
+def write_new_run(run_dir: Path, info: RunInfo, vocab: Tokenizer, val_ids: np.ndarray) -> None:
+    """The files that describe a new run: vocabulary, validation ids and settings."""
+    write_json(run_dir / VOCAB_JSON, vocab.to_dict())
+    with atomic_path(run_dir / VALID) as tmp:
+        save_numpy_file({"ids": np.ascontiguousarray(val_ids)}, str(tmp))
+    write_json(run_dir / RUN_JSON, info.to_dict())
 
 
 @dataclass
 class Run:
-    """A loaded run: what sampling and evaluation need."""
+    """A loaded run: what sampling, evaluation and resuming need."""
 
     path: Path
-    model_config: ModelConfig
-    train_config: TrainConfig
-    text_config: TextConfig
+    info: RunInfo  # the whole of run.json
     vocab: Tokenizer
-    info: dict[str, Any]  # the whole of run.json
+
+    @property
+    def model_config(self) -> ModelConfig:
+        return self.info.model
+
+    @property
+    def train_config(self) -> TrainConfig:
+        return self.info.train
+
+    @property
+    def text_config(self) -> TextConfig:
+        return self.info.text
 
     def validation_ids(self) -> np.ndarray:
         path = self.path / VALID
         if not path.exists():
-            raise RunError(f"{path} is missing; give a TEXT_FILE to evaluate on")
+            raise RunError(f"{path} is missing; give a text file to evaluate on")
         try:
             return load_file(str(path))["ids"]
         except (SafetensorError, KeyError, OSError) as err:
@@ -191,26 +158,32 @@ def load_run(path: Path | str) -> Run:
         raise RunError(f"run directory not found: {path}; give the directory of a run, or train one")
     if not path.is_dir():
         raise RunError(f"{path} is not a run directory")
-    info = _read_json(path / RUN_JSON)
-    if not isinstance(info, dict) or info.get("format") != FORMAT:
+    data = _read_json(path / RUN_JSON)
+    if not isinstance(data, dict) or data.get("format") != FORMAT:
         raise RunError(f"{path / RUN_JSON} is not a chargen run description")
-    if info.get("format_version", 0) > FORMAT_VERSION:
+    if data.get("format_version", 0) > FORMAT_VERSION:
         raise RunError(
-            f"{path} was written by a newer chargen (run format {info['format_version']}, "
+            f"{path} was written by a newer chargen (run format {data['format_version']}, "
             f"this one reads {FORMAT_VERSION}); upgrade chargen"
         )
     try:
         vocab = tokenizer_from_dict(_read_json(path / VOCAB_JSON))
-        model_config = ModelConfig.from_dict(info["model"])
-        train_config = TrainConfig.from_dict(info["train"])
-        text_config = TextConfig.from_dict(info.get("text", {}))
+        info = RunInfo.from_dict(data)
     except (KeyError, TypeError, ValueError, ChargenError) as err:
         raise RunError(f"{path} has an invalid run description ({err})") from err
-    if len(vocab) != model_config.vocab_size:
+    if len(vocab) != info.model.vocab_size:
         raise RunError(
-            f"{path}: vocab.json has {len(vocab)} characters but the model expects {model_config.vocab_size}"
+            f"{path}: vocab.json has {len(vocab)} characters but the model expects {info.model.vocab_size}"
         )
-    return Run(path, model_config, train_config, text_config, vocab, info)
+    return Run(path, info, vocab)
+
+
+# --- best.safetensors ---------------------------------------------------------------------------
+
+
+def save_weights(model: CharRNN, path: Path) -> None:
+    with atomic_path(path) as tmp:
+        save_model(model, str(tmp))  # handles the tied embedding/output matrix
 
 
 def load_model_weights(run: Run, device: torch.device | str = "cpu") -> CharRNN:
@@ -222,49 +195,150 @@ def load_model_weights(run: Run, device: torch.device | str = "cpu") -> CharRNN:
         if source.name == BEST:
             load_model(model, str(source), device=str(device))
         else:
-            tensors, _ = load_checkpoint(source)
-            model.load_state_dict(
-                {k[len("model.") :]: v for k, v in tensors.items() if k.startswith("model.")}
-            )
+            model.load_state_dict(load_checkpoint(source).weights)
     except (SafetensorError, RuntimeError, OSError) as err:
-        raise RunError(
-            f"{source} cannot be loaded ({str(err).splitlines()[0]}); the file is damaged"
-        ) from err
+        raise _damaged(source, err) from err
     return model.to(device).eval()
 
 
-def describe(run: Run) -> dict[str, Any]:
+# --- checkpoint.safetensors ---------------------------------------------------------------------
+
+
+@dataclass
+class Checkpoint:
+    """Everything a run needs to continue exactly where it was."""
+
+    weights: dict[str, torch.Tensor]  # the model's state dict
+    moments: dict[int, dict[str, torch.Tensor]]  # the optimiser's state, by parameter index
+    param_groups: list[dict[str, Any]]  # the optimiser's settings
+    state: tuple[torch.Tensor, ...]  # the carried state of every stream: (h,) or (h, c), (layers, B, H)
+    generators: dict[str, torch.Tensor]  # torch, reset; where there are, cuda, torch.ranks, cuda.ranks
+    numpy_rng: dict[str, Any]  # the state of the generator of the epochs' window offsets
+    position: Position
+
+
+def save_checkpoint(path: Path, checkpoint: Checkpoint) -> None:
+    tensors = {f"model.{name}": t for name, t in checkpoint.weights.items()}
+    for index, moments in checkpoint.moments.items():
+        tensors.update({f"optim.{index}.{key}": value for key, value in moments.items()})
+    tensors.update({f"state.{i}": s for i, s in enumerate(checkpoint.state)})
+    tensors.update({f"rng.{name}": t for name, t in checkpoint.generators.items()})
+    position = {
+        **checkpoint.position.to_dict(),
+        "numpy_rng": checkpoint.numpy_rng,
+        "param_groups": checkpoint.param_groups,
+    }
+    # safetensors refuses tensors that share memory (a tied matrix), so each is saved as its own copy.
+    plain = {name: t.detach().to("cpu").clone().contiguous() for name, t in tensors.items()}
+    with atomic_path(path) as tmp:
+        save_torch_file(plain, str(tmp), metadata={"position": json.dumps(position)})
+
+
+def _position(path: Path, metadata: dict[str, str] | None) -> dict[str, Any]:
+    """The position metadata, with the numpy generator and the optimiser settings it carries."""
+    try:
+        return json.loads((metadata or {})["position"])
+    except (KeyError, json.JSONDecodeError) as err:
+        raise _damaged(path, err) from err
+
+
+def load_checkpoint(path: Path) -> Checkpoint:
+    if not path.exists():
+        raise RunError(f"{path} is missing: there is nothing to resume from")
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            metadata = f.metadata()
+            tensors = {name: f.get_tensor(name) for name in f.keys()}  # noqa: SIM118 (not a dict)
+    except (SafetensorError, OSError) as err:
+        raise _damaged(path, err) from err
+    saved = _position(path, metadata)
+    moments: dict[int, dict[str, torch.Tensor]] = {}
+    for name, value in tensors.items():
+        if name.startswith("optim."):
+            _, index, key = name.split(".", 2)
+            moments.setdefault(int(index), {})[key] = value
+    try:
+        return Checkpoint(
+            weights={k[len("model.") :]: v for k, v in tensors.items() if k.startswith("model.")},
+            moments=moments,
+            param_groups=saved["param_groups"],
+            state=tuple(tensors[f"state.{i}"] for i in range(2) if f"state.{i}" in tensors),
+            generators={k[len("rng.") :]: v for k, v in tensors.items() if k.startswith("rng.")},
+            numpy_rng=saved["numpy_rng"],
+            position=Position.from_dict(saved),
+        )
+    except (KeyError, TypeError) as err:
+        raise _damaged(path, err) from err
+
+
+def read_position(path: Path) -> Position:
+    """Only the position of a checkpoint, without reading its tensors."""
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            metadata = f.metadata()
+    except (SafetensorError, OSError) as err:
+        raise _damaged(path, err) from err
+    try:
+        return Position.from_dict(_position(path, metadata))
+    except (KeyError, TypeError) as err:
+        raise _damaged(path, err) from err
+
+
+# --- metrics.jsonl and summary.json -------------------------------------------------------------
+
+
+def append_metric(run_dir: Path, row: MetricRow) -> None:
+    append_line(run_dir / METRICS, json.dumps(row.to_dict(), ensure_ascii=False))
+
+
+def read_metrics(run_dir: Path) -> list[MetricRow]:
+    """The rows of metrics.jsonl; a line cut short by a crash or a full disk is skipped."""
+    path = run_dir / METRICS
+    rows = []
+    for line in path.read_text(encoding="utf-8").splitlines() if path.exists() else []:
+        try:
+            rows.append(decode_metric_row(json.loads(line)))
+        except (json.JSONDecodeError, KeyError, TypeError, ValueError):
+            continue
+    return rows
+
+
+def write_summary(summary: TrainSummary) -> None:
+    write_json(summary.run_dir / SUMMARY, summary.to_dict())
+
+
+def read_summary(run_dir: Path) -> TrainSummary | None:
+    """The run's final figures; None before it has finished."""
+    path = run_dir / SUMMARY
+    if not path.exists():
+        return None
+    data = _read_json(path)
+    try:
+        return TrainSummary.from_dict(data, run_dir)
+    except (KeyError, TypeError) as err:
+        raise RunError(f"{path} is not a run summary ({err}); the run is damaged") from err
+
+
+# --- what `chargen info` shows ------------------------------------------------------------------
+
+
+def describe(run: Run) -> RunDescription:
     """What a person wants to know about a run, from its files: settings, progress, figures.
 
-    A damaged summary or checkpoint is listed under "problems" rather than refused: info is what
+    A damaged summary or checkpoint is listed under problems rather than refused: info is what
     one runs to find out what is wrong with a run.
     """
-    problems = []
-    summary = position = None
-    if (run.path / SUMMARY).exists():
-        try:
-            summary = json.loads((run.path / SUMMARY).read_text(encoding="utf-8"))
-        except (json.JSONDecodeError, UnicodeDecodeError) as err:
-            problems.append(f"{SUMMARY} is not valid JSON ({err})")
+    problems, summary, steps = [], None, None
+    try:
+        summary = read_summary(run.path)
+    except RunError as err:
+        problems.append(f"{SUMMARY} cannot be read ({_cause(err)})")
     if (run.path / CHECKPOINT).exists():
         try:
-            with safe_open(str(run.path / CHECKPOINT), framework="pt") as f:
-                position = json.loads((f.metadata() or {}).get("position", "null"))
-        except (SafetensorError, OSError, json.JSONDecodeError) as err:
-            problems.append(
-                f"{CHECKPOINT} cannot be read ({str(err).splitlines()[0]}); the run cannot resume"
-            )
-    return {
-        "path": str(run.path),
-        "model": run.model_config.to_dict(),
-        "plan": run.info.get("plan"),  # how --size auto chose the model, if it did
-        "parameters": CharRNN(run.model_config).num_parameters(),
-        "vocab": {"kind": run.vocab.kind, "size": len(run.vocab), "chars": getattr(run.vocab, "chars", None)},
-        "text": run.text_config.to_dict(),
-        "train": run.train_config.to_dict(),
-        "corpus": run.info.get("corpus", {}),
-        "steps": position["step"] if position else None,
-        "summary": summary,
-        "files": {p.name: p.stat().st_size for p in sorted(run.path.iterdir()) if not p.name.startswith(".")},
-        "problems": problems,
-    }
+            steps = read_position(run.path / CHECKPOINT).step
+        except RunError as err:
+            problems.append(f"{CHECKPOINT} cannot be read ({_cause(err)}); the run cannot resume")
+    vocab = {"kind": run.vocab.kind, "size": len(run.vocab), "chars": getattr(run.vocab, "chars", None)}
+    files = {p.name: p.stat().st_size for p in sorted(run.path.iterdir()) if not p.name.startswith(".")}
+    parameters = CharRNN(run.model_config).num_parameters()
+    return RunDescription(run.path, run.info, parameters, vocab, steps, summary, files, problems)

@@ -11,19 +11,20 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from chargen import checkpoint as ckpt
 from chargen.config import CELLS, ModelConfig, TrainConfig
 from chargen.corpus import Corpus
 from chargen.data import split_ids
 from chargen.device import resolve_device, resolve_precision, seed_everything
 from chargen.errors import ConfigError, RunError
+from chargen.files import write_json
 from chargen.loop import Report
 from chargen.plot import plot_runs, require_matplotlib
 from chargen.recipe import resolve
+from chargen.records import TrainSummary
 from chargen.training import train
 
 COMPARE_JSON, COMPARE_PNG = "compare.json", "compare.png"
@@ -43,21 +44,23 @@ CompareReporter = Callable[[CellStart | Report], None]
 
 @dataclass
 class CompareRow:
-    """What one cell achieved; the figures come from its run's summary."""
+    """A cell, and what its run achieved."""
 
     cell: str
-    run_dir: Path
-    parameters: int
-    chars_per_sec: float  # training only: evaluation time is excluded
-    best_bpc: float  # lowest validation bits per character
-    best_step: int
-    clipped_fraction: float  # of steps whose gradient norm was above the clipping threshold
-    steps: int
-    train_seconds: float
-    stopped_by: str
+    summary: TrainSummary
 
     def to_dict(self) -> dict[str, Any]:
-        return {**asdict(self), "run_dir": str(self.run_dir)}
+        """A row of compare.json: the figures of the run's summary that tell the cells apart."""
+        s = self.summary
+        figures = ("parameters", "chars_per_sec", "best_step", "clipped_fraction", "steps", "train_seconds")
+        return {
+            "cell": self.cell,
+            "run_dir": str(s.run_dir),
+            **{name: getattr(s, name) for name in figures[:2]},
+            "best_bpc": s.best.bpc,  # the lowest validation bits per character
+            **{name: getattr(s, name) for name in figures[2:]},
+            "stopped_by": s.stopped_by,
+        }
 
 
 @dataclass
@@ -122,22 +125,9 @@ def compare(
     for index, (cell, cell_model) in enumerate(models.items(), start=1):
         report(CellStart(cell, index, len(models)))
         summary = train(corpus, cell_model, config, out=out / cell, report=report, stop=stop)
-        rows.append(
-            CompareRow(
-                cell=cell,
-                run_dir=summary.run_dir,
-                parameters=summary.parameters,
-                chars_per_sec=summary.chars_per_sec,
-                best_bpc=summary.best.bpc,
-                best_step=summary.best_step,
-                clipped_fraction=summary.clipped_fraction,
-                steps=summary.steps,
-                train_seconds=summary.train_seconds,
-                stopped_by=summary.stopped_by,
-            )
-        )
+        rows.append(CompareRow(cell, summary))
 
-    ckpt.write_json(
+    write_json(
         out / COMPARE_JSON,
         {
             "corpus": {"name": corpus.name, "path": str(corpus.path.resolve()), "sha256": corpus.sha256},
@@ -147,7 +137,7 @@ def compare(
             "rows": [row.to_dict() for row in rows],
         },
     )
-    figure = plot_runs([row.run_dir for row in rows], out / COMPARE_PNG) if plot else None
+    figure = plot_runs([row.summary.run_dir for row in rows], out / COMPARE_PNG) if plot else None
     return Comparison(out, seed, rows, figure)
 
 

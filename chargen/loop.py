@@ -14,7 +14,6 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import torch
@@ -27,6 +26,7 @@ from chargen.distributed import World
 from chargen.errors import TrainingError, TrainingInterrupted
 from chargen.evaluate import LossStats, evaluate_ids
 from chargen.model import CharRNN, State, mask_state
+from chargen.records import EvalRow, Position, TrainRow, TrainSummary
 from chargen.sample import sample_batch
 from chargen.step import make_optimizer, train_step
 from chargen.vocab import Tokenizer
@@ -71,22 +71,6 @@ class EvalReport:
     val: LossStats
     is_best: bool
     sample: str  # a short continuation of a fixed prefix
-
-
-@dataclass
-class TrainSummary:
-    run_dir: Path
-    steps: int
-    epochs: float
-    train_seconds: float
-    chars_per_sec: float
-    best: LossStats
-    best_step: int
-    final: LossStats
-    parameters: int
-    clipped_fraction: float
-    skipped_steps: int  # steps whose loss or gradient was not finite, so the weights were left alone
-    stopped_by: str  # which limit ended the run
 
 
 Report = StartReport | StepReport | EvalReport
@@ -338,7 +322,7 @@ class Loop:
             else self.limits.stopped_by(self.step, train_seconds, self.epoch),
         )
         if self.world.is_main:
-            ckpt.write_json(self.run_dir / ckpt.SUMMARY, _summary_dict(summary))
+            ckpt.write_summary(summary)
         return summary
 
     def _count(self, clipped: int, skipped: int, worst_run: int) -> None:
@@ -358,22 +342,20 @@ class Loop:
         self._count(clipped, skipped, worst_run)
         seconds, fraction = self.train_seconds(), self.fraction()
         eta = seconds / fraction - seconds if fraction > 0 else math.inf
-        record = {
-            "kind": "train",
-            "step": self.step,
-            "epoch": self.epoch,
-            "chars": self.chars,
-            "time": seconds,
-            "lr": lr,
-            "loss": mean_loss,
-            "bpc": mean_loss / math.log(2),
-            "grad_norm": grad_norm,
-            "clipped": clipped / max(steps, 1),
-            "skipped": self.skipped,
-            "chars_per_sec": speed,
-        }
+        row = TrainRow(
+            self.step,
+            self.epoch,
+            self.chars,
+            seconds,
+            lr,
+            mean_loss,
+            grad_norm,
+            clipped / max(steps, 1),
+            self.skipped,
+            speed,
+        )
         if self.world.is_main:
-            ckpt.append_jsonl(self.run_dir / ckpt.METRICS, record)
+            ckpt.append_metric(self.run_dir, row)
         self.report(StepReport(self.step, self.epoch, fraction, mean_loss, lr, grad_norm, speed, eta))
 
     def _evaluate(self) -> None:
@@ -394,17 +376,7 @@ class Loop:
                 ckpt.save_weights(self.model, self.run_dir / ckpt.BEST)
         self.last_eval, self.last_eval_step = val, self.step
         if self.world.is_main:
-            ckpt.append_jsonl(
-                self.run_dir / ckpt.METRICS,
-                {
-                    "kind": "eval",
-                    "step": self.step,
-                    "epoch": self.epoch,
-                    "seen": self.chars,
-                    **val.to_dict(),
-                    "best": is_best,
-                },
-            )
+            ckpt.append_metric(self.run_dir, EvalRow(self.step, val, self.epoch, self.chars, is_best))
         self.save()
         if self.world.is_main:  # the sample is only for the report
             sample = sample_batch(self.model, self.vocab, self.sample_config, self.device)[0]
@@ -429,106 +401,81 @@ class Loop:
         """Write everything needed to continue from here, in one atomic file. Every process must
         call it (the carried state is gathered from all); rank 0 writes."""
         self._require_finite_weights()
-        tensors = self.tensors()
+        checkpoint = self.checkpoint()
         if self.world.is_main:
-            ckpt.save_checkpoint(self.run_dir / ckpt.CHECKPOINT, tensors, self.position())
+            ckpt.save_checkpoint(self.run_dir / ckpt.CHECKPOINT, checkpoint)
 
-    def tensors(self) -> dict[str, torch.Tensor]:
-        tensors = {f"model.{name}": t for name, t in self.model.state_dict().items()}
-        for index, moments in self.optimizer.state_dict()["state"].items():
-            tensors.update({f"optim.{index}.{key}": value for key, value in moments.items()})
+    def checkpoint(self) -> ckpt.Checkpoint:
+        optimizer = self.optimizer.state_dict()
         states = self.state if isinstance(self.state, tuple) else (self.state,)
-        # (layers, B, hidden): every stream, whichever process carries it
-        tensors.update({f"state.{i}": self.world.gather(s, dim=1) for i, s in enumerate(states)})
-        tensors["rng.torch"] = torch.get_rng_state()  # dropout
-        tensors["rng.reset"] = self.reset_gen.get_state()
+        generators = {"torch": torch.get_rng_state(), "reset": self.reset_gen.get_state()}  # dropout, resets
         if self.device.type == "cuda":
-            tensors["rng.cuda"] = torch.cuda.get_rng_state(self.device)
+            generators["cuda"] = torch.cuda.get_rng_state(self.device)
         if self.world.size > 1:  # each process draws its own dropout masks: (processes, state size)
-            tensors["rng.torch.ranks"] = self.world.gather(torch.get_rng_state()[None], dim=0)
+            generators["torch.ranks"] = self.world.gather(torch.get_rng_state()[None], dim=0)
             if self.device.type == "cuda":
-                tensors["rng.cuda.ranks"] = self.world.gather(torch.cuda.get_rng_state(self.device)[None], 0)
-        return tensors
-
-    def position(self) -> dict[str, Any]:
+                generators["cuda.ranks"] = self.world.gather(torch.cuda.get_rng_state(self.device)[None], 0)
         clipped, skipped = self.meter.pending()  # not yet reported, but part of the run's totals
-        return {
-            "step": self.step,
-            "epoch_index": self.epoch_index,
-            "window": self.window,
-            "offset": self.offset,
-            "chars": self.chars,
-            "train_seconds": self.train_seconds(),
-            "best": None if self.best is None else {"chars": self.best.chars, "loss": self.best.loss},
-            "best_step": self.best_step,
-            "last_eval_step": self.last_eval_step,
-            "evals_since_best": self.evals_since_best,
-            "clipped_total": self.clipped_total + clipped,
-            "skipped": self.skipped + skipped,
-            "numpy_rng": self.rng.bit_generator.state,
-            "param_groups": self.optimizer.state_dict()["param_groups"],
-        }
+        position = Position(
+            step=self.step,
+            epoch_index=self.epoch_index,
+            window=self.window,
+            offset=self.offset,
+            chars=self.chars,
+            train_seconds=self.train_seconds(),
+            best=self.best,
+            best_step=self.best_step,
+            last_eval_step=self.last_eval_step,
+            evals_since_best=self.evals_since_best,
+            clipped_total=self.clipped_total + clipped,
+            skipped=self.skipped + skipped,
+        )
+        return ckpt.Checkpoint(
+            weights=self.model.state_dict(),
+            moments=optimizer["state"],
+            param_groups=optimizer["param_groups"],
+            # (layers, B, hidden): every stream, whichever process carries it
+            state=tuple(self.world.gather(s, dim=1) for s in states),
+            generators=generators,
+            numpy_rng=self.rng.bit_generator.state,
+            position=position,
+        )
 
-    def restore(self, tensors: dict[str, torch.Tensor], position: dict[str, Any]) -> None:
-        model = {k[len("model.") :]: v for k, v in tensors.items() if k.startswith("model.")}
+    def restore(self, checkpoint: ckpt.Checkpoint) -> None:
         try:
-            self.model.load_state_dict(model)
+            self.model.load_state_dict(checkpoint.weights)
         except RuntimeError as err:
             raise TrainingError(
                 f"the checkpoint does not fit the run's model: {str(err).splitlines()[0]}"
             ) from err
-        moments: dict[int, dict[str, torch.Tensor]] = {}
-        for name, value in tensors.items():
-            if name.startswith("optim."):
-                _, index, key = name.split(".", 2)
-                moments.setdefault(int(index), {})[key] = value
-        self.optimizer.load_state_dict({"state": moments, "param_groups": position["param_groups"]})
-        states = [
-            tensors[f"state.{i}"][:, self.streams].contiguous().to(self.device)  # this process's streams
-            for i in range(2)
-            if f"state.{i}" in tensors
-        ]
+        self.optimizer.load_state_dict({"state": checkpoint.moments, "param_groups": checkpoint.param_groups})
+        # this process's streams
+        states = [s[:, self.streams].contiguous().to(self.device) for s in checkpoint.state]
         self.state = tuple(states) if len(states) == 2 else states[0]
-        self._restore_dropout_generators(tensors)
-        self.reset_gen.set_state(tensors["rng.reset"])
-        self.rng.bit_generator.state = position["numpy_rng"]
-        self.step, self.epoch_index = position["step"], position["epoch_index"]
-        self.window, self.offset, self.chars = position["window"], position["offset"], position["chars"]
-        self.start = time.perf_counter() - position["train_seconds"]
-        self.agreed_seconds = position["train_seconds"]
-        if position["best"] is not None:
-            self.best = LossStats(chars=position["best"]["chars"], loss=position["best"]["loss"])
-        self.best_step, self.last_eval_step = position["best_step"], position["last_eval_step"]
-        self.evals_since_best = position.get("evals_since_best", 0)  # absent before --patience existed
-        self.clipped_total, self.skipped = position["clipped_total"], position["skipped"]
+        self._restore_dropout_generators(checkpoint.generators)
+        self.reset_gen.set_state(checkpoint.generators["reset"])
+        self.rng.bit_generator.state = checkpoint.numpy_rng
+        position = checkpoint.position
+        self.step, self.epoch_index = position.step, position.epoch_index
+        self.window, self.offset, self.chars = position.window, position.offset, position.chars
+        self.start = time.perf_counter() - position.train_seconds
+        self.agreed_seconds = position.train_seconds
+        self.best = position.best
+        self.best_step, self.last_eval_step = position.best_step, position.last_eval_step
+        self.evals_since_best = position.evals_since_best
+        self.clipped_total, self.skipped = position.clipped_total, position.skipped
 
-    def _restore_dropout_generators(self, tensors: dict[str, torch.Tensor]) -> None:
+    def _restore_dropout_generators(self, generators: dict[str, torch.Tensor]) -> None:
         """Each process takes back its own generator states when the run was saved by as many
         processes as there are now; otherwise rank 0 takes the saved rank 0's and the others keep
         the ones they were seeded with: data and weights continue exactly, dropout masks cannot."""
         cuda = self.device.type == "cuda"
-        saved = tensors.get("rng.torch.ranks")
+        saved = generators.get("torch.ranks")
         if saved is not None and len(saved) == self.world.size:
             torch.set_rng_state(saved[self.world.rank].clone())  # a row of it would not do: it wants its own
-            if cuda and "rng.cuda.ranks" in tensors:
-                torch.cuda.set_rng_state(tensors["rng.cuda.ranks"][self.world.rank].clone(), self.device)
+            if cuda and "cuda.ranks" in generators:
+                torch.cuda.set_rng_state(generators["cuda.ranks"][self.world.rank].clone(), self.device)
         elif self.world.is_main:
-            torch.set_rng_state(tensors["rng.torch"])
-            if cuda and "rng.cuda" in tensors:
-                torch.cuda.set_rng_state(tensors["rng.cuda"], self.device)
-
-
-def _summary_dict(summary: TrainSummary) -> dict[str, Any]:
-    return {
-        "steps": summary.steps,
-        "epochs": summary.epochs,
-        "train_seconds": summary.train_seconds,
-        "chars_per_sec": summary.chars_per_sec,
-        "parameters": summary.parameters,
-        "clipped_fraction": summary.clipped_fraction,
-        "skipped_steps": summary.skipped_steps,
-        "stopped_by": summary.stopped_by,
-        "best_step": summary.best_step,
-        "best": summary.best.to_dict(),
-        "final": summary.final.to_dict(),
-    }
+            torch.set_rng_state(generators["torch"])
+            if cuda and "cuda" in generators:
+                torch.cuda.set_rng_state(generators["cuda"], self.device)

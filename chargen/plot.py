@@ -6,27 +6,16 @@ extra), imported only here and only when a plot is drawn.
 from __future__ import annotations
 
 import io
-import json
 from pathlib import Path
 from typing import Any
 
-from chargen.checkpoint import METRICS, load_run, write_bytes_atomic
+from chargen.checkpoint import load_run, read_metrics
 from chargen.errors import ChargenError
+from chargen.files import write_bytes_atomic, writing
 from chargen.loop import EvalReport, Report, StartReport
+from chargen.records import EvalRow, TrainRow
 
 PLOT = "plot.png"  # the figure `chargen plot RUN` and `chargen train --plot` write into a run
-
-
-def read_metrics(run_dir: Path) -> list[dict[str, Any]]:
-    """The records of metrics.jsonl; a last line cut short by a crash is skipped."""
-    path = run_dir / METRICS
-    records = []
-    for line in path.read_text(encoding="utf-8").splitlines() if path.exists() else []:
-        try:
-            records.append(json.loads(line))
-        except json.JSONDecodeError:
-            continue
-    return records
 
 
 def require_matplotlib() -> None:
@@ -74,25 +63,25 @@ def plot_runs(run_dirs: list[Path], out: Path) -> Path:
     clips: dict[float, list[str]] = {}  # threshold -> the runs that used it
     for run_dir in run_dirs:
         run = load_run(run_dir)
-        records = read_metrics(run.path)
-        train = [r for r in records if r["kind"] == "train"]
-        evals = [r for r in records if r["kind"] == "eval" and "seen" in r]
+        rows = read_metrics(run.path)
+        train = [r for r in rows if isinstance(r, TrainRow)]
+        evals = [r for r in rows if isinstance(r, EvalRow) and r.seen is not None]
         name = run.path.name
-        chars = [r["chars"] for r in train]
+        chars = [r.chars for r in train]
         dot = "o" if len(train) == 1 else None  # a line through one point would not show
-        (line,) = loss_ax.plot(chars, [r["bpc"] for r in train], marker=dot, label=f"{name} training")
+        (line,) = loss_ax.plot(chars, [r.bpc for r in train], marker=dot, label=f"{name} training")
         color = line.get_color()
         loss_ax.plot(
-            [r["seen"] for r in evals],
-            [r["bpc"] for r in evals],
+            [r.seen for r in evals],
+            [r.val.bpc for r in evals],
             "o--",
             color=color,
             label=f"{name} validation",
         )
-        grad_ax.plot(chars, [r["grad_norm"] for r in train], color=color, marker=dot, label=name)
+        grad_ax.plot(chars, [r.grad_norm for r in train], color=color, marker=dot, label=name)
         if run.train_config.clip > 0:
             clips.setdefault(run.train_config.clip, []).append(color)
-        lr_ax.plot(chars, [r["lr"] for r in train], color=color, marker=dot, label=name)
+        lr_ax.plot(chars, [r.lr for r in train], color=color, marker=dot, label=name)
     # One threshold line per value: runs that share it would otherwise hide each other's.
     for clip, colors in clips.items():
         color = colors[0] if len(colors) == 1 and len(run_dirs) > 1 else "black"
@@ -117,6 +106,7 @@ def plot_runs(run_dirs: list[Path], out: Path) -> Path:
         raise ChargenError(f"cannot write {out}: {err}; use a .png, .svg or .pdf file") from None
     finally:
         plt.close(fig)
-    out.parent.mkdir(parents=True, exist_ok=True)
+    with writing(out.parent):
+        out.parent.mkdir(parents=True, exist_ok=True)
     write_bytes_atomic(out, image.getvalue())
     return out

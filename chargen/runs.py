@@ -51,7 +51,7 @@ def evaluate_run(
 
 def training_ids(run: Run) -> np.ndarray:
     """The ids of a run's training split, read again from the corpus file it records (cached)."""
-    path = run.info["corpus"]["path"]
+    path = run.info.corpus.path
     try:
         data = load_corpus(path, run.text_config, vocab=run.vocab, unknown="replace")
     except ChargenError as err:

@@ -24,8 +24,9 @@ from chargen.data import StreamBatches, split_ids
 from chargen.device import precision_name, random_seed, resolve_device, resolve_precision, seed_everything
 from chargen.distributed import World, process_group, require_divisible, world_from_env
 from chargen.errors import ConfigError, RunError, VocabError
-from chargen.loop import Loop, Reporter, StartReport, TrainSummary
+from chargen.loop import Loop, Reporter, StartReport
 from chargen.model import CharRNN
+from chargen.records import CorpusRecord, RunInfo, TrainSummary
 
 # Limits a resumed run may change; everything else stays as the run was started.
 LIMITS = ("epochs", "max_steps", "max_time")
@@ -106,7 +107,7 @@ def _train(
     prefix = _sample_prefix(corpus.decode(0, 200))
     loop = Loop(model, corpus.vocab, config, batches, val_ids, run_dir, device, report, prefix, stop, world)
     loop.save()  # resumable from the first moment
-    report(_start_report(loop, seed, len(corpus.vocab), 0, plan.to_dict() if plan else None))
+    report(_start_report(loop, seed, len(corpus.vocab), 0, plan))
     return loop.run()
 
 
@@ -123,33 +124,28 @@ def _write_run(
     world: World,
 ) -> None:
     """The files that describe a new run: vocabulary, validation ids, settings and corpus."""
-    ckpt.write_json(run_dir / ckpt.VOCAB_JSON, corpus.vocab.to_dict())
-    ckpt.save_ids(val_ids, run_dir / ckpt.VALID)
-    ckpt.write_json(
-        run_dir / ckpt.RUN_JSON,
-        {
-            "format": ckpt.FORMAT,
-            "format_version": ckpt.FORMAT_VERSION,
-            "model": model_config.to_dict(),
-            "train": config.to_dict(),
-            "plan": plan.to_dict() if plan else None,  # how --size auto chose, when it did
-            "text": corpus.config.to_dict(),
-            "corpus": {
-                "name": corpus.name,
-                "path": str(corpus.path.resolve()),
-                "sha256": corpus.sha256,
-                "tokens": len(corpus.ids),
-                "unknown": corpus.unknown,
-                "train_tokens": len(batches.ids),
-                "val_tokens": len(val_ids),
-                "held_out_tokens": held_out,
-            },
-            "device": str(device),
-            "precision": precision_name(resolve_precision(config.precision, device)),
-            "processes": world.size,
-            "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-        },
+    corpus_record = CorpusRecord(
+        name=corpus.name,
+        path=str(corpus.path.resolve()),
+        sha256=corpus.sha256,
+        tokens=len(corpus.ids),
+        unknown=corpus.unknown,
+        train_tokens=len(batches.ids),
+        val_tokens=len(val_ids),
+        held_out_tokens=held_out,
     )
+    info = RunInfo(
+        model=model_config,
+        train=config,
+        text=corpus.config,
+        corpus=corpus_record,
+        plan=plan,
+        device=str(device),
+        precision=precision_name(resolve_precision(config.precision, device)),
+        processes=world.size,
+        created=time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+    )
+    ckpt.write_new_run(run_dir, info, corpus.vocab, val_ids)
 
 
 def resume(
@@ -173,7 +169,7 @@ def resume(
     device = settings.pop("device", None)
     patience = settings.pop("patience", None)
     _refuse_changes(run, settings)
-    tensors, position = ckpt.load_checkpoint(run.path / ckpt.CHECKPOINT)
+    checkpoint = ckpt.load_checkpoint(run.path / ckpt.CHECKPOINT)
     if world.is_main:
         ckpt.remove_temporaries(run.path)
     config = run.train_config
@@ -186,7 +182,7 @@ def resume(
         config = replace(config, patience=patience)
     torch_device = _device(config, world)
 
-    source = corpus if corpus is not None else run.info["corpus"]["path"]
+    source = corpus if corpus is not None else run.info.corpus.path
     try:
         data = load_corpus(source, run.text_config, vocab=run.vocab, unknown="error")
     except VocabError as err:
@@ -202,8 +198,8 @@ def resume(
         loop = Loop(
             model, run.vocab, config, batches, val_ids, run.path, torch_device, report, prefix, stop, world
         )
-        loop.restore(tensors, position)
-        report(_start_report(loop, config.seed or 0, len(run.vocab), loop.step, run.info.get("plan")))
+        loop.restore(checkpoint)
+        report(_start_report(loop, config.seed or 0, len(run.vocab), loop.step, run.info.plan))
         return loop.run()
 
 
@@ -223,13 +219,12 @@ def _refuse_changes(run: ckpt.Run, settings: dict[str, Any]) -> None:
 
 
 def _start_report(
-    loop: Loop, seed: int, vocab_size: int, resumed_at: int, plan: dict[str, Any] | None
+    loop: Loop, seed: int, vocab_size: int, resumed_at: int, plan: recipe.Plan | None
 ) -> StartReport:
     m = loop.model.config
     model = f"{m.layers}x{m.hidden} {m.cell}, dropout {m.dropout:g}"
     if plan is not None:
-        chars, passes = plan["chars"] / 1e6, plan["epochs"]
-        model += f" (size {plan['size']}: about {chars:.1f}M characters, {passes:.1f} passes)"
+        model += f" (size {plan.size}: about {plan.chars / 1e6:.1f}M characters, {plan.epochs:.1f} passes)"
     return StartReport(
         loop.run_dir,
         f"{loop.device}, {precision_name(loop.autocast)}",

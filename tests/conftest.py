@@ -19,8 +19,8 @@ from chargen import catalogue
 from chargen.config import ModelConfig, TextConfig, TrainConfig
 from chargen.corpus import DEFAULT_CORPUS, Corpus, load_corpus
 from chargen.errors import CorpusError
-from chargen.loop import TrainSummary
 from chargen.paths import chargen_home
+from chargen.records import TrainSummary
 from chargen.training import train
 
 # Caches and downloads go to a private folder; the user's own cache of named corpora is only ever

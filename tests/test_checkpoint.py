@@ -8,7 +8,7 @@ import torch
 
 from chargen import checkpoint as ckpt
 from chargen.errors import RunError
-from chargen.loop import TrainSummary
+from chargen.records import TrainSummary
 
 
 def test_save_then_load_gives_identical_logits(tiny_run: TrainSummary, tmp_path: Path) -> None:

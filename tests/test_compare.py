@@ -63,7 +63,7 @@ def test_compare_with_a_time_budget_gives_each_cell_the_same_one(lamp_text: str,
     model = ModelConfig(hidden=16, embed=8, layers=1)
     comparison = compare(corpus, ["rnn", "gru"], model, config, tmp_path / "cmp", reports.append, plot=False)
     assert [row.cell for row in comparison.rows] == ["rnn", "gru"] and comparison.plot is None
-    assert all(row.stopped_by == "max_time" for row in comparison.rows)
+    assert all(row.summary.stopped_by == "max_time" for row in comparison.rows)
     for cell in ("rnn", "gru"):
         recorded = json.loads((tmp_path / "cmp" / cell / ckpt.RUN_JSON).read_text())["train"]
         assert recorded["max_time"] == 0.3 and recorded["max_steps"] is None

@@ -18,7 +18,7 @@ from chargen.cli import app
 from chargen.config import ModelConfig, TrainConfig
 from chargen.corpus import load_corpus
 from chargen.distributed import World
-from chargen.loop import TrainSummary
+from chargen.records import TrainSummary
 from chargen.training import resume, train
 
 # Dropout 0: each process draws its own dropout masks, so only without dropout can the runs agree.

@@ -8,8 +8,8 @@ from chargen.checkpoint import load_model_weights, load_run
 from chargen.config import ModelConfig
 from chargen.errors import CorpusError
 from chargen.evaluate import LossStats, evaluate_ids, evaluate_windows
-from chargen.loop import TrainSummary
 from chargen.model import CharRNN
+from chargen.records import TrainSummary
 
 
 def test_perplexity_and_bpc_come_from_the_mean_loss() -> None:

@@ -7,11 +7,13 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
+from chargen.checkpoint import read_metrics
 from chargen.cli import app
 from chargen.cli.render import fan_out
 from chargen.config import TrainConfig
 from chargen.loop import EvalReport, Report
-from chargen.plot import PLOT, PlotEachEvaluation, read_metrics
+from chargen.plot import PLOT, PlotEachEvaluation
+from chargen.records import EvalRow, TrainRow
 from chargen.training import train
 from tests.conftest import TINY_MODEL, corpus_from_text
 
@@ -24,8 +26,8 @@ def test_plot_writes_a_png_for_several_runs(tiny_run, tmp_path: Path) -> None:
     result = runner.invoke(app, ["plot", str(tiny_run.run_dir), str(tiny_run.run_dir), "--out", str(out)])
     assert result.exit_code == 0, result.output
     assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and out.stat().st_size > 20_000
-    evals = [r for r in read_metrics(tiny_run.run_dir) if r["kind"] == "eval"]
-    assert evals and all("seen" in r for r in evals)  # what the validation points are placed by
+    evals = [r for r in read_metrics(tiny_run.run_dir) if isinstance(r, EvalRow)]
+    assert evals and all(r.seen for r in evals)  # what the validation points are placed by
 
 
 def test_without_matplotlib_the_plot_command_says_how_to_install_it(
@@ -41,7 +43,7 @@ def test_without_matplotlib_the_plot_command_says_how_to_install_it(
 
 def test_a_torn_last_metrics_line_is_skipped(tmp_path: Path) -> None:
     (tmp_path / "metrics.jsonl").write_text('{"kind": "train", "step": 1}\n{"kind": "tr', encoding="utf-8")
-    assert read_metrics(tmp_path) == [{"kind": "train", "step": 1}]
+    assert read_metrics(tmp_path) == [TrainRow(step=1)]
 
 
 def _tiny_train(corpus: Path, out: Path, *extra: str) -> list[str]:

@@ -4,7 +4,7 @@ import torch
 from chargen.checkpoint import load_model_weights, load_run
 from chargen.config import SampleConfig
 from chargen.errors import VocabError
-from chargen.loop import TrainSummary
+from chargen.records import TrainSummary
 from chargen.sample import filter_logits, sample_batch, sample_stream
 
 

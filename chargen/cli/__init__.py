@@ -457,7 +457,7 @@ def info(
 
         facts = describe(load_run(model))
         if as_json:
-            typer.echo(json.dumps(facts, ensure_ascii=False))
+            typer.echo(json.dumps(facts.to_dict(), ensure_ascii=False))
             return
         print_run_info(model, facts)
 

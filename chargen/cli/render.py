@@ -28,7 +28,8 @@ if TYPE_CHECKING:
 
     from chargen.compare import CellStart, Comparison
     from chargen.evaluate import LossStats
-    from chargen.loop import Report, Reporter, TrainSummary
+    from chargen.loop import Report, Reporter
+    from chargen.records import RunDescription, TrainSummary
 
 err = Console(stderr=True, highlight=False)
 
@@ -278,63 +279,61 @@ def print_comparison(comparison: Comparison) -> None:
         title_justify="left",
     )
     for row in comparison.rows:
+        s = row.summary
         table.add_row(
             row.cell,
-            f"{row.parameters:,}",
-            f"{row.chars_per_sec:,.0f}",
-            f"{row.best_bpc:.4f}",
-            f"{row.clipped_fraction:.1%}",
-            f"{row.steps:,}",
+            f"{s.parameters:,}",
+            f"{s.chars_per_sec:,.0f}",
+            f"{s.best.bpc:.4f}",
+            f"{s.clipped_fraction:.1%}",
+            f"{s.steps:,}",
         )
     Console().print(table)
     written = [str(comparison.out / "compare.json"), *([str(comparison.plot)] if comparison.plot else [])]
     err.print(f"wrote {' and '.join(written)}; each run is in {comparison.out}/<cell>")
 
 
-def print_run_info(model: Path, facts: dict[str, Any]) -> None:
+def print_run_info(model: Path, facts: RunDescription) -> None:
     """The facts of checkpoint.describe as a table."""
     out = Console()
-    m, corpus, summary = facts["model"], facts["corpus"], facts["summary"]
+    m, corpus, summary, plan = facts.info.model, facts.info.corpus, facts.summary, facts.info.plan
     table = Table(show_header=False, title=str(model), title_justify="left")
     table.add_row(
         "model",
-        f"{m['layers']}x{m['hidden']} {m['cell']}, embedding {m['embed']}, "
-        f"dropout {m['dropout']}, {facts['parameters']:,} parameters",
+        f"{m.layers}x{m.hidden} {m.cell}, embedding {m.embed}, "
+        f"dropout {m.dropout}, {facts.parameters:,} parameters",
     )
-    if plan := facts.get("plan"):
-        speed = f" at {plan['chars_per_sec']:,.0f} characters/s measured" if plan["chars_per_sec"] else ""
+    if plan:
+        speed = f" at {plan.chars_per_sec:,.0f} characters/s measured" if plan.chars_per_sec else ""
         table.add_row(
             "size",
-            f"{m.get('size', 'auto')}: {plan['size']}, planned for {plan['chars'] / 1e6:.1f}M characters "
-            f"({plan['epochs']:.1f} passes){speed}",
+            f"{m.size}: {plan.size}, planned for {plan.chars / 1e6:.1f}M characters "
+            f"({plan.epochs:.1f} passes){speed}",
         )
-    vocab = facts["vocab"]
+    vocab = facts.vocab
     shown = "".join(vocab["chars"] or [])
     table.add_row("vocabulary", f"{vocab['size']} {vocab['kind']}" + (f": {shown!r}" if shown else ""))
-    text = facts["text"]
+    text = facts.info.text.to_dict()
     table.add_row("text", ", ".join(f"{k} {v}" for k, v in text.items() if v not in (None, False)))
     table.add_row(
-        "corpus",
-        f"{corpus.get('name')} ({corpus.get('tokens', 0):,} symbols, "
-        f"{corpus.get('unknown', 0):,} unknown) {corpus.get('path', '')}",
+        "corpus", f"{corpus.name} ({corpus.tokens:,} symbols, {corpus.unknown:,} unknown) {corpus.path}"
     )
-    t = facts["train"]
+    t = facts.info.train
     table.add_row(
         "training",
-        f"batch {t['batch_size']}, bptt {t['bptt']}, lr {t['lr']:g}, clip {t['clip']}, "
-        f"seed {t['seed']}; limits: steps {t['max_steps']}, time {t['max_time']}, epochs {t['epochs']}",
+        f"batch {t.batch_size}, bptt {t.bptt}, lr {t.lr:g}, clip {t.clip}, "
+        f"seed {t.seed}; limits: steps {t.max_steps}, time {t.max_time}, epochs {t.epochs}",
     )
-    table.add_row("progress", f"{facts['steps']} steps" if facts["steps"] is not None else "no checkpoint")
+    table.add_row("progress", f"{facts.steps} steps" if facts.steps is not None else "no checkpoint")
     if summary:
-        best = summary["best"]
         table.add_row(
             "best validation",
-            f"{best['bpc']:.4f} bpc, perplexity {best['perplexity']:.2f} "
-            f"(step {summary['best_step']}); {summary['chars_per_sec']:,.0f} characters/s",
+            f"{summary.best.bpc:.4f} bpc, perplexity {summary.best.perplexity:.2f} "
+            f"(step {summary.best_step}); {summary.chars_per_sec:,.0f} characters/s",
         )
-    for name, size in facts["files"].items():
+    for name, size in facts.files.items():
         table.add_row("file", f"{name}  {size:,} bytes")
-    for problem in facts["problems"]:
+    for problem in facts.problems:
         table.add_row("[bold red]problem[/]", escape(problem))
     out.print(table)
 
