@@ -20,6 +20,8 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -37,7 +39,16 @@ from chargen.config import ModelConfig, TextConfig, TrainConfig
 from chargen.errors import ChargenError, RunError
 from chargen.files import append_line, atomic_path, write_json, writing
 from chargen.model import CharRNN
-from chargen.records import FORMAT, FORMAT_VERSION, MetricRow, Position, RunDescription, RunInfo, TrainSummary
+from chargen.records import (
+    FORMAT,
+    FORMAT_VERSION,
+    Checkpoint,
+    MetricRow,
+    Position,
+    RunDescription,
+    RunInfo,
+    TrainSummary,
+)
 from chargen.records import metric_row as decode_metric_row
 from chargen.vocab import Tokenizer, tokenizer_from_dict
 
@@ -204,84 +215,35 @@ def load_model_weights(run: Run, device: torch.device | str = "cpu") -> CharRNN:
 # --- checkpoint.safetensors ---------------------------------------------------------------------
 
 
-@dataclass
-class Checkpoint:
-    """Everything a run needs to continue exactly where it was."""
-
-    weights: dict[str, torch.Tensor]  # the model's state dict
-    moments: dict[int, dict[str, torch.Tensor]]  # the optimiser's state, by parameter index
-    param_groups: list[dict[str, Any]]  # the optimiser's settings
-    state: tuple[torch.Tensor, ...]  # the carried state of every stream: (h,) or (h, c), (layers, B, H)
-    generators: dict[str, torch.Tensor]  # torch, reset; where there are, cuda, torch.ranks, cuda.ranks
-    numpy_rng: dict[str, Any]  # the state of the generator of the epochs' window offsets
-    position: Position
-
-
 def save_checkpoint(path: Path, checkpoint: Checkpoint) -> None:
-    tensors = {f"model.{name}": t for name, t in checkpoint.weights.items()}
-    for index, moments in checkpoint.moments.items():
-        tensors.update({f"optim.{index}.{key}": value for key, value in moments.items()})
-    tensors.update({f"state.{i}": s for i, s in enumerate(checkpoint.state)})
-    tensors.update({f"rng.{name}": t for name, t in checkpoint.generators.items()})
-    position = {
-        **checkpoint.position.to_dict(),
-        "numpy_rng": checkpoint.numpy_rng,
-        "param_groups": checkpoint.param_groups,
-    }
+    tensors, metadata = checkpoint.to_tensors()
     # safetensors refuses tensors that share memory (a tied matrix), so each is saved as its own copy.
     plain = {name: t.detach().to("cpu").clone().contiguous() for name, t in tensors.items()}
     with atomic_path(path) as tmp:
-        save_torch_file(plain, str(tmp), metadata={"position": json.dumps(position)})
+        save_torch_file(plain, str(tmp), metadata=metadata)
 
 
-def _position(path: Path, metadata: dict[str, str] | None) -> dict[str, Any]:
-    """The position metadata, with the numpy generator and the optimiser settings it carries."""
+@contextmanager
+def _reading(path: Path) -> Iterator[None]:
+    """A checkpoint that is missing or cannot be read is a RunError naming it."""
+    if not path.exists():
+        raise RunError(f"{path} is missing: there is nothing to resume from")
     try:
-        return json.loads((metadata or {})["position"])
-    except (KeyError, json.JSONDecodeError) as err:
+        yield
+    except (SafetensorError, OSError, KeyError, TypeError, json.JSONDecodeError) as err:
         raise _damaged(path, err) from err
 
 
 def load_checkpoint(path: Path) -> Checkpoint:
-    if not path.exists():
-        raise RunError(f"{path} is missing: there is nothing to resume from")
-    try:
-        with safe_open(str(path), framework="pt") as f:
-            metadata = f.metadata()
-            tensors = {name: f.get_tensor(name) for name in f.keys()}  # noqa: SIM118 (not a dict)
-    except (SafetensorError, OSError) as err:
-        raise _damaged(path, err) from err
-    saved = _position(path, metadata)
-    moments: dict[int, dict[str, torch.Tensor]] = {}
-    for name, value in tensors.items():
-        if name.startswith("optim."):
-            _, index, key = name.split(".", 2)
-            moments.setdefault(int(index), {})[key] = value
-    try:
-        return Checkpoint(
-            weights={k[len("model.") :]: v for k, v in tensors.items() if k.startswith("model.")},
-            moments=moments,
-            param_groups=saved["param_groups"],
-            state=tuple(tensors[f"state.{i}"] for i in range(2) if f"state.{i}" in tensors),
-            generators={k[len("rng.") :]: v for k, v in tensors.items() if k.startswith("rng.")},
-            numpy_rng=saved["numpy_rng"],
-            position=Position.from_dict(saved),
-        )
-    except (KeyError, TypeError) as err:
-        raise _damaged(path, err) from err
+    with _reading(path), safe_open(str(path), framework="pt") as f:
+        contents = {name: f.get_tensor(name) for name in f.keys()}  # noqa: SIM118 (not a dict)
+        return Checkpoint.from_tensors(contents, f.metadata() or {})
 
 
 def read_position(path: Path) -> Position:
     """Only the position of a checkpoint, without reading its tensors."""
-    try:
-        with safe_open(str(path), framework="pt") as f:
-            metadata = f.metadata()
-    except (SafetensorError, OSError) as err:
-        raise _damaged(path, err) from err
-    try:
-        return Position.from_dict(_position(path, metadata))
-    except (KeyError, TypeError) as err:
-        raise _damaged(path, err) from err
+    with _reading(path), safe_open(str(path), framework="pt") as f:
+        return Checkpoint.position_in(f.metadata() or {})
 
 
 # --- metrics.jsonl and summary.json -------------------------------------------------------------
@@ -317,6 +279,30 @@ def read_summary(run_dir: Path) -> TrainSummary | None:
         return TrainSummary.from_dict(data, run_dir)
     except (KeyError, TypeError) as err:
         raise RunError(f"{path} is not a run summary ({err}); the run is damaged") from err
+
+
+class RunWriter:
+    """The files a run writes while it trains. With several processes only rank 0 writes: the
+    others' writer does nothing."""
+
+    def __init__(self, run_dir: Path, writes: bool = True) -> None:
+        self.run_dir, self.writes = run_dir, writes
+
+    def checkpoint(self, checkpoint: Checkpoint) -> None:
+        if self.writes:
+            save_checkpoint(self.run_dir / CHECKPOINT, checkpoint)
+
+    def best(self, model: CharRNN) -> None:
+        if self.writes:
+            save_weights(model, self.run_dir / BEST)
+
+    def metric(self, row: MetricRow) -> None:
+        if self.writes:
+            append_metric(self.run_dir, row)
+
+    def summary(self, summary: TrainSummary) -> None:
+        if self.writes:
+            write_summary(summary)
 
 
 # --- what `chargen info` shows ------------------------------------------------------------------

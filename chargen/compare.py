@@ -17,14 +17,13 @@ from typing import Any
 
 from chargen.config import CELLS, ModelConfig, TrainConfig
 from chargen.corpus import Corpus
-from chargen.data import split_ids
-from chargen.device import resolve_device, resolve_precision, seed_everything
+from chargen.distributed import World
 from chargen.errors import ConfigError, RunError
 from chargen.files import write_json
-from chargen.loop import Report
 from chargen.plot import plot_runs, require_matplotlib
-from chargen.recipe import resolve
 from chargen.records import TrainSummary
+from chargen.reports import Report
+from chargen.settings import choose_device, prepare
 from chargen.training import train
 
 COMPARE_JSON, COMPARE_PNG = "compare.json", "compare.png"
@@ -109,17 +108,20 @@ def compare(
     check_cells(cells)
     if plot:
         require_matplotlib()
-    seed = seed_everything(config.seed)
-    config = replace(config, seed=seed)  # one seed, drawn once, for every run
     out = out or _default_out(runs_root, corpus.name)
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
         raise RunError(
             f"{out} already exists and is not an empty directory; choose another `out` or remove it"
         )
-    model_config = _decide_size(corpus, replace(model_config, cell=cells[0]), config)  # may time steps
+    # Decided once, for the first cell, as a run's settings are: one seed for every run, and the
+    # size and dropout size auto gives, so that every cell gets the same model shape (otherwise a
+    # slower cell would get a smaller model in the same time). A text too short for the batch is
+    # refused here, before anything is written.
+    world = World()
+    first = replace(model_config, cell=cells[0])
+    decided, _ = prepare(corpus, first, config, world, choose_device(config, world))  # may time steps
+    config, model_config = decided.train, decided.model
     models = {cell: replace(model_config, cell=cell) for cell in cells}
-    # The first run checks that the text is long enough for --batch-size and --bptt before it
-    # creates its directory (and out with it), so a bad setting leaves nothing behind.
 
     rows = []
     for index, (cell, cell_model) in enumerate(models.items(), start=1):
@@ -138,17 +140,7 @@ def compare(
         },
     )
     figure = plot_runs([row.summary.run_dir for row in rows], out / COMPARE_PNG) if plot else None
-    return Comparison(out, seed, rows, figure)
-
-
-def _decide_size(corpus: Corpus, model_config: ModelConfig, config: TrainConfig) -> ModelConfig:
-    """The size and dropout `--size auto` gives the first cell, decided once so that every cell gets
-    the same model shape: otherwise a slower cell would get a smaller model in the same time."""
-    device = resolve_device(config.device)
-    train_chars = len(split_ids(corpus.ids, config.val_fraction)[0])
-    autocast = resolve_precision(config.precision, device)
-    sized = replace(model_config, vocab_size=len(corpus.vocab))
-    return replace(resolve(sized, config, train_chars, device, autocast)[0], vocab_size=0)
+    return Comparison(out, config.seed or 0, rows, figure)
 
 
 def _default_out(runs_root: Path, corpus_name: str) -> Path:

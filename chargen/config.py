@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import codecs
 import dataclasses
+import math
 import re
 from dataclasses import dataclass
 from typing import Any
@@ -197,6 +198,18 @@ class TrainConfig:
         )
         if self.epochs is None and self.max_steps is None and self.max_time is None:
             self.max_time = DEFAULT_TIME_BUDGET
+
+    def clip_threshold(self) -> float:
+        """The gradient norm above which a step is scaled down: `clip`, or for 0 infinity, with
+        which clipping only measures the norm."""
+        return self.clip if self.clip > 0 else math.inf
+
+    def effective_warmup(self) -> int:
+        """The warm-up steps the run takes: `warmup_steps`, but at most a fifth of `max_steps`, so
+        that a short run does not spend itself warming up."""
+        if self.max_steps:
+            return min(self.warmup_steps, max(1, self.max_steps // 5))
+        return self.warmup_steps
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

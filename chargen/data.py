@@ -56,6 +56,21 @@ class StreamBatches:
         self.streams = streams or slice(0, batch_size)
 
     @property
+    def local_batch(self) -> int:
+        """The streams this process carries: all of them in a single process."""
+        return self.streams.stop - self.streams.start
+
+    def draw_offset(self, rng: np.random.Generator) -> int:
+        """Where a new epoch's windows start: in [0, bptt), which `stream_len` leaves room for."""
+        return int(rng.integers(0, self.bptt))
+
+    def draw_resets(self, generator: torch.Generator, chance: float) -> torch.Tensor:
+        """(B,) 0 for each of this process's streams whose state starts afresh, each with `chance`,
+        else 1. Every process draws for all the streams and keeps its own, as one process would."""
+        draw = torch.rand(self.batch_size, generator=generator)[self.streams]
+        return (draw >= chance).float()
+
+    @property
     def windows_per_epoch(self) -> int:
         return -(-self.stream_len // self.bptt)
 

@@ -12,8 +12,8 @@ from typing import Any
 from chargen.checkpoint import load_run, read_metrics
 from chargen.errors import ChargenError
 from chargen.files import write_bytes_atomic, writing
-from chargen.loop import EvalReport, Report, StartReport
 from chargen.records import EvalRow, TrainRow
+from chargen.reports import EvalReport, Report, StartReport
 
 PLOT = "plot.png"  # the figure `chargen plot RUN` and `chargen train --plot` write into a run
 

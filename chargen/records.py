@@ -8,10 +8,13 @@ Decoders take runs written by earlier versions: a field added since gets its def
 from __future__ import annotations
 
 import dataclasses
+import json
 import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+import torch
 
 from chargen.config import ModelConfig, TextConfig, TrainConfig
 from chargen.evaluate import LossStats
@@ -67,6 +70,52 @@ class Position:
         if best is not None:
             fields["best"] = LossStats(chars=best["chars"], loss=best["loss"])
         return cls(**fields)
+
+
+@dataclass
+class Checkpoint:
+    """checkpoint.safetensors: everything a run needs to continue exactly where it was, as tensors
+    by name and the position (with what else is not a tensor) as JSON metadata."""
+
+    weights: dict[str, torch.Tensor]  # the model's state dict
+    moments: dict[int, dict[str, torch.Tensor]]  # the optimiser's state, by parameter index
+    param_groups: list[dict[str, Any]]  # the optimiser's settings
+    state: tuple[torch.Tensor, ...]  # the carried state of every stream: (h,) or (h, c), (layers, B, H)
+    generators: dict[str, torch.Tensor]  # torch, reset; where there are, cuda, torch.ranks, cuda.ranks
+    numpy_rng: dict[str, Any]  # the state of the generator of the epochs' window offsets
+    position: Position
+
+    def to_tensors(self) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
+        tensors = {f"model.{name}": t for name, t in self.weights.items()}
+        for index, moments in self.moments.items():
+            tensors.update({f"optim.{index}.{key}": value for key, value in moments.items()})
+        tensors.update({f"state.{i}": s for i, s in enumerate(self.state)})
+        tensors.update({f"rng.{name}": t for name, t in self.generators.items()})
+        rest = {"numpy_rng": self.numpy_rng, "param_groups": self.param_groups}
+        return tensors, {"position": json.dumps({**self.position.to_dict(), **rest})}
+
+    @staticmethod
+    def position_in(metadata: dict[str, str]) -> Position:
+        return Position.from_dict(json.loads(metadata["position"]))
+
+    @classmethod
+    def from_tensors(cls, tensors: dict[str, torch.Tensor], metadata: dict[str, str]) -> Checkpoint:
+        """KeyError, TypeError or JSONDecodeError where the contents are not a checkpoint's."""
+        saved = json.loads(metadata["position"])
+        moments: dict[int, dict[str, torch.Tensor]] = {}
+        for name, value in tensors.items():
+            if name.startswith("optim."):
+                _, index, key = name.split(".", 2)
+                moments.setdefault(int(index), {})[key] = value
+        return cls(
+            weights={k[len("model.") :]: v for k, v in tensors.items() if k.startswith("model.")},
+            moments=moments,
+            param_groups=saved["param_groups"],
+            state=tuple(tensors[f"state.{i}"] for i in range(2) if f"state.{i}" in tensors),
+            generators={k[len("rng.") :]: v for k, v in tensors.items() if k.startswith("rng.")},
+            numpy_rng=saved["numpy_rng"],
+            position=Position.from_dict(saved),
+        )
 
 
 @dataclass

@@ -10,6 +10,8 @@ import torch
 
 from chargen.config import TrainConfig
 from chargen.device import autocast_to
+from chargen.distributed import World
+from chargen.errors import TrainingError
 from chargen.evaluate import summed_cross_entropy
 from chargen.model import CharRNN, State, detach_state, keep_state_where
 
@@ -61,3 +63,32 @@ def train_step(
     optimizer.step()
     new_state = keep_state_where(taken, detach_state(new_state), state)  # the graph ends at the window edge
     return loss.detach(), grad_norm, new_state, taken
+
+
+class Stepper:
+    """train_step as a run takes it: at the learning rate it is given, with the run's clipping
+    threshold and precision, and with several processes averaging their gradients."""
+
+    def __init__(
+        self, model: CharRNN, config: TrainConfig, clip: float, autocast: torch.dtype | None, world: World
+    ) -> None:
+        self.model, self.clip, self.autocast, self.world = model, clip, autocast, world
+        self.optimizer = make_optimizer(model, config)
+
+    def __call__(
+        self, x: torch.Tensor, y: torch.Tensor, state: State, lr: float
+    ) -> tuple[torch.Tensor, torch.Tensor, State, torch.Tensor]:
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr
+        agree = self._average if self.world.size > 1 else None
+        return train_step(self.model, self.optimizer, x, y, state, self.clip, self.autocast, agree)
+
+    def _average(self, loss: torch.Tensor) -> torch.Tensor:
+        """train_step's hook with several processes: average the gradients, sum the losses."""
+        return self.world.average_gradients(self.model.parameters(), loss)
+
+
+def require_finite_weights(model: CharRNN, step: int) -> None:
+    """Refuse to keep weights that are no longer numbers: nothing of them is worth saving."""
+    if not all(bool(torch.isfinite(p).all()) for p in model.parameters()):
+        raise TrainingError(f"the weights became non-finite at step {step}; lower `lr`")

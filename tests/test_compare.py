@@ -14,7 +14,7 @@ from chargen.cli import app
 from chargen.compare import COMPARE_JSON, COMPARE_PNG, CellStart, compare
 from chargen.config import ModelConfig, TrainConfig
 from chargen.errors import ConfigError
-from chargen.loop import StartReport
+from chargen.reports import StartReport
 from tests.conftest import corpus_from_text
 
 runner = CliRunner()

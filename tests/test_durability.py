@@ -23,7 +23,7 @@ from chargen import checkpoint as ckpt
 from chargen.cli import app
 from chargen.config import ModelConfig, TrainConfig
 from chargen.errors import RunError, TrainingError, TrainingInterrupted
-from chargen.loop import StepReport
+from chargen.reports import StepReport
 from chargen.training import resume, train
 from tests.conftest import TINY_MODEL, corpus_from_text
 

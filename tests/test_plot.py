@@ -11,9 +11,9 @@ from chargen.checkpoint import read_metrics
 from chargen.cli import app
 from chargen.cli.render import fan_out
 from chargen.config import TrainConfig
-from chargen.loop import EvalReport, Report
 from chargen.plot import PLOT, PlotEachEvaluation
 from chargen.records import EvalRow, TrainRow
+from chargen.reports import EvalReport, Report
 from chargen.training import train
 from tests.conftest import TINY_MODEL, corpus_from_text
 

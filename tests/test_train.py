@@ -9,10 +9,10 @@ import torch
 from chargen import checkpoint as ckpt
 from chargen.config import ModelConfig, TrainConfig
 from chargen.errors import ChargenError
-from chargen.loop import lr_at
 from chargen.model import CharRNN
 from chargen.records import TrainSummary
 from chargen.runs import evaluate_run
+from chargen.schedule import lr_at
 from chargen.step import make_optimizer, train_step
 from chargen.training import train
 from tests.conftest import TINY_MODEL, TINY_TRAIN, corpus_from_text

@@ -28,8 +28,8 @@ if TYPE_CHECKING:
 
     from chargen.compare import CellStart, Comparison
     from chargen.evaluate import LossStats
-    from chargen.loop import Report, Reporter
     from chargen.records import RunDescription, TrainSummary
+    from chargen.reports import Report, Reporter
 
 err = Console(stderr=True, highlight=False)
 
@@ -116,7 +116,7 @@ class TrainProgress:
     def __call__(self, report: Report) -> None:
         from tqdm import tqdm
 
-        from chargen.loop import EvalReport, StartReport, StepReport
+        from chargen.reports import EvalReport, StartReport, StepReport
 
         if isinstance(report, StartReport):
             resumed = f" | resumed at step {report.resumed_at}" if report.resumed_at else ""
@@ -167,7 +167,7 @@ class CompareProgress:
 
     def __call__(self, report: CellStart | Report) -> None:
         from chargen.compare import CellStart
-        from chargen.loop import StartReport
+        from chargen.reports import StartReport
 
         if isinstance(report, CellStart):
             self.__exit__()

@@ -1,0 +1,54 @@
+"""What training reports as it goes, through the callback it is given: the CLI draws these, the
+plotter redraws on them, a test can stop a run on one.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from chargen.evaluate import LossStats
+
+
+@dataclass
+class StartReport:
+    run_dir: Path
+    device: str
+    seed: int
+    parameters: int
+    vocab_size: int
+    train_chars: int
+    val_chars: int
+    resumed_at: int  # the step a resumed run continues from; 0 for a new run
+    model: str  # its shape, and how size auto chose it
+    processes: int = 1  # training together, each on its share of the batch
+
+
+@dataclass
+class StepReport:
+    step: int
+    epoch: float  # passes over the training split so far
+    fraction: float  # of the whole run, by whichever limit is nearest
+    loss: float  # mean training loss per character since the last report, in nats
+    lr: float
+    grad_norm: float  # before clipping, at the last step
+    chars_per_sec: float
+    eta: float  # seconds of training left, estimated
+
+    @property
+    def bpc(self) -> float:
+        return self.loss / math.log(2)
+
+
+@dataclass
+class EvalReport:
+    step: int
+    val: LossStats
+    is_best: bool
+    sample: str  # a short continuation of a fixed prefix
+
+
+Report = StartReport | StepReport | EvalReport
+Reporter = Callable[[Report], None]
