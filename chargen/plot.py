@@ -6,6 +6,7 @@ extra), imported only here and only when a plot is drawn.
 from __future__ import annotations
 
 import io
+import math
 from pathlib import Path
 from typing import Any
 
@@ -79,8 +80,9 @@ def plot_runs(run_dirs: list[Path], out: Path) -> Path:
             label=f"{name} validation",
         )
         grad_ax.plot(chars, [r.grad_norm for r in train], color=color, marker=dot, label=name)
-        if run.train_config.clip > 0:
-            clips.setdefault(run.train_config.clip, []).append(color)
+        threshold = run.train_config.clip_threshold()
+        if math.isfinite(threshold):  # no line where clipping only measured
+            clips.setdefault(threshold, []).append(color)
         lr_ax.plot(chars, [r.lr for r in train], color=color, marker=dot, label=name)
     # One threshold line per value: runs that share it would otherwise hide each other's.
     for clip, colors in clips.items():

@@ -154,7 +154,7 @@ def measure_speed(
         seconds = []
         for _ in range(PROBE_STEPS + 2):
             began = time.perf_counter()
-            loss, _, state, _ = train_step(model, optimizer, x, y, state, config.clip or math.inf, autocast)
+            loss, _, state, _ = train_step(model, optimizer, x, y, state, config.clip_threshold(), autocast)
             float(loss)  # waits for the step to finish, on any device
             seconds.append(time.perf_counter() - began)
     return config.batch_size * config.bptt / statistics.median(seconds[2:])  # the first build kernels
