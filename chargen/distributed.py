@@ -8,7 +8,6 @@ WORLD_SIZE, LOCAL_RANK, MASTER_ADDR, MASTER_PORT). In a single process, which is
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
@@ -19,6 +18,7 @@ import torch.distributed as dist
 from torch import nn
 
 from chargen.errors import ConfigError
+from chargen.launch import place_from_env
 
 T = TypeVar("T")
 CPU = torch.device("cpu")
@@ -93,15 +93,8 @@ class World:
 
 def world_from_env() -> World:
     """This process's place as torchrun set it in the environment; a single process without it."""
-    try:
-        rank, size, local_rank = (int(os.environ.get(k, "0")) for k in ("RANK", "WORLD_SIZE", "LOCAL_RANK"))
-    except ValueError:
-        raise ConfigError("RANK, WORLD_SIZE and LOCAL_RANK must be integers (torchrun sets them)") from None
-    if size <= 1:
-        return World()
-    if not 0 <= rank < size:
-        raise ConfigError(f"RANK {rank} is outside 0..{size - 1} (WORLD_SIZE {size})")
-    return World(rank=rank, size=size, local_rank=local_rank)
+    place = place_from_env()
+    return World(rank=place.rank, size=place.size, local_rank=place.local_rank)
 
 
 def require_divisible(batch_size: int, world: World) -> None:

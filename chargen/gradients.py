@@ -11,6 +11,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from chargen.config import ModelConfig
+from chargen.errors import ConfigError
 from chargen.model import CharRNN
 
 
@@ -53,3 +55,17 @@ def text_windows(ids: np.ndarray, steps: int, streams: int) -> torch.Tensor:
     starts = np.linspace(0, len(ids) - steps - 1, streams).astype(np.int64)
     window = np.stack([ids[s : s + steps + 1] for s in starts], axis=1)
     return torch.from_numpy(window.astype(np.int64))
+
+
+def untrained_decay(cell: str, steps: int, streams: int, seed: int = 0) -> np.ndarray:
+    """gradient_decay of an untrained 2x256 model of `cell` (seeded) on random input."""
+    require_positive(steps, streams)
+    torch.manual_seed(seed)
+    model = CharRNN(ModelConfig(cell=cell, vocab_size=64, layers=2, hidden=256, dropout=0.0))
+    return gradient_decay(model, random_window(64, steps, streams, seed))
+
+
+def require_positive(steps: int, streams: int) -> None:
+    """At least one step back and one window to average over."""
+    if steps < 1 or streams < 1:
+        raise ConfigError("`steps` and `streams` must be at least 1")

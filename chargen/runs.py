@@ -1,5 +1,6 @@
 """What the commands do with a finished run and a text: its loss on a file or on its own validation
-split, and the training text it read, for the novelty check. Knows nothing about training.
+split, and how much of a sample it recites from the training text it read. Knows nothing about
+training.
 """
 
 from __future__ import annotations
@@ -10,11 +11,15 @@ from pathlib import Path
 import numpy as np
 
 from chargen.checkpoint import Run, load_model_weights, load_run
+from chargen.config import UNKNOWN_POLICIES
 from chargen.corpus import load_corpus
 from chargen.data import split_ids
 from chargen.device import resolve_device, resolve_precision
-from chargen.errors import ChargenError, RunError
+from chargen.errors import ChargenError, ConfigError, RunError
 from chargen.evaluate import LossStats, evaluate_ids
+from chargen.gradients import gradient_decay, require_positive, text_windows
+from chargen.novelty import NgramIndex
+from chargen.vocab import Tokenizer
 
 
 def evaluate_run(
@@ -30,6 +35,8 @@ def evaluate_run(
     The file is read and prepared as the training text was (`encoding` and `errors` may differ);
     characters outside the vocabulary follow `unknown` and are counted in the result.
     """
+    if unknown not in UNKNOWN_POLICIES:
+        raise ConfigError(f"`unknown` must be error, replace or skip, not {unknown!r}", "unknown")
     run = load_run(run_dir)
     torch_device = resolve_device(device)
     n_unknown = 0
@@ -57,3 +64,26 @@ def training_ids(run: Run) -> np.ndarray:
     except ChargenError as err:
         raise RunError(f"the training text of {run.path} is not available ({err})") from err
     return split_ids(data.ids, run.train_config.val_fraction)[0]
+
+
+def novelty_index(run: Run) -> NgramIndex:
+    """The n-grams of the run's training text, to tell text the model recites from text it makes."""
+    return NgramIndex(training_ids(run))
+
+
+def verbatim_shares(index: NgramIndex, vocab: Tokenizer, texts: list[str]) -> list[float]:
+    """For each text long enough to hold an n-gram, the share of its n-grams the training text has."""
+    shares = (index.verbatim_fraction(vocab.encode(text, unknown="skip")) for text in texts)
+    return [share for share in shares if share is not None]
+
+
+def run_gradient_decay(run_dir: Path | str, steps: int, streams: int) -> tuple[Run, np.ndarray]:
+    """gradient_decay of a run's best model on windows of its validation text; the run too."""
+    require_positive(steps, streams)
+    run = load_run(run_dir)
+    model = load_model_weights(run)
+    try:
+        window = text_windows(run.validation_ids(), steps, streams)
+    except ValueError as error:
+        raise ConfigError(f"`steps={steps}`: {error}", "steps") from None
+    return run, gradient_decay(model, window)

@@ -1,48 +1,42 @@
-"""The `chargen` command: each command parses its options, makes one library call and prints.
-Torch is imported inside the commands, so `chargen --help` stays instant; render.py holds the
-terminal plumbing (errors, progress, tables).
+"""The `chargen` command: each command turns its options into configs, makes one library call and
+prints. Torch is imported inside the commands, so `chargen --help` stays instant; options.py holds
+the shared options, render.py the terminal plumbing (errors, progress, streaming), tables.py the
+tables.
 """
 
 from __future__ import annotations
 
 import json
 import sys
-import time
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated
 
 import typer
-from rich.console import Console
-from rich.table import Table
 
 from chargen import __version__
+from chargen.cli import options as opt
 from chargen.cli.render import (
     CompareProgress,
     DownloadBar,
     OneLineErrors,
     TrainProgress,
     fan_out,
-    from_command_line,
+    process_rank,
+    stop_on_signals,
+    stream_out,
+    user_errors,
+    write_samples,
+)
+from chargen.cli.tables import (
     print_comparison,
+    print_corpora,
     print_eval,
     print_gradients,
     print_novelty,
     print_run_info,
     print_summary,
-    process_rank,
-    stop_on_signals,
-    user_errors,
 )
-from chargen.config import (
-    CELLS,
-    UNKNOWN_POLICIES,
-    ModelConfig,
-    SampleConfig,
-    TextConfig,
-    TrainConfig,
-    parse_duration,
-)
-from chargen.errors import ConfigError
+from chargen.config import CELLS, ModelConfig, SampleConfig, TextConfig, TrainConfig
 
 app = typer.Typer(
     cls=OneLineErrors,
@@ -53,54 +47,6 @@ app = typer.Typer(
     context_settings={"help_option_names": ["-h", "--help"]},
 )
 DEFAULT_RUN = Path("runs/latest")
-
-# Options `train` and `compare` share, declared once so that their help reads the same in both.
-CorpusArg = Annotated[
-    str | None,
-    typer.Argument(
-        help="Text file, or a named corpus (see `chargen corpora`). Default: the built-in corpus."
-    ),
-]
-Size = Annotated[
-    str,
-    typer.Option(
-        help="Model size: small (2x256), medium (2x384), large (2x512), or auto: the largest that the "
-        "budget trains on enough characters (see docs/recipe.md)."
-    ),
-]
-Layers = Annotated[int | None, typer.Option(help="Stacked recurrent layers, >= 1. Default: from --size.")]
-Hidden = Annotated[int | None, typer.Option(help="Units per layer, >= 1. Default: from --size.")]
-Embed = Annotated[int, typer.Option(help="Character embedding size, >= 1.")]
-Dropout = Annotated[
-    float | None,
-    typer.Option(
-        help="Dropout between layers and before the output, [0, 1). Default: more the more passes over "
-        "the text the run will make and the bigger the model."
-    ),
-]
-BatchSize = Annotated[int, typer.Option(help="Parallel streams through the text, >= 1.")]
-Bptt = Annotated[int, typer.Option(help="Characters per backpropagation window, >= 1.")]
-Lr = Annotated[float, typer.Option(help="Peak learning rate of AdamW, > 0.")]
-Clip = Annotated[float, typer.Option(help="Gradient-norm clipping threshold; 0 disables.")]
-Epochs = Annotated[float | None, typer.Option(help="Stop after this many passes over the text.")]
-MaxSteps = Annotated[int | None, typer.Option(help="Stop after this many optimiser steps.")]
-MaxTime = Annotated[
-    str | None,
-    typer.Option(
-        help="Stop after this much training time: seconds or 90s, 3m, 1h. "
-        f"With no limit at all: {TrainConfig().max_time:.0f}s."
-    ),
-]
-EvalEvery = Annotated[int, typer.Option(help="Validate every this many steps, >= 1.")]
-Seed = Annotated[int | None, typer.Option(help="Random seed, for a reproducible run.")]
-Device = Annotated[str, typer.Option(help="auto, cpu, cuda or mps.")]
-Precision = Annotated[
-    str, typer.Option(help="fp32, or bf16 arithmetic on fp32 weights; auto: bf16 where the chip has it.")
-]
-Preset = Annotated[
-    str | None, typer.Option(help="d2l: the d2l book's preprocessing (letters only, lowercase).")
-]
-Tokenizer = Annotated[str, typer.Option(help="chars (Unicode code points) or bytes (UTF-8 bytes).")]
 
 
 def _version(value: bool) -> None:
@@ -121,70 +67,40 @@ def _main(
 @app.command()
 def train(
     ctx: typer.Context,
-    corpus: CorpusArg = None,
-    out: Annotated[
-        Path | None, typer.Option(help="Run directory to create. Default: runs/CORPUS-TIMESTAMP.")
-    ] = None,
-    resume: Annotated[
-        Path | None,
-        typer.Option(
-            help="Continue this run from its checkpoint; only the limits, --patience and --device may change."
-        ),
-    ] = None,
-    cell: Annotated[str, typer.Option(help="Recurrent cell: lstm, gru or rnn.")] = ModelConfig.cell,
-    size: Size = ModelConfig.size,
-    layers: Layers = ModelConfig.layers,
-    hidden: Hidden = ModelConfig.hidden,
-    embed: Embed = ModelConfig.embed,
-    dropout: Dropout = ModelConfig.dropout,
-    tie_weights: Annotated[
-        bool, typer.Option(help="Share embedding and output weights (needs --embed = --hidden).")
-    ] = ModelConfig.tie_weights,
-    batch_size: BatchSize = TrainConfig.batch_size,
-    bptt: Bptt = TrainConfig.bptt,
-    lr: Lr = TrainConfig.lr,
-    weight_decay: Annotated[float, typer.Option(help="AdamW weight decay on matrices, >= 0.")] = (
-        TrainConfig.weight_decay
-    ),
-    warmup_steps: Annotated[int, typer.Option(help="Steps of linear learning-rate warm-up, >= 0.")] = (
-        TrainConfig.warmup_steps
-    ),
-    clip: Clip = TrainConfig.clip,
-    epochs: Epochs = None,
-    max_steps: MaxSteps = None,
-    max_time: MaxTime = None,
-    eval_every: EvalEvery = TrainConfig.eval_every,
-    patience: Annotated[
-        int,
-        typer.Option(help="Stop after this many validations in a row without a new best; 0: never."),
-    ] = TrainConfig.patience,
-    save_every: Annotated[int, typer.Option(help="Steps between resumable checkpoints, >= 1.")] = (
-        TrainConfig.save_every
-    ),
-    val_fraction: Annotated[float, typer.Option(help="Last fraction of the text held out, (0, 1).")] = (
-        TrainConfig.val_fraction
-    ),
-    eval_chars: Annotated[int, typer.Option(help="Validate on at most this many held-out characters.")] = (
-        TrainConfig.eval_chars
-    ),
-    seed: Seed = None,
-    device: Device = TrainConfig.device,
-    precision: Precision = TrainConfig.precision,
-    encoding: Annotated[str, typer.Option(help="The corpus file's encoding.")] = TextConfig.encoding,
-    errors: Annotated[
-        str, typer.Option(help="strict: an undecodable byte is an error; replace: it becomes U+FFFD.")
-    ] = TextConfig.errors,
-    normalize: Annotated[str, typer.Option(help="Unicode normalisation: nfc, nfkc or none.")] = (
-        TextConfig.normalize
-    ),
-    lowercase: Annotated[
-        bool, typer.Option(help="Lowercase the text (Python's rules: not Turkish-aware, I -> i).")
-    ] = TextConfig.lowercase,
-    preset: Preset = None,
-    tokenizer: Tokenizer = TextConfig.tokenizer,
-    min_count: Annotated[
-        int, typer.Option(help="Characters seen fewer times become the unknown symbol, >= 1.")
-    ] = TextConfig.min_count,
+    corpus: opt.CorpusArg = None,
+    out: opt.Out = None,
+    resume: opt.Resume = None,
+    cell: opt.Cell = ModelConfig.cell,
+    size: opt.Size = ModelConfig.size,
+    layers: opt.Layers = ModelConfig.layers,
+    hidden: opt.Hidden = ModelConfig.hidden,
+    embed: opt.Embed = ModelConfig.embed,
+    dropout: opt.Dropout = ModelConfig.dropout,
+    tie_weights: opt.TieWeights = ModelConfig.tie_weights,
+    batch_size: opt.BatchSize = TrainConfig.batch_size,
+    bptt: opt.Bptt = TrainConfig.bptt,
+    lr: opt.Lr = TrainConfig.lr,
+    weight_decay: opt.WeightDecay = TrainConfig.weight_decay,
+    warmup_steps: opt.WarmupSteps = TrainConfig.warmup_steps,
+    clip: opt.Clip = TrainConfig.clip,
+    epochs: opt.Epochs = None,
+    max_steps: opt.MaxSteps = None,
+    max_time: opt.MaxTime = None,
+    eval_every: opt.EvalEvery = TrainConfig.eval_every,
+    patience: opt.Patience = TrainConfig.patience,
+    save_every: opt.SaveEvery = TrainConfig.save_every,
+    val_fraction: opt.ValFraction = TrainConfig.val_fraction,
+    eval_chars: opt.EvalChars = TrainConfig.eval_chars,
+    seed: opt.Seed = None,
+    device: opt.Device = TrainConfig.device,
+    precision: opt.Precision = TrainConfig.precision,
+    encoding: opt.Encoding = TextConfig.encoding,
+    errors: opt.Errors = TextConfig.errors,
+    normalize: opt.Normalize = TextConfig.normalize,
+    lowercase: opt.Lowercase = TextConfig.lowercase,
+    preset: opt.Preset = None,
+    tokenizer: opt.Tokenizer = TextConfig.tokenizer,
+    min_count: opt.MinCount = TextConfig.min_count,
     plot: Annotated[
         bool,
         typer.Option(
@@ -207,61 +123,17 @@ def train(
 
         plotter = [PlotEachEvaluation()] if plot else []  # without matplotlib: an error, before training
         main = process_rank() == 0  # under torchrun, rank 0 speaks for all
-        if resume is not None:
-            given = {
-                name: value
-                for name, value in ctx.params.items()
-                if name not in ("resume", "corpus", "plot") and from_command_line(ctx, name)
-            }
-            with stop_on_signals(announce=main) as stop, TrainProgress() as progress:
-                summary = resume_training(resume, corpus, given, fan_out(progress, *plotter), stop)
-            if main:
-                print_summary(summary)
-            return
-
-        model_config = ModelConfig(
-            cell=cell,
-            size=size,
-            layers=layers,
-            hidden=hidden,
-            embed=embed,
-            dropout=dropout,
-            tie_weights=tie_weights,
-        )
-        train_config = TrainConfig(
-            batch_size=batch_size,
-            bptt=bptt,
-            lr=lr,
-            weight_decay=weight_decay,
-            warmup_steps=warmup_steps,
-            clip=clip,
-            epochs=epochs,
-            max_steps=max_steps,
-            max_time=parse_duration(max_time),
-            eval_every=eval_every,
-            patience=patience,
-            save_every=save_every,
-            val_fraction=val_fraction,
-            eval_chars=eval_chars,
-            seed=seed,
-            device=device,
-            precision=precision,
-        )
-        text_config = TextConfig(
-            encoding=encoding,
-            errors=errors,
-            normalize=normalize,
-            lowercase=lowercase,
-            preset=preset,
-            tokenizer=tokenizer,
-            min_count=min_count,
-        )
-        with DownloadBar() as download:
-            data = load_corpus(corpus, text_config, progress=download)
+        if resume is None:
+            model_config, train_config, text_config = opt.configs(ctx.params)
+            with DownloadBar() as download:
+                data = load_corpus(corpus, text_config, progress=download)
         with stop_on_signals(announce=main) as stop, TrainProgress() as progress:
-            summary = run_training(
-                data, model_config, train_config, out, fan_out(progress, *plotter), stop=stop
-            )
+            report = fan_out(progress, *plotter)
+            if resume is None:
+                summary = run_training(data, model_config, train_config, out, report, stop=stop)
+            else:
+                changes = opt.given(ctx, leave_out=("resume", "corpus", "plot"))
+                summary = resume_training(resume, corpus, changes, report, stop)
         if main:
             print_summary(summary)
 
@@ -269,7 +141,7 @@ def train(
 @app.command()
 def compare(
     ctx: typer.Context,
-    corpus: CorpusArg = None,
+    corpus: opt.CorpusArg = None,
     cells: Annotated[
         str, typer.Option(help="Cells to train, one run each, separated by commas: lstm, gru, rnn.")
     ] = ",".join(CELLS),
@@ -279,24 +151,24 @@ def compare(
             help="Directory for one run per cell and the comparison. Default: runs/compare-CORPUS-TIMESTAMP."
         ),
     ] = None,
-    size: Size = ModelConfig.size,
-    layers: Layers = ModelConfig.layers,
-    hidden: Hidden = ModelConfig.hidden,
-    embed: Embed = ModelConfig.embed,
-    dropout: Dropout = ModelConfig.dropout,
-    batch_size: BatchSize = TrainConfig.batch_size,
-    bptt: Bptt = TrainConfig.bptt,
-    lr: Lr = TrainConfig.lr,
-    clip: Clip = TrainConfig.clip,
-    epochs: Epochs = None,
-    max_steps: MaxSteps = None,
-    max_time: MaxTime = None,
-    eval_every: EvalEvery = TrainConfig.eval_every,
-    seed: Seed = None,
-    device: Device = TrainConfig.device,
-    precision: Precision = TrainConfig.precision,
-    preset: Preset = None,
-    tokenizer: Tokenizer = TextConfig.tokenizer,
+    size: opt.Size = ModelConfig.size,
+    layers: opt.Layers = ModelConfig.layers,
+    hidden: opt.Hidden = ModelConfig.hidden,
+    embed: opt.Embed = ModelConfig.embed,
+    dropout: opt.Dropout = ModelConfig.dropout,
+    batch_size: opt.BatchSize = TrainConfig.batch_size,
+    bptt: opt.Bptt = TrainConfig.bptt,
+    lr: opt.Lr = TrainConfig.lr,
+    clip: opt.Clip = TrainConfig.clip,
+    epochs: opt.Epochs = None,
+    max_steps: opt.MaxSteps = None,
+    max_time: opt.MaxTime = None,
+    eval_every: opt.EvalEvery = TrainConfig.eval_every,
+    seed: opt.Seed = None,
+    device: opt.Device = TrainConfig.device,
+    precision: opt.Precision = TrainConfig.precision,
+    preset: opt.Preset = None,
+    tokenizer: opt.Tokenizer = TextConfig.tokenizer,
     plot: Annotated[
         bool, typer.Option(help="Draw the runs overlaid into compare.png (needs matplotlib).")
     ] = True,
@@ -311,21 +183,7 @@ def compare(
         from chargen.corpus import load_corpus
 
         names = check_cells([name.strip() for name in cells.split(",") if name.strip()])
-        model_config = ModelConfig(size=size, layers=layers, hidden=hidden, embed=embed, dropout=dropout)
-        train_config = TrainConfig(
-            batch_size=batch_size,
-            bptt=bptt,
-            lr=lr,
-            clip=clip,
-            epochs=epochs,
-            max_steps=max_steps,
-            max_time=parse_duration(max_time),
-            eval_every=eval_every,
-            seed=seed,
-            device=device,
-            precision=precision,
-        )
-        text_config = TextConfig(preset=preset, tokenizer=tokenizer)
+        model_config, train_config, text_config = opt.configs(ctx.params)
         with DownloadBar() as download:
             data = load_corpus(corpus, text_config, progress=download)
         with stop_on_signals() as stop, CompareProgress() as progress:
@@ -338,28 +196,17 @@ def compare(
 @app.command()
 def sample(
     ctx: typer.Context,
-    model: Annotated[Path, typer.Option(help="Run directory to sample from.")] = DEFAULT_RUN,
-    prefix: Annotated[str, typer.Option(help="Text to continue; printed first.")] = SampleConfig.prefix,
-    length: Annotated[int, typer.Option(help="Characters to generate, >= 0.")] = SampleConfig.length,
-    temperature: Annotated[float, typer.Option(help="Randomness, >= 0; 0 is greedy, 1 the model's own.")] = (
-        SampleConfig.temperature
-    ),
-    top_k: Annotated[int | None, typer.Option(help="Sample among the k likeliest characters, >= 1.")] = None,
-    top_p: Annotated[
-        float, typer.Option(help="Sample from the smallest set holding this probability, (0, 1].")
-    ] = (SampleConfig.top_p),
-    seed: Annotated[int | None, typer.Option(help="Random seed; the same seed gives the same text.")] = None,
-    num_samples: Annotated[int, typer.Option(help="Independent samples, generated as one batch, >= 1.")] = (
-        SampleConfig.num_samples
-    ),
-    unknown: Annotated[
-        str, typer.Option(help="A prefix character the model never saw: error, replace or skip.")
-    ] = SampleConfig.unknown,
-    novelty: Annotated[
-        bool,
-        typer.Option(help="Report on stderr how much of the sample occurs verbatim in the training text."),
-    ] = False,
-    device: Annotated[str, typer.Option(help="auto, cpu, cuda or mps.")] = "auto",
+    model: opt.RunToSample = DEFAULT_RUN,
+    prefix: opt.Prefix = SampleConfig.prefix,
+    length: opt.Length = SampleConfig.length,
+    temperature: opt.Temperature = SampleConfig.temperature,
+    top_k: opt.TopK = SampleConfig.top_k,
+    top_p: opt.TopP = SampleConfig.top_p,
+    seed: opt.SampleSeed = SampleConfig.seed,
+    num_samples: opt.NumSamples = SampleConfig.num_samples,
+    unknown: opt.PrefixUnknown = SampleConfig.unknown,
+    novelty: opt.Novelty = False,
+    device: opt.Device = "auto",
 ) -> None:
     """Continue a prefix with a trained model; the text streams to stdout.
 
@@ -368,62 +215,34 @@ def sample(
     with user_errors(ctx):
         from chargen.checkpoint import load_model_weights, load_run
         from chargen.device import resolve_device
-        from chargen.novelty import NgramIndex
-        from chargen.runs import training_ids
+        from chargen.runs import novelty_index, verbatim_shares
         from chargen.sample import sample_batch, sample_stream
 
-        config = SampleConfig(
-            prefix=prefix,
-            length=length,
-            temperature=temperature,
-            top_k=top_k,
-            top_p=top_p,
-            seed=seed,
-            num_samples=num_samples,
-            unknown=unknown,
-        )
+        config = opt.build(SampleConfig, ctx.params)
         run = load_run(model)
         torch_device = resolve_device(device)
         net = load_model_weights(run, torch_device)
-        index = NgramIndex(training_ids(run)) if novelty else None
+        index = novelty_index(run) if novelty else None  # a missing training text fails before sampling
         if num_samples == 1:
             pieces = sample_stream(net, run.vocab, config, torch_device, run.text_config)  # checks the prefix
-            sys.stdout.write(prefix)
-            last_flush, texts = time.monotonic(), [""]
-            for piece in pieces:
-                sys.stdout.write(piece)
-                texts[0] += piece
-                if "\n" in piece or time.monotonic() - last_flush > 0.05:
-                    sys.stdout.flush()
-                    last_flush = time.monotonic()
-            sys.stdout.write("\n")
+            texts = [stream_out(prefix, pieces)]
         else:
             texts = sample_batch(net, run.vocab, config, torch_device, run.text_config)
-            sys.stdout.write("\n\n".join(prefix + text for text in texts) + "\n")
-        sys.stdout.flush()
+            write_samples(prefix, texts)
         if index is not None:
-            shares = [index.verbatim_fraction(run.vocab.encode(text, unknown="skip")) for text in texts]
-            print_novelty([share for share in shares if share is not None], index.n)
+            print_novelty(verbatim_shares(index, run.vocab, texts), index.n)
 
 
 @app.command("eval")
 def evaluate(
     ctx: typer.Context,
-    text_file: Annotated[
-        Path | None, typer.Argument(help="Text to evaluate on. Default: the run's validation split.")
-    ] = None,
-    model: Annotated[Path, typer.Option(help="Run directory to evaluate.")] = DEFAULT_RUN,
-    as_json: Annotated[
-        bool, typer.Option("--json", help="Print one JSON object instead of a table.")
-    ] = False,
-    unknown: Annotated[
-        str, typer.Option(help="Characters the model never saw: error, replace (counted) or skip.")
-    ] = SampleConfig.unknown,
-    encoding: Annotated[
-        str | None, typer.Option(help="The text file's encoding. Default: the run's.")
-    ] = None,
-    errors: Annotated[str | None, typer.Option(help="strict or replace. Default: the run's.")] = None,
-    device: Annotated[str, typer.Option(help="auto, cpu, cuda or mps.")] = "auto",
+    text_file: opt.TextFile = None,
+    model: opt.RunToEvaluate = DEFAULT_RUN,
+    as_json: opt.AsJson = False,
+    unknown: opt.TextUnknown = SampleConfig.unknown,
+    encoding: opt.TextEncoding = None,
+    errors: opt.TextErrors = None,
+    device: opt.Device = "auto",
 ) -> None:
     """Loss, perplexity and bits per character of a model on a text.
 
@@ -432,12 +251,9 @@ def evaluate(
     with user_errors(ctx):
         from chargen.runs import evaluate_run
 
-        if unknown not in UNKNOWN_POLICIES:
-            raise ConfigError(f"--unknown must be error, replace or skip, not {unknown!r}")
         stats = evaluate_run(model, text_file, device, unknown, encoding, errors)
-        result: dict[str, Any] = stats.to_dict()
         if as_json:
-            typer.echo(json.dumps(result))
+            typer.echo(json.dumps(stats.to_dict()))
             return
         print_eval(f"{model} on {text_file or 'its validation split'}", stats, unknown)
 
@@ -482,27 +298,14 @@ def gradients(
     Example: `chargen gradients --cell rnn`, then `chargen gradients --cell lstm`.
     """
     with user_errors(ctx):
-        import torch
+        from chargen.gradients import untrained_decay
+        from chargen.runs import run_gradient_decay
 
-        from chargen.checkpoint import load_model_weights, load_run
-        from chargen.gradients import gradient_decay, random_window, text_windows
-        from chargen.model import CharRNN
-
-        if steps < 1 or streams < 1:
-            raise ConfigError("--steps and --streams must be at least 1")
         if cell is not None:
-            torch.manual_seed(seed)
-            net = CharRNN(ModelConfig(cell=cell, vocab_size=64, layers=2, hidden=256, dropout=0.0))
-            window, label = random_window(64, steps, streams, seed), f"untrained 2x256 {cell}"
-        else:
-            run = load_run(model)
-            net = load_model_weights(run)
-            try:
-                window = text_windows(run.validation_ids(), steps, streams)
-            except ValueError as error:
-                raise ConfigError(f"--steps {steps}: {error}") from None
-            label = f"{model} ({run.model_config.cell})"
-        print_gradients(label, gradient_decay(net, window))
+            print_gradients(f"untrained 2x256 {cell}", untrained_decay(cell, steps, streams, seed))
+            return
+        run, norms = run_gradient_decay(model, steps, streams)
+        print_gradients(f"{model} ({run.model_config.cell})", norms)
 
 
 @app.command()
@@ -535,12 +338,7 @@ def corpora(ctx: typer.Context) -> None:
     with user_errors(ctx):
         from chargen import catalogue
 
-        table = Table("name", "what", "size", "licence", "source now")
-        for entry in catalogue.entries().values():
-            table.add_row(
-                entry.name, entry.title, f"{entry.bytes / 1e6:.1f} MB", entry.licence, catalogue.where(entry)
-            )
-        Console().print(table)
+        print_corpora(catalogue.entries().values(), catalogue.where)
 
 
 def main() -> None:

@@ -1,10 +1,10 @@
-"""How the CLI talks to the terminal: one-line errors, progress bars, signal handling, tables.
-With the commands in __init__.py, the only code that imports typer, rich or tqdm.
+"""How the CLI talks to the terminal: one-line errors in the command's own terms, progress bars,
+signal handling, streamed text. With the commands in __init__.py and the tables in tables.py, the
+only code that imports typer, rich or tqdm.
 """
 
 from __future__ import annotations
 
-import os
 import re
 import signal
 import sys
@@ -12,13 +12,11 @@ import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import typer
 from rich.console import Console
 from rich.markup import escape
-from rich.table import Table
 from typer.core import TyperGroup
 
 from chargen.errors import ChargenError, TrainingInterrupted
@@ -26,9 +24,7 @@ from chargen.errors import ChargenError, TrainingInterrupted
 if TYPE_CHECKING:
     from tqdm import tqdm
 
-    from chargen.compare import CellStart, Comparison
-    from chargen.evaluate import LossStats
-    from chargen.records import RunDescription, TrainSummary
+    from chargen.compare import CellStart
     from chargen.reports import Report, Reporter
 
 err = Console(stderr=True, highlight=False)
@@ -57,11 +53,13 @@ class OneLineErrors(TyperGroup):
 
 
 def process_rank() -> int:
-    """This process's rank when torchrun started several (it sets RANK); 0 otherwise. Only rank 0
-    shows progress and results."""
+    """This process's rank when torchrun started several; 0 otherwise. Only rank 0 shows progress
+    and results."""
+    from chargen.launch import place_from_env
+
     try:
-        return int(os.environ.get("RANK", "0"))
-    except ValueError:
+        return place_from_env().rank
+    except ChargenError:
         return 0
 
 
@@ -198,11 +196,6 @@ def fan_out(*reporters: Reporter) -> Reporter:
     return report
 
 
-def from_command_line(ctx: typer.Context, name: str) -> bool:
-    source = ctx.get_parameter_source(name)
-    return source is not None and source.name == "COMMANDLINE"
-
-
 @contextmanager
 def stop_on_signals(announce: bool = True) -> Iterator[threading.Event]:
     """The first Ctrl-C or SIGTERM asks training to stop after its current step and save a
@@ -247,129 +240,23 @@ class DownloadBar:
             self.bar.close()
 
 
-def print_summary(summary: TrainSummary) -> None:
-    table = Table(title="training finished", show_header=False, title_justify="left")
-    table.add_row("run", str(summary.run_dir))
-    table.add_row(
-        "best validation",
-        f"{summary.best.bpc:.4f} bpc, {summary.best.loss:.4f} nats/char, "
-        f"perplexity {summary.best.perplexity:.2f} (step {summary.best_step})",
-    )
-    table.add_row("final validation", f"{summary.final.bpc:.4f} bpc")
-    table.add_row(
-        "steps", f"{summary.steps:,} ({summary.epochs:.2f} epochs, stopped by {summary.stopped_by})"
-    )
-    table.add_row("speed", f"{summary.chars_per_sec:,.0f} characters/s over {summary.train_seconds:.0f} s")
-    table.add_row("clipped steps", f"{summary.clipped_fraction:.1%}")
-    table.add_row("parameters", f"{summary.parameters:,}")
-    err.print(table)
-    err.print(f'next: chargen sample --model {summary.run_dir} --prefix "..."')
+def stream_out(prefix: str, pieces: Iterator[str]) -> str:
+    """Write the prefix and then the text as it comes to stdout, flushed at each line and at least
+    every 50 ms; returns the text without the prefix."""
+    sys.stdout.write(prefix)
+    last_flush, text = time.monotonic(), ""
+    for piece in pieces:
+        sys.stdout.write(piece)
+        text += piece
+        if "\n" in piece or time.monotonic() - last_flush > 0.05:
+            sys.stdout.flush()
+            last_flush = time.monotonic()
+    sys.stdout.write("\n")
+    sys.stdout.flush()
+    return text
 
 
-def print_comparison(comparison: Comparison) -> None:
-    """The comparison's table on stdout (it is the command's result), then where its files are."""
-    table = Table(
-        "cell",
-        "parameters",
-        "characters/s",
-        "best validation bpc",
-        "clipped",
-        "steps",
-        title=f"{comparison.out} (seed {comparison.seed})",
-        title_justify="left",
-    )
-    for row in comparison.rows:
-        s = row.summary
-        table.add_row(
-            row.cell,
-            f"{s.parameters:,}",
-            f"{s.chars_per_sec:,.0f}",
-            f"{s.best.bpc:.4f}",
-            f"{s.clipped_fraction:.1%}",
-            f"{s.steps:,}",
-        )
-    Console().print(table)
-    written = [str(comparison.out / "compare.json"), *([str(comparison.plot)] if comparison.plot else [])]
-    err.print(f"wrote {' and '.join(written)}; each run is in {comparison.out}/<cell>")
-
-
-def print_run_info(model: Path, facts: RunDescription) -> None:
-    """The facts of checkpoint.describe as a table."""
-    out = Console()
-    m, corpus, summary, plan = facts.info.model, facts.info.corpus, facts.summary, facts.info.plan
-    table = Table(show_header=False, title=str(model), title_justify="left")
-    table.add_row(
-        "model",
-        f"{m.layers}x{m.hidden} {m.cell}, embedding {m.embed}, "
-        f"dropout {m.dropout}, {facts.parameters:,} parameters",
-    )
-    if plan:
-        speed = f" at {plan.chars_per_sec:,.0f} characters/s measured" if plan.chars_per_sec else ""
-        table.add_row(
-            "size",
-            f"{m.size}: {plan.size}, planned for {plan.chars / 1e6:.1f}M characters "
-            f"({plan.epochs:.1f} passes){speed}",
-        )
-    vocab = facts.vocab
-    shown = "".join(vocab["chars"] or [])
-    table.add_row("vocabulary", f"{vocab['size']} {vocab['kind']}" + (f": {shown!r}" if shown else ""))
-    text = facts.info.text.to_dict()
-    table.add_row("text", ", ".join(f"{k} {v}" for k, v in text.items() if v not in (None, False)))
-    table.add_row(
-        "corpus", f"{corpus.name} ({corpus.tokens:,} symbols, {corpus.unknown:,} unknown) {corpus.path}"
-    )
-    t = facts.info.train
-    table.add_row(
-        "training",
-        f"batch {t.batch_size}, bptt {t.bptt}, lr {t.lr:g}, clip {t.clip}, "
-        f"seed {t.seed}; limits: steps {t.max_steps}, time {t.max_time}, epochs {t.epochs}",
-    )
-    table.add_row("progress", f"{facts.steps} steps" if facts.steps is not None else "no checkpoint")
-    if summary:
-        table.add_row(
-            "best validation",
-            f"{summary.best.bpc:.4f} bpc, perplexity {summary.best.perplexity:.2f} "
-            f"(step {summary.best_step}); {summary.chars_per_sec:,.0f} characters/s",
-        )
-    for name, size in facts.files.items():
-        table.add_row("file", f"{name}  {size:,} bytes")
-    for problem in facts.problems:
-        table.add_row("[bold red]problem[/]", escape(problem))
-    out.print(table)
-
-
-def print_eval(label: str, stats: LossStats, unknown: str) -> None:
-    table = Table(show_header=False, title=label)
-    table.add_row("characters", f"{stats.chars:,}")
-    table.add_row("loss", f"{stats.loss:.4f} nats/char")
-    table.add_row("perplexity", f"{stats.perplexity:.3f}")
-    table.add_row("bits per character", f"{stats.bpc:.4f}")
-    table.add_row("speed", f"{stats.chars_per_sec:,.0f} characters/s")
-    if stats.unknown:
-        done = {"replace": "replaced", "skip": "skipped"}[unknown]
-        table.add_row("unknown characters", f"{stats.unknown:,} ({done})")
-    Console().print(table)
-
-
-def print_novelty(shares: list[float], n: int) -> None:
-    """On stderr, so stdout stays the generated text alone."""
-    if not shares:
-        err.print(f"novelty: the sample is shorter than {n} characters; nothing to compare")
-        return
-    mean = sum(shares) / len(shares)
-    err.print(
-        f"novelty: {mean:.1%} of the sample's {n}-character sequences occur verbatim in the training "
-        "text" + (f" (mean of {len(shares)} samples)" if len(shares) > 1 else "")
-    )
-
-
-def print_gradients(label: str, norms: Any) -> None:
-    """The gradient norm k steps back, and how many orders of magnitude it fell since k = 1."""
-    import math
-
-    table = Table("k steps back", "gradient norm", "orders of magnitude below k = 1", title=label)
-    for k in (1, 2, 3, 5, 10, 20, 30, 40, 50, 75, 100, 150, 200):
-        if k <= len(norms):
-            fall = math.log10(norms[0] / norms[k - 1]) if norms[k - 1] > 0 else math.inf
-            table.add_row(str(k), f"{norms[k - 1]:.3e}", f"{fall:.1f}")
-    Console().print(table)
+def write_samples(prefix: str, texts: list[str]) -> None:
+    """Several samples to stdout, each after the prefix, a blank line between them."""
+    sys.stdout.write("\n\n".join(prefix + text for text in texts) + "\n")
+    sys.stdout.flush()

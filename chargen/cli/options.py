@@ -1,0 +1,143 @@
+"""The options of `train` and `compare`, declared once so that their help reads the same in both, and
+the configs built from them: each option is named after the config field it sets, so a command's
+options become configs, and a resumed run's changes, without naming any of them again.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+from typing import Annotated, Any, TypeVar
+
+import typer
+
+from chargen.config import ModelConfig, TextConfig, TrainConfig
+
+T = TypeVar("T")
+
+CorpusArg = Annotated[
+    str | None,
+    typer.Argument(
+        help="Text file, or a named corpus (see `chargen corpora`). Default: the built-in corpus."
+    ),
+]
+Out = Annotated[Path | None, typer.Option(help="Run directory to create. Default: runs/CORPUS-TIMESTAMP.")]
+Resume = Annotated[
+    Path | None,
+    typer.Option(
+        help="Continue this run from its checkpoint; only the limits, --patience and --device may change."
+    ),
+]
+Cell = Annotated[str, typer.Option(help="Recurrent cell: lstm, gru or rnn.")]
+Size = Annotated[
+    str,
+    typer.Option(
+        help="Model size: small (2x256), medium (2x384), large (2x512), or auto: the largest that the "
+        "budget trains on enough characters (see docs/recipe.md)."
+    ),
+]
+Layers = Annotated[int | None, typer.Option(help="Stacked recurrent layers, >= 1. Default: from --size.")]
+Hidden = Annotated[int | None, typer.Option(help="Units per layer, >= 1. Default: from --size.")]
+Embed = Annotated[int, typer.Option(help="Character embedding size, >= 1.")]
+Dropout = Annotated[
+    float | None,
+    typer.Option(
+        help="Dropout between layers and before the output, [0, 1). Default: more the more passes over "
+        "the text the run will make and the bigger the model."
+    ),
+]
+TieWeights = Annotated[
+    bool, typer.Option(help="Share embedding and output weights (needs --embed = --hidden).")
+]
+BatchSize = Annotated[int, typer.Option(help="Parallel streams through the text, >= 1.")]
+Bptt = Annotated[int, typer.Option(help="Characters per backpropagation window, >= 1.")]
+Lr = Annotated[float, typer.Option(help="Peak learning rate of AdamW, > 0.")]
+WeightDecay = Annotated[float, typer.Option(help="AdamW weight decay on matrices, >= 0.")]
+WarmupSteps = Annotated[int, typer.Option(help="Steps of linear learning-rate warm-up, >= 0.")]
+Clip = Annotated[float, typer.Option(help="Gradient-norm clipping threshold; 0 disables.")]
+Epochs = Annotated[float | None, typer.Option(help="Stop after this many passes over the text.")]
+MaxSteps = Annotated[int | None, typer.Option(help="Stop after this many optimiser steps.")]
+MaxTime = Annotated[
+    str | None,
+    typer.Option(
+        help="Stop after this much training time: seconds or 90s, 3m, 1h. "
+        f"With no limit at all: {TrainConfig().max_time:.0f}s."
+    ),
+]
+EvalEvery = Annotated[int, typer.Option(help="Validate every this many steps, >= 1.")]
+Patience = Annotated[
+    int, typer.Option(help="Stop after this many validations in a row without a new best; 0: never.")
+]
+SaveEvery = Annotated[int, typer.Option(help="Steps between resumable checkpoints, >= 1.")]
+ValFraction = Annotated[float, typer.Option(help="Last fraction of the text held out, (0, 1).")]
+EvalChars = Annotated[int, typer.Option(help="Validate on at most this many held-out characters.")]
+Seed = Annotated[int | None, typer.Option(help="Random seed, for a reproducible run.")]
+Device = Annotated[str, typer.Option(help="auto, cpu, cuda or mps.")]
+Precision = Annotated[
+    str, typer.Option(help="fp32, or bf16 arithmetic on fp32 weights; auto: bf16 where the chip has it.")
+]
+Encoding = Annotated[str, typer.Option(help="The corpus file's encoding.")]
+Errors = Annotated[
+    str, typer.Option(help="strict: an undecodable byte is an error; replace: it becomes U+FFFD.")
+]
+Normalize = Annotated[str, typer.Option(help="Unicode normalisation: nfc, nfkc or none.")]
+Lowercase = Annotated[
+    bool, typer.Option(help="Lowercase the text (Python's rules: not Turkish-aware, I -> i).")
+]
+Preset = Annotated[
+    str | None, typer.Option(help="d2l: the d2l book's preprocessing (letters only, lowercase).")
+]
+Tokenizer = Annotated[str, typer.Option(help="chars (Unicode code points) or bytes (UTF-8 bytes).")]
+MinCount = Annotated[int, typer.Option(help="Characters seen fewer times become the unknown symbol, >= 1.")]
+
+
+# sample and eval
+RunToSample = Annotated[Path, typer.Option("--model", help="Run directory to sample from.")]
+Prefix = Annotated[str, typer.Option(help="Text to continue; printed first.")]
+Length = Annotated[int, typer.Option(help="Characters to generate, >= 0.")]
+Temperature = Annotated[float, typer.Option(help="Randomness, >= 0; 0 is greedy, 1 the model's own.")]
+TopK = Annotated[int | None, typer.Option(help="Sample among the k likeliest characters, >= 1.")]
+TopP = Annotated[float, typer.Option(help="Sample from the smallest set holding this probability, (0, 1].")]
+SampleSeed = Annotated[int | None, typer.Option(help="Random seed; the same seed gives the same text.")]
+NumSamples = Annotated[int, typer.Option(help="Independent samples, generated as one batch, >= 1.")]
+PrefixUnknown = Annotated[
+    str, typer.Option(help="A prefix character the model never saw: error, replace or skip.")
+]
+Novelty = Annotated[
+    bool, typer.Option(help="Report on stderr how much of the sample occurs verbatim in the training text.")
+]
+TextFile = Annotated[
+    Path | None, typer.Argument(help="Text to evaluate on. Default: the run's validation split.")
+]
+RunToEvaluate = Annotated[Path, typer.Option("--model", help="Run directory to evaluate.")]
+AsJson = Annotated[bool, typer.Option("--json", help="Print one JSON object instead of a table.")]
+TextUnknown = Annotated[
+    str, typer.Option(help="Characters the model never saw: error, replace (counted) or skip.")
+]
+TextEncoding = Annotated[str | None, typer.Option(help="The text file's encoding. Default: the run's.")]
+TextErrors = Annotated[str | None, typer.Option(help="strict or replace. Default: the run's.")]
+
+
+def build(cls: type[T], options: dict[str, Any]) -> T:
+    """A config from the options named after its fields; a field with no option keeps its default."""
+    names = {field.name for field in dataclasses.fields(cls)}  # type: ignore[arg-type]
+    return cls(**{name: value for name, value in options.items() if name in names})
+
+
+def configs(options: dict[str, Any]) -> tuple[ModelConfig, TrainConfig, TextConfig]:
+    """The model, training and text configs a command's options describe."""
+    return build(ModelConfig, options), build(TrainConfig, options), build(TextConfig, options)
+
+
+def given(ctx: typer.Context, leave_out: tuple[str, ...]) -> dict[str, Any]:
+    """The options typed on the command line (not defaults), by field name."""
+    return {
+        name: value
+        for name, value in ctx.params.items()
+        if name not in leave_out and _from_command_line(ctx, name)
+    }
+
+
+def _from_command_line(ctx: typer.Context, name: str) -> bool:
+    source = ctx.get_parameter_source(name)
+    return source is not None and source.name == "COMMANDLINE"
