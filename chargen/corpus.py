@@ -11,8 +11,11 @@ import hashlib
 import json
 import os
 import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import IO, Any
 
 import numpy as np
 
@@ -126,24 +129,9 @@ def load_corpus(
     if not meta_path.exists():
         try:
             folder.mkdir(parents=True, exist_ok=True)
-        except OSError:  # no writable cache: work in memory instead
+            _write_cache(path, config, vocab, unknown, what, ids_path, meta_path)
+        except OSError:  # no writable cache, or no room in it: work in memory instead
             return load_corpus(path, config, vocab, unknown, cache=False, what=what)
-        vocab = vocab or (ByteVocab() if config.tokenizer == "bytes" else _count_vocab(path, config, what))
-        fd, tmp = tempfile.mkstemp(dir=folder, suffix=".tmp")
-        try:
-            with os.fdopen(fd, "wb") as sink:
-                n_unknown = _encode_file(path, config, vocab, unknown, what, sink)
-            os.replace(tmp, ids_path)
-        finally:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
-        meta = {"vocab": vocab.to_dict(), "dtype": vocab.dtype.str, "unknown": n_unknown, "source": str(path)}
-        # Last, and whole or not at all: it marks the cache entry complete, and several processes
-        # (torchrun) may be writing the same entry at once.
-        fd, tmp = tempfile.mkstemp(dir=folder, suffix=".tmp")
-        with os.fdopen(fd, "w", encoding="utf-8") as sink:
-            json.dump(meta, sink, ensure_ascii=False)
-        os.replace(tmp, meta_path)
     meta = json.loads(meta_path.read_text(encoding="utf-8"))
     vocab = tokenizer_from_dict(meta["vocab"])
     size = ids_path.stat().st_size // np.dtype(meta["dtype"]).itemsize
@@ -153,3 +141,35 @@ def load_corpus(
         else np.zeros(0, vocab.dtype)
     )
     return Corpus(name, path, sha256, config, vocab, ids, meta["unknown"])
+
+
+def _write_cache(
+    path: Path, config: TextConfig, vocab: Tokenizer | None, unknown: str, what: str, ids: Path, meta: Path
+) -> None:
+    """Encode the file into a cache entry: its ids, then the description that marks it complete."""
+    vocab = vocab or (ByteVocab() if config.tokenizer == "bytes" else _count_vocab(path, config, what))
+    with _replacing(ids, "wb") as sink:
+        n_unknown = _encode_file(path, config, vocab, unknown, what, sink)
+    # Last, and whole or not at all: it marks the cache entry complete, and several processes
+    # (torchrun) may be writing the same entry at once.
+    with _replacing(meta, "w") as sink:
+        entry = {
+            "vocab": vocab.to_dict(),
+            "dtype": vocab.dtype.str,
+            "unknown": n_unknown,
+            "source": str(path),
+        }
+        json.dump(entry, sink, ensure_ascii=False)
+
+
+@contextmanager
+def _replacing(path: Path, mode: str) -> Iterator[IO[Any]]:
+    """A temporary file beside `path` that replaces it when the block ends, and is gone if it fails."""
+    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
+    try:
+        with os.fdopen(fd, mode, **({} if "b" in mode else {"encoding": "utf-8"})) as sink:
+            yield sink
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
