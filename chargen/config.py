@@ -10,7 +10,7 @@ import dataclasses
 import math
 import re
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 from chargen.errors import ConfigError
 
@@ -50,14 +50,28 @@ def parse_duration(value: str | float | int | None, field: str = "max_time") -> 
     return seconds
 
 
-def _fields_from(cls: type, data: dict[str, Any]) -> dict[str, Any]:
-    """Only the keys `cls` knows, so a run written by a newer version with extra keys still loads."""
+T = TypeVar("T")
+
+
+def known_fields(cls: type, data: dict[str, Any]) -> dict[str, Any]:
+    """Only the keys `cls` has fields for, so a run written by a newer version with extra keys still loads."""
     names = {f.name for f in dataclasses.fields(cls)}
     return {k: v for k, v in data.items() if k in names}
 
 
+class _Stored:
+    """A config as run.json stores it: one JSON object, its keys the fields."""
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)  # type: ignore[call-overload]
+
+    @classmethod
+    def from_dict(cls: type[T], data: dict[str, Any]) -> T:
+        return cls(**known_fields(cls, data))
+
+
 @dataclass
-class TextConfig:
+class TextConfig(_Stored):
     """How a file becomes the text a vocabulary sees; stored in the run and applied again to every
     prefix and evaluation text."""
 
@@ -92,16 +106,9 @@ class TextConfig:
                 "tokenizer",
             )
 
-    def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> TextConfig:
-        return cls(**_fields_from(cls, data))
-
 
 @dataclass
-class ModelConfig:
+class ModelConfig(_Stored):
     cell: str = "lstm"  # recurrent cell: lstm, gru or rnn (tanh)
     vocab_size: int = 0  # number of distinct characters; set from the corpus
     size: str = "auto"  # a name in SIZES, or auto: chosen from the corpus and the budget (recipe.py)
@@ -131,16 +138,9 @@ class ModelConfig:
         """Whether layers, width and dropout are all decided, as a model needs them."""
         return self.layers is not None and self.hidden is not None and self.dropout is not None
 
-    def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> ModelConfig:
-        return cls(**_fields_from(cls, data))
-
 
 @dataclass
-class TrainConfig:
+class TrainConfig(_Stored):
     batch_size: int = 32  # parallel streams through the text, >= 1
     bptt: int = 32  # characters per window of truncated backpropagation through time, >= 1
     lr: float = 4e-3  # peak learning rate of AdamW, > 0
@@ -211,14 +211,11 @@ class TrainConfig:
             return min(self.warmup_steps, max(1, self.max_steps // 5))
         return self.warmup_steps
 
-    def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
-
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> TrainConfig:
         # Runs written before --precision existed computed in fp32, and those written before --patience
         # never stopped early; resuming them must not change that.
-        return cls(**{"precision": "fp32", "patience": 0, **_fields_from(cls, data)})
+        return cls(**{"precision": "fp32", "patience": 0, **known_fields(cls, data)})
 
 
 @dataclass

@@ -16,18 +16,12 @@ from typing import Any
 
 import torch
 
-from chargen.config import ModelConfig, TextConfig, TrainConfig
+from chargen.config import ModelConfig, TextConfig, TrainConfig, known_fields
 from chargen.evaluate import LossStats
 from chargen.recipe import Plan
 
 FORMAT = "chargen-run"
 FORMAT_VERSION = 1
-
-
-def _known(cls: type, data: dict[str, Any]) -> dict[str, Any]:
-    """The keys of `data` that `cls` has fields for: a newer version's extra keys are left out."""
-    names = {f.name for f in dataclasses.fields(cls)}
-    return {key: value for key, value in data.items() if key in names}
 
 
 def _stats(data: dict[str, Any]) -> LossStats:
@@ -66,7 +60,7 @@ class Position:
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Position:
         best = data.get("best")
-        fields = {**_known(cls, data), "best": None}
+        fields = {**known_fields(cls, data), "best": None}
         if best is not None:
             fields["best"] = LossStats(chars=best["chars"], loss=best["loss"])
         return cls(**fields)
@@ -164,9 +158,9 @@ MetricRow = TrainRow | EvalRow
 def metric_row(data: dict[str, Any]) -> MetricRow:
     """The decoder of a metrics.jsonl line; KeyError or ValueError for one that is not a row."""
     if data["kind"] == "train":
-        return TrainRow(**_known(TrainRow, data))
+        return TrainRow(**known_fields(TrainRow, data))
     if data["kind"] == "eval":
-        fields = {k: v for k, v in _known(EvalRow, data).items() if k != "val"}
+        fields = {k: v for k, v in known_fields(EvalRow, data).items() if k != "val"}
         return EvalRow(val=_stats(data), **fields)
     raise ValueError(f"unknown kind of row {data['kind']!r}")
 
@@ -200,7 +194,7 @@ class TrainSummary:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any], run_dir: Path) -> TrainSummary:
-        fields = {k: v for k, v in _known(cls, data).items() if k not in ("best", "final", "run_dir")}
+        fields = {k: v for k, v in known_fields(cls, data).items() if k not in ("best", "final", "run_dir")}
         return cls(run_dir=run_dir, best=_stats(data["best"]), final=_stats(data["final"]), **fields)
 
 
@@ -258,8 +252,8 @@ class RunInfo:
             model=ModelConfig.from_dict(data["model"]),
             train=TrainConfig.from_dict(data["train"]),
             text=TextConfig.from_dict(data.get("text", {})),
-            corpus=CorpusRecord(**_known(CorpusRecord, data["corpus"])),
-            plan=Plan(**_known(Plan, plan)) if plan else None,
+            corpus=CorpusRecord(**known_fields(CorpusRecord, data["corpus"])),
+            plan=Plan(**known_fields(Plan, plan)) if plan else None,
             **{k: data[k] for k in ("device", "precision", "processes", "created") if k in data},
         )
 
