@@ -44,7 +44,6 @@ from chargen.records import (
     FORMAT_VERSION,
     Checkpoint,
     MetricRow,
-    Position,
     RunDescription,
     RunInfo,
     TrainSummary,
@@ -240,12 +239,6 @@ def load_checkpoint(path: Path) -> Checkpoint:
         return Checkpoint.from_tensors(contents, f.metadata() or {})
 
 
-def read_position(path: Path) -> Position:
-    """Only the position of a checkpoint, without reading its tensors."""
-    with _reading(path), safe_open(str(path), framework="pt") as f:
-        return Checkpoint.position_in(f.metadata() or {})
-
-
 # --- metrics.jsonl and summary.json -------------------------------------------------------------
 
 
@@ -321,7 +314,7 @@ def describe(run: Run) -> RunDescription:
         problems.append(f"{SUMMARY} cannot be read ({_cause(err)})")
     if (run.path / CHECKPOINT).exists():
         try:
-            steps = read_position(run.path / CHECKPOINT).step
+            steps = load_checkpoint(run.path / CHECKPOINT).position.step
         except RunError as err:
             problems.append(f"{CHECKPOINT} cannot be read ({_cause(err)}); the run cannot resume")
     vocab = {"kind": run.vocab.kind, "size": len(run.vocab), "chars": getattr(run.vocab, "chars", None)}

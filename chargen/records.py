@@ -88,10 +88,6 @@ class Checkpoint:
         rest = {"numpy_rng": self.numpy_rng, "param_groups": self.param_groups}
         return tensors, {"position": json.dumps({**self.position.to_dict(), **rest})}
 
-    @staticmethod
-    def position_in(metadata: dict[str, str]) -> Position:
-        return Position.from_dict(json.loads(metadata["position"]))
-
     @classmethod
     def from_tensors(cls, tensors: dict[str, torch.Tensor], metadata: dict[str, str]) -> Checkpoint:
         """KeyError, TypeError or JSONDecodeError where the contents are not a checkpoint's."""

@@ -150,7 +150,10 @@ def test_a_disk_full_at_a_later_checkpoint_keeps_the_last_good_one(
     result = runner.invoke(app, [*args, "--seed", "0", "--out", str(run_dir)])
     message = _one_line_error(result, ckpt.CHECKPOINT)
     assert message.endswith(NO_SPACE), message
-    assert ckpt.read_position(run_dir / ckpt.CHECKPOINT).step == last_good and _leftovers(run_dir) == []
+    assert (
+        ckpt.load_checkpoint(run_dir / ckpt.CHECKPOINT).position.step == last_good
+        and _leftovers(run_dir) == []
+    )
 
     disk.free()
     sampled = runner.invoke(app, ["sample", "--model", str(run_dir), "--length", "40", "--seed", "0"])
