@@ -317,7 +317,6 @@ def describe(run: Run) -> RunDescription:
             steps = load_checkpoint(run.path / CHECKPOINT).position.step
         except RunError as err:
             problems.append(f"{CHECKPOINT} cannot be read ({_cause(err)}); the run cannot resume")
-    vocab = {"kind": run.vocab.kind, "size": len(run.vocab), "chars": getattr(run.vocab, "chars", None)}
     files = {p.name: p.stat().st_size for p in sorted(run.path.iterdir()) if not p.name.startswith(".")}
     parameters = CharRNN(run.model_config).num_parameters()
-    return RunDescription(run.path, run.info, parameters, vocab, steps, summary, files, problems)
+    return RunDescription(run.path, run.info, parameters, run.vocab, steps, summary, files, problems)

@@ -70,6 +70,8 @@ class Meter:
 
 
 class Recorder:
+    """The run's figures as it goes: summed by the Meter, then written and reported."""
+
     def __init__(
         self, settings: RunSettings, writer: RunWriter, report: Reporter, clock: Clock, preview: Preview
     ) -> None:

@@ -19,6 +19,7 @@ import torch
 from chargen.config import ModelConfig, TextConfig, TrainConfig, known_fields
 from chargen.evaluate import LossStats
 from chargen.recipe import Plan
+from chargen.vocab import Tokenizer
 
 FORMAT = "chargen-run"
 FORMAT_VERSION = 1
@@ -261,7 +262,7 @@ class RunDescription:
     path: Path
     info: RunInfo
     parameters: int
-    vocab: dict[str, Any]  # kind, size, and the characters (None for bytes)
+    vocab: Tokenizer
     steps: int | None  # as of the checkpoint; None without a readable one
     summary: TrainSummary | None  # None until the run has finished, or when it cannot be read
     files: dict[str, int]  # name: bytes
@@ -273,7 +274,11 @@ class RunDescription:
             "model": self.info.model.to_dict(),
             "plan": self.info.plan.to_dict() if self.info.plan else None,
             "parameters": self.parameters,
-            "vocab": self.vocab,
+            "vocab": {
+                "kind": self.vocab.kind,
+                "size": len(self.vocab),
+                "chars": getattr(self.vocab, "chars", None),  # None for bytes
+            },
             "text": self.info.text.to_dict(),
             "train": self.info.train.to_dict(),
             "corpus": self.info.corpus.to_dict(),

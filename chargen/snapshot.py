@@ -28,6 +28,8 @@ class Generators:
 
 
 class Checkpointer:
+    """Saves a run's checkpoint from the live objects, and puts one back into them."""
+
     def __init__(
         self,
         settings: RunSettings,

@@ -19,6 +19,8 @@ from chargen.step import require_finite_weights
 
 
 class Validation:
+    """Validates the model and keeps the best weights; the position records the best figure."""
+
     def __init__(self, settings: RunSettings, model: CharRNN, val_ids: np.ndarray, writer: RunWriter) -> None:
         self.settings, self.model, self.val_ids, self.writer = settings, model, val_ids, writer
         self.last: LossStats | None = None  # the latest figure, for the summary

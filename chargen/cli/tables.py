@@ -85,8 +85,8 @@ def print_run_info(model: Path, facts: RunDescription) -> None:
             f"({plan.epochs:.1f} passes){speed}",
         )
     vocab = facts.vocab
-    shown = "".join(vocab["chars"] or [])
-    table.add_row("vocabulary", f"{vocab['size']} {vocab['kind']}" + (f": {shown!r}" if shown else ""))
+    shown = "".join(getattr(vocab, "chars", None) or [])
+    table.add_row("vocabulary", f"{len(vocab)} {vocab.kind}" + (f": {shown!r}" if shown else ""))
     text = facts.info.text.to_dict()
     table.add_row("text", ", ".join(f"{k} {v}" for k, v in text.items() if v not in (None, False)))
     table.add_row(
