@@ -95,6 +95,7 @@ def _train(
     model_config, plan = world.from_main(
         recipe.resolve(model_config, config, len(batches.ids), device, autocast) if world.is_main else None
     )
+    config = recipe.with_learning_rate(config, model_config)
     model = CharRNN(model_config).to(device)
     world.share_weights(model)
     if world.rank > 0:  # the same initial weights everywhere, but each process its own dropout masks

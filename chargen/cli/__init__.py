@@ -80,7 +80,12 @@ Dropout = Annotated[
 ]
 BatchSize = Annotated[int, typer.Option(help="Parallel streams through the text, >= 1.")]
 Bptt = Annotated[int, typer.Option(help="Characters per backpropagation window, >= 1.")]
-Lr = Annotated[float, typer.Option(help="Peak learning rate of AdamW, > 0.")]
+Lr = Annotated[
+    float | None,
+    typer.Option(
+        help="Peak learning rate of AdamW, > 0. Default: 0.006 at 256 units, less for wider models."
+    ),
+]
 Clip = Annotated[float, typer.Option(help="Gradient-norm clipping threshold; 0 disables.")]
 Epochs = Annotated[float | None, typer.Option(help="Stop after this many passes over the text.")]
 MaxSteps = Annotated[int | None, typer.Option(help="Stop after this many optimiser steps.")]
