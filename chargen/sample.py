@@ -13,7 +13,7 @@ import torch
 
 from chargen import stepping
 from chargen.config import SampleConfig, TextConfig
-from chargen.model import CharRNN, expand_state
+from chargen.model import CharRNN, Stepper, expand_state
 from chargen.text import prepare
 from chargen.vocab import Tokenizer
 
@@ -21,6 +21,7 @@ from chargen.vocab import Tokenizer
 # (when the corpus has one) puts it where documents and paragraphs begin, instead of at a raw
 # all-zero state it rarely saw in training.
 _START = "\n"
+STREAM_CHUNK = 16  # characters a stream reads back at a time: a few milliseconds of generation
 
 
 def filter_logits(logits: torch.Tensor, temperature: float, top_k: int | None, top_p: float) -> torch.Tensor:
@@ -96,14 +97,14 @@ def _generate(
     model.eval()
     logits, state = model(ids.view(-1, 1))  # the whole context in one call: (T, 1, V)
     logits = logits[-1].expand(config.num_samples, -1)  # (B, V)
-    state = expand_state(state, config.num_samples)
-    # One character per stream is little work: how it runs fastest depends on the chip (stepping.py).
+    stepper = Stepper(model, expand_state(state, config.num_samples))
     pick = Picker(config, generator, config.num_samples, logits.shape[-1])
+    # One character per stream is little work: how it runs fastest depends on the chip (stepping.py).
     with stepping.applied(stepping.choose(model, config.num_samples, device)):
         for _ in range(config.length):
             step = pick(logits)  # (B,)
             yield step
-            logits, state = model.step(step, state)  # (B, V)
+            logits = stepper(step)  # (B, V)
 
 
 def sample_stream(
@@ -120,10 +121,15 @@ def sample_stream(
     decoder = vocab.decoder()
 
     def pieces() -> Iterator[str]:
+        # Read back to Python STREAM_CHUNK characters at a time: one call instead of one per character.
+        pending: list[torch.Tensor] = []
         for step in _generate(model, context, config, device):
-            if text := decoder.decode([int(step[0])]):
-                yield text
-        if text := decoder.decode([], final=True):
+            pending.append(step[:1])
+            if len(pending) == STREAM_CHUNK:
+                ids, pending = torch.cat(pending).tolist(), []
+                if text := decoder.decode(ids):
+                    yield text
+        if text := decoder.decode(torch.cat(pending).tolist() if pending else [], final=True):
             yield text
 
     return pieces()
