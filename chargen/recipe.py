@@ -24,9 +24,11 @@ from chargen.errors import ConfigError
 from chargen.loop import make_optimizer, train_step
 from chargen.model import CharRNN
 
-# A size is worth its parameters once the run trains on this many characters per parameter (the
-# experiments in docs/recipe.md: on tinyshakespeare in 3 minutes, 2x512 seeing 1.2 characters per
-# parameter beat 2x384 seeing 3.9; in 95 seconds 2x512 seeing 0.6 did no better than 2x384).
+# A size is worth its parameters once the run trains on this many characters per parameter
+# (docs/recipe.md). Without the forget-gate handicap, at the work one time budget buys each size on
+# the 2-core EPYC (fp32, seed 0): 2x384 at 0.65 characters per parameter lost to 2x256 at twice the
+# steps (1.5236 vs 1.5087), at 1.05 it won (1.4652 vs 1.4911), at 1.2 too (1.4598 vs 1.4778).
+# Earlier, with the handicap: in 3 minutes 2x512 at 1.2 beat 2x384 at 3.9; at 0.6 it did no better.
 CHARS_PER_PARAMETER = 0.75
 # A model begins to learn its text by heart, and to need dropout, once the passes over the text
 # times its parameters reach this (docs/recipe.md: on tinyshakespeare 2x384, 1.9M parameters, did best
