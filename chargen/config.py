@@ -143,7 +143,7 @@ class ModelConfig(_Stored):
 class TrainConfig(_Stored):
     batch_size: int = 32  # parallel streams through the text, >= 1
     bptt: int = 32  # characters per window of truncated backpropagation through time, >= 1
-    lr: float = 4e-3  # peak learning rate of AdamW, > 0
+    lr: float | None = None  # peak learning rate of AdamW, > 0; None: planned from the width (recipe.py)
     weight_decay: float = 0.01  # AdamW decoupled weight decay on matrices, >= 0
     warmup_steps: int = 50  # linear warm-up of the learning rate, then cosine decay, >= 0
     min_lr_ratio: float = 0.0  # the learning rate decays to lr * this by the end, in [0, 1]
@@ -171,7 +171,7 @@ class TrainConfig(_Stored):
             "patience",
             f"must not be negative (0: never stop early), not {self.patience}",
         )
-        _require(self.lr > 0, "lr", f"must be positive, not {self.lr}")
+        _require(self.lr is None or self.lr > 0, "lr", f"must be positive, not {self.lr}")
         _require(self.weight_decay >= 0, "weight_decay", f"must not be negative, not {self.weight_decay}")
         _require(self.warmup_steps >= 0, "warmup_steps", f"must not be negative, not {self.warmup_steps}")
         _require(0 <= self.min_lr_ratio <= 1, "min_lr_ratio", f"must be in [0, 1], not {self.min_lr_ratio}")

@@ -7,6 +7,7 @@ loop over time steps.
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from chargen.config import ModelConfig
@@ -45,32 +46,9 @@ class CharRNN(nn.Module):
         return logits, state
 
     def step(self, x: torch.Tensor, state: State) -> tuple[torch.Tensor, State]:
-        """Logits (B, V) for one character per stream (B,), through torch's fused single-step cell
-        functions: for generation, where nn.LSTM's per-call overhead outweighs one step's arithmetic.
-        Same weights and arithmetic as forward()."""
-        cell, rnn = self.config.cell, self.rnn
-        h_all, c_all = state if isinstance(state, tuple) else (state, None)
-        inp = self.embed(x)  # (B, E)
-        hs, cs = [], []
-        for k in range(self.config.layers):
-            weights = (
-                getattr(rnn, f"weight_ih_l{k}"),
-                getattr(rnn, f"weight_hh_l{k}"),
-                getattr(rnn, f"bias_ih_l{k}"),
-                getattr(rnn, f"bias_hh_l{k}"),
-            )
-            if cell == "lstm":
-                assert c_all is not None
-                h, c = torch.lstm_cell(inp, (h_all[k], c_all[k]), *weights)
-                cs.append(c)
-            elif cell == "gru":
-                h = torch.gru_cell(inp, h_all[k], *weights)
-            else:
-                h = torch.rnn_tanh_cell(inp, h_all[k], *weights)
-            hs.append(h)
-            inp = h  # (B, H); dropout between layers is off outside training
-        new_state: State = (torch.stack(hs), torch.stack(cs)) if cell == "lstm" else torch.stack(hs)
-        return self.head(inp), new_state
+        """Logits (B, V) for one character per stream (B,) and the state after it (see Stepper)."""
+        stepper = Stepper(self, state)
+        return stepper(x), stepper.state()
 
     def init_state(self, batch_size: int, device: torch.device | str = "cpu") -> State:
         h = torch.zeros(self.config.layers, batch_size, self.config.hidden, device=device)
@@ -78,6 +56,40 @@ class CharRNN(nn.Module):
 
     def num_parameters(self) -> int:
         return sum(p.numel() for p in self.parameters())  # parameters() lists a tied matrix once
+
+
+class Stepper:
+    """One character per stream at a time, through torch's fused single-step cell functions: for
+    generation, where nn.LSTM's per-call overhead outweighs one step's arithmetic. Same weights and
+    arithmetic as CharRNN.forward. The weights are looked up once and the state is kept as one
+    tensor per layer, so a step pays no nn.Module call overhead and no stacking."""
+
+    def __init__(self, model: CharRNN, state: State) -> None:
+        self.cell = model.config.cell
+        rnn = model.rnn
+        names = ("weight_ih", "weight_hh", "bias_ih", "bias_hh")
+        self.weights = [tuple(getattr(rnn, f"{n}_l{k}") for n in names) for k in range(model.config.layers)]
+        self.embedding, self.head = model.embed.weight, model.head
+        h, c = state if isinstance(state, tuple) else (state, None)
+        self.h = list(h.unbind(0))  # (B, H) per layer
+        self.c = list(c.unbind(0)) if c is not None else []
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        """Logits (B, V) for the next character after `x` (B,); the state moves on by one."""
+        inp = F.embedding(x, self.embedding)  # (B, E)
+        for k, weights in enumerate(self.weights):
+            if self.cell == "lstm":
+                self.h[k], self.c[k] = torch.lstm_cell(inp, (self.h[k], self.c[k]), *weights)
+            elif self.cell == "gru":
+                self.h[k] = torch.gru_cell(inp, self.h[k], *weights)
+            else:
+                self.h[k] = torch.rnn_tanh_cell(inp, self.h[k], *weights)
+            inp = self.h[k]  # (B, H); dropout between layers is off outside training
+        return F.linear(inp, self.head.weight, self.head.bias)
+
+    def state(self) -> State:
+        """The state as CharRNN.forward takes it: (layers, B, H), a pair of them for an LSTM."""
+        return (torch.stack(self.h), torch.stack(self.c)) if self.cell == "lstm" else torch.stack(self.h)
 
 
 def detach_state(state: State) -> State:

@@ -5,7 +5,7 @@ with --max-time, from the training speed of each candidate size measured on this
 takes the largest size that will see at least CHARS_PER_PARAMETER characters per parameter. The
 dropout then follows how many times that plan passes over the training text and how big the model
 is: none while a model has not read its text often enough to start learning it by heart, more as it
-repeats itself, and sooner for a bigger model. The experiments behind these numbers are in the README.
+repeats itself, and sooner for a bigger model. The experiments behind these numbers are in docs/recipe.md.
 """
 
 from __future__ import annotations
@@ -24,18 +24,27 @@ from chargen.errors import ConfigError
 from chargen.model import CharRNN
 from chargen.step import make_optimizer, train_step
 
-# A size is worth its parameters once the run trains on this many characters per parameter (the
-# experiments in the README: on tinyshakespeare in 3 minutes, 2x512 seeing 1.2 characters per
-# parameter beat 2x384 seeing 3.9; in 95 seconds 2x512 seeing 0.6 did no better than 2x384).
+# A size is worth its parameters once the run trains on this many characters per parameter
+# (docs/recipe.md). Without the forget-gate handicap, at the work one time budget buys each size on
+# the 2-core EPYC (fp32, seed 0): 2x384 at 0.65 characters per parameter lost to 2x256 at twice the
+# steps (1.5236 vs 1.5087), at 1.05 it won (1.4652 vs 1.4911), at 1.2 too (1.4598 vs 1.4778).
+# Earlier, with the handicap: in 3 minutes 2x512 at 1.2 beat 2x384 at 3.9; at 0.6 it did no better.
 CHARS_PER_PARAMETER = 0.75
 # A model begins to learn its text by heart, and to need dropout, once the passes over the text
-# times its parameters reach this (the README: on tinyshakespeare 2x384, 1.9M parameters, did best
+# times its parameters reach this (docs/recipe.md: on tinyshakespeare 2x384, 1.9M parameters, did best
 # without dropout after 3.3 passes, 6.3M; 2x512, 3.3M, did better with 0.1 than without after 3.8,
 # 12.6M; in 10 minutes, 11 passes and 36M, 0.3 beat 0.19 and 0.4). So a bigger model needs it after
 # fewer passes.
 MEMORISING_PASS_PARAMETERS = 7e6
 DROPOUT_PER_DOUBLING = 0.125
 PROBE_STEPS = 8  # timed training steps per candidate size, after two untimed ones
+# AdamW's peak learning rate for 256 units per layer; a wider model takes it times sqrt(256 / width),
+# a narrower one the same (not measured).
+# docs/recipe.md: at equal work (tinyshakespeare, fp32, seed 0) 2x256 after 1,500 steps reached
+# 1.6118 / 1.5796 / 1.5609 / 1.5593 at 0.003 / 0.004 / 0.006 / 0.008, and after 3,000 steps 1.4947 at
+# 0.004 and 1.4841 at 0.006; 2x384 after 2,250 steps 1.4614 / 1.4598 / 1.4733 at 0.004 / 0.006 / 0.008;
+# 2x512 after 3,700 steps did better at 0.004 than at 0.003 or 0.006 (1.4506 / 1.4603 / 1.4621).
+LR_AT_256 = 6e-3
 
 
 @dataclass
@@ -99,6 +108,17 @@ def resolve(
     return chosen, plan
 
 
+def learning_rate(model_config: ModelConfig) -> float:
+    """The planned peak learning rate for a model of this width (resolved: `hidden` is known)."""
+    assert model_config.hidden is not None, "the size is not decided yet"
+    return round(LR_AT_256 * math.sqrt(min(1.0, 256 / model_config.hidden)), 5)
+
+
+def with_learning_rate(config: TrainConfig, model_config: ModelConfig) -> TrainConfig:
+    """`config` with its learning rate decided: as given, else planned from the model's width."""
+    return config if config.lr is not None else replace(config, lr=learning_rate(model_config))
+
+
 def _with_size(model_config: ModelConfig, name: str) -> ModelConfig:
     """The size's layers and width, except where the user gave their own."""
     layers, hidden = SIZES[name]
@@ -146,7 +166,7 @@ def measure_speed(
     times over. The random generators are left as they were, so the run starts as its seed says."""
     with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
         model = CharRNN(replace(model_config, dropout=model_config.dropout or 0.0)).to(device)
-        optimizer = make_optimizer(model, config)
+        optimizer = make_optimizer(model, with_learning_rate(config, model_config))  # any rate times alike
         shape = (config.bptt, config.batch_size)
         x = torch.randint(0, model_config.vocab_size, shape, device=device)
         y = torch.randint(0, model_config.vocab_size, shape, device=device)

@@ -83,7 +83,7 @@ def prepare(
     )
     settings = RunSettings(
         model=model_config,
-        train=config,
+        train=recipe.with_learning_rate(config, model_config),  # the rate planned for the decided width
         plan=planned or plan,
         device=device,
         autocast=autocast,

@@ -28,6 +28,10 @@ from chargen.paths import chargen_home
 
 CACHE_NAME = "step-settings.json"
 ROUNDS = 5  # timed rounds per candidate, taken in turn so that a busy moment hurts all alike
+# Several threads must beat one by this much to be chosen: on a machine that another program makes
+# busy, a small step on several threads waits for the one that is not running, and we measured it
+# 5 times slower than on one thread, while it never gained more than 1.6 times on a quiet machine.
+THREADS_MARGIN = 1.25
 
 
 @dataclass(frozen=True)
@@ -73,7 +77,7 @@ def choose(model: CharRNN, batch_size: int, device: torch.device | str) -> StepS
         except (TypeError, KeyError):
             pass  # an entry of another shape: measure again
     rates = measure(model, batch_size)
-    best = max(rates, key=rates.__getitem__)
+    best = max(rates, key=lambda s: rates[s] / (THREADS_MARGIN if s.threads > 1 else 1.0))
     known[key] = {
         "settings": asdict(best),
         "steps_per_sec": {

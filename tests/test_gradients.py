@@ -19,8 +19,11 @@ def _fall_over_50_steps(cell: str) -> float:
 
 def test_a_plain_rnn_loses_gradient_by_orders_of_magnitude_more_than_an_lstm() -> None:
     rnn, lstm = _fall_over_50_steps("rnn"), _fall_over_50_steps("lstm")
-    assert rnn > 8  # about 12-13 orders of magnitude here
-    assert rnn - lstm > 5  # the LSTM falls about 4
+    assert rnn > 8  # about 12.6 orders of magnitude here
+    # With torch's own initialisation the untrained LSTM's forget gates sit near 0.5, so its gradient
+    # falls about 10.6 orders: 2 fewer than the RNN's. (With the forget-gate bias of 1 chargen had
+    # before issue 13 it fell about 4; that bias cost quality in short runs, docs/recipe.md.)
+    assert rnn - lstm > 1.5
 
 
 def test_the_cli_prints_the_decay_table(tiny_run) -> None:

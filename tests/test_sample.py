@@ -5,7 +5,7 @@ from chargen.checkpoint import load_model_weights, load_run
 from chargen.config import SampleConfig
 from chargen.errors import VocabError
 from chargen.records import TrainSummary
-from chargen.sample import filter_logits, sample_batch, sample_stream
+from chargen.sample import Picker, filter_logits, sample_batch, sample_stream
 
 
 @pytest.fixture(scope="module")
@@ -58,3 +58,16 @@ def test_a_prefix_with_an_unknown_character_is_refused(loaded) -> None:
     model, vocab = loaded
     with pytest.raises(VocabError, match="U\\+1F600"):
         sample_batch(model, vocab, SampleConfig(prefix="The 😀", length=5))
+
+
+def test_the_gumbel_picker_draws_from_the_tempered_softmax() -> None:
+    probs = torch.tensor([0.5, 0.3, 0.15, 0.05])
+    logits = probs.log().expand(20_000, -1)  # 20,000 streams, one step each
+    for temperature in (1.0, 0.5):
+        config = SampleConfig(temperature=temperature, seed=0)
+        picker = Picker(config, torch.Generator().manual_seed(0), 20_000, 4)
+        counts = torch.bincount(picker(logits), minlength=4).float() / 20_000
+        expected = probs ** (1 / temperature) / (probs ** (1 / temperature)).sum()
+        assert torch.allclose(counts, expected, atol=0.012), (temperature, counts, expected)
+    top_2 = Picker(SampleConfig(top_k=2, seed=0), torch.Generator().manual_seed(1), 20_000, 4)
+    assert set(top_2(logits).tolist()) == {0, 1}

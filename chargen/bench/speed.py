@@ -41,6 +41,7 @@ from chargen.data import StreamBatches
 from chargen.device import precision_name, resolve_precision
 from chargen.evaluate import evaluate_ids
 from chargen.model import CharRNN
+from chargen.recipe import with_learning_rate
 from chargen.step import make_optimizer, train_step
 from chargen.training import train
 
@@ -188,7 +189,7 @@ def bench_training(
     def chargen_trainer(autocast: torch.dtype | None) -> Callable[[], int]:
         torch.manual_seed(0)
         model = CharRNN(config)
-        optimizer = make_optimizer(model, TrainConfig(batch_size=batch, bptt=bptt, max_steps=1))
+        optimizer = make_optimizer(model, TrainConfig(batch_size=batch, bptt=bptt, max_steps=1, lr=1e-3))
 
         def work() -> int:
             state, chars = model.init_state(batch), 0
@@ -219,7 +220,7 @@ def bench_default_training(
 ) -> list[Row]:
     """chargen's training at its default batch and window, against the quality benchmark's plain
     reference (reference.py) at its own, in each precision, in turn."""
-    defaults = TrainConfig(max_steps=1)
+    defaults = with_learning_rate(TrainConfig(max_steps=1), config)
     windows = list(StreamBatches(ids, defaults.batch_size, defaults.bptt).epoch(0))[:12]
     plain = ReferenceConfig()
     flops = 3 * forward_flops_per_char(config)

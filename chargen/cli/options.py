@@ -51,7 +51,10 @@ TieWeights = Annotated[
 ]
 BatchSize = Annotated[int, typer.Option(help="Parallel streams through the text, >= 1.")]
 Bptt = Annotated[int, typer.Option(help="Characters per backpropagation window, >= 1.")]
-Lr = Annotated[float, typer.Option(help="Peak learning rate of AdamW, > 0.")]
+Lr = Annotated[
+    float | None,
+    typer.Option(help="Peak learning rate of AdamW, > 0. Default: 0.006 at 256 units, less when wider."),
+]
 WeightDecay = Annotated[float, typer.Option(help="AdamW weight decay on matrices, >= 0.")]
 WarmupSteps = Annotated[int, typer.Option(help="Steps of linear learning-rate warm-up, >= 0.")]
 Clip = Annotated[float, typer.Option(help="Gradient-norm clipping threshold; 0 disables.")]
