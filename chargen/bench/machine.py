@@ -1,4 +1,5 @@
-"""What machine a benchmark ran on, and the settings that make one machine stand in for another.
+"""What machine a benchmark ran on, what its matrix units reach, and the settings that make one
+machine stand in for another.
 
 Every figure a benchmark prints starts with this line, so that a table pasted into the docs always
 says which CPU (and whether it has bf16 units), how many threads and which torch made it.
@@ -6,9 +7,12 @@ says which CPU (and whether it has bf16 units), how many threads and which torch
 
 from __future__ import annotations
 
+import argparse
+import time
 from pathlib import Path
 
 import torch
+from torch import nn
 
 from chargen.device import cpu_has_native_bf16, cpu_model
 
@@ -37,9 +41,37 @@ def describe() -> str:
     )
 
 
+def add_options(parser: argparse.ArgumentParser, precision_help: str) -> None:
+    """--precision and --threads, with which one machine stands in for another."""
+    parser.add_argument(
+        "--precision",
+        choices=["auto", "fp32", "bf16"],
+        default="auto",
+        help=f"{precision_help} (fp32 stands in for a chip without bf16)",
+    )
+    parser.add_argument("--threads", type=int, help="CPU threads (1 stands in for a slower laptop)")
+
+
 def set_threads(threads: int | None) -> None:
     """Use `threads` CPU threads for everything that follows (one stands in for a slower laptop)."""
     if threads is not None:
         if threads < 1:
             raise SystemExit(f"error: --threads must be at least 1, not {threads}")
         torch.set_num_threads(threads)
+
+
+def matmul_ceiling(dtype: torch.dtype, rows: int = 2048, inputs: int = 256, outputs: int = 1024) -> float:
+    """GFLOP/s of nn.Linear (oneDNN on a CPU) in `dtype` at an input-projection shape: the best of
+    several timings, since a ceiling is what the machine can reach and noise only lowers it."""
+    layer = nn.Linear(inputs, outputs).to(dtype)
+    x = torch.randn(rows, inputs).to(dtype)
+    best = 0.0
+    with torch.no_grad():
+        for _ in range(10):  # warm-up
+            layer(x)
+        for _ in range(9):
+            start = time.perf_counter()
+            for _ in range(20):
+                layer(x)
+            best = max(best, 20 * 2 * rows * inputs * outputs / (time.perf_counter() - start))
+    return best / 1e9

@@ -153,13 +153,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--budgets", default="95s,3m", help="training times, comma-separated")
     parser.add_argument("--seeds", default="0,1", help="one run per budget and seed")
     parser.add_argument("--preset", choices=["d2l"], help="the text preprocessing preset to train with")
-    parser.add_argument(
-        "--precision",
-        choices=["auto", "fp32", "bf16"],
-        default="auto",
-        help="for chargen and the reference alike; fp32 stands in for a chip without bf16",
-    )
-    parser.add_argument("--threads", type=int, help="CPU threads (1 stands in for a slower laptop)")
+    machine.add_options(parser, "for chargen and the reference alike")
     parser.add_argument("--no-reference", action="store_true", help="train chargen only")
     parser.add_argument(
         "--set",

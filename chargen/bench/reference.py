@@ -1,4 +1,8 @@
-"""The plain reference the quality benchmark measures chargen against: about what a competent
+"""The references the benchmarks measure chargen against, written here from torch alone.
+
+The speed benchmark's is in the style of the d2l book's RNN chapter (one-hot inputs, SGD, a loss
+read back every batch, a per-character sampling loop). The quality benchmark's is the plain one
+below: about what a competent
 person writes in 150 lines of PyTorch for a character model, trained for the same time on the same
 text. Deliberately written here from torch alone (none of chargen's model, data or training code),
 so that a handicap in chargen's own code cannot hide in the reference too.
@@ -120,3 +124,52 @@ def train_reference(
         trainer.state = None  # a new pass over the text starts afresh
     chars = trainer.steps * config.batch_size * config.bptt
     return ReferenceResult(trainer.model, trainer.steps, chars / elapsed)
+
+
+# --- the reference: written in the style of the d2l book's RNN chapter ---------------------------
+
+
+class D2LStyleModel(nn.Module):
+    """One-hot inputs into nn.LSTM, a linear layer on the flattened outputs: the book's RNNModel."""
+
+    def __init__(self, vocab_size: int, hidden: int, layers: int) -> None:
+        super().__init__()
+        self.vocab_size = vocab_size
+        self.rnn = nn.LSTM(vocab_size, hidden, layers)
+        self.linear = nn.Linear(hidden, vocab_size)
+
+    def forward(self, x: torch.Tensor, state):  # x: (B, T) ids
+        one_hot = F.one_hot(x.T.long(), self.vocab_size).float()  # (T, B, V)
+        y, state = self.rnn(one_hot, state)
+        return self.linear(y.reshape(-1, y.shape[-1])), state
+
+
+def d2l_train_windows(model: D2LStyleModel, windows: list, lr: float = 1.0) -> int:
+    """The book's loop: SGD, a loss.item() every batch, clipping by a hand-computed norm."""
+    optimizer = torch.optim.SGD(model.parameters(), lr)
+    state, chars, total_loss = None, 0, 0.0
+    for x, y in windows:  # (T, B) windows, turned into the book's (B, T)
+        if state is not None:
+            state = tuple(s.detach() for s in state)
+        y_hat, state = model(x.T, state)
+        loss = F.cross_entropy(y_hat, y.reshape(-1)).mean()
+        optimizer.zero_grad()
+        loss.backward()
+        norm = torch.sqrt(sum(torch.sum(p.grad**2) for p in model.parameters()))
+        if norm > 1:
+            for p in model.parameters():
+                p.grad[:] *= 1 / norm
+        optimizer.step()
+        total_loss += loss.item() * y.numel()  # the book's per-batch read-back to the host
+        chars += y.numel()
+    return chars
+
+
+def d2l_sample(model: D2LStyleModel, length: int) -> int:
+    """The book's predict loop: one character per call, its argmax read back to Python each time."""
+    outputs, state = [0], None
+    with torch.no_grad():
+        for _ in range(length):
+            y, state = model(torch.tensor([[outputs[-1]]]), state)
+            outputs.append(int(y.argmax(dim=1).reshape(1)))
+    return length

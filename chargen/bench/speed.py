@@ -30,11 +30,16 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import torch.nn.functional as F
-from torch import nn
 
 from chargen.bench import machine
-from chargen.bench.reference import ReferenceConfig, ReferenceTrainer
+from chargen.bench.machine import matmul_ceiling
+from chargen.bench.reference import (
+    D2LStyleModel,
+    ReferenceConfig,
+    ReferenceTrainer,
+    d2l_sample,
+    d2l_train_windows,
+)
 from chargen.config import ModelConfig, TrainConfig
 from chargen.corpus import Corpus, load_corpus
 from chargen.data import StreamBatches
@@ -71,72 +76,6 @@ def forward_flops_per_char(config: ModelConfig) -> float:
         flops += 2 * gates * (inputs + config.hidden)
         inputs = config.hidden
     return flops + 2 * config.hidden * config.vocab_size
-
-
-def matmul_ceiling(dtype: torch.dtype, rows: int = 2048, inputs: int = 256, outputs: int = 1024) -> float:
-    """GFLOP/s of nn.Linear (oneDNN on a CPU) in `dtype` at an input-projection shape: the best of
-    several timings, since a ceiling is what the machine can reach and noise only lowers it."""
-    layer = nn.Linear(inputs, outputs).to(dtype)
-    x = torch.randn(rows, inputs).to(dtype)
-    best = 0.0
-    with torch.no_grad():
-        for _ in range(10):  # warm-up
-            layer(x)
-        for _ in range(9):
-            start = time.perf_counter()
-            for _ in range(20):
-                layer(x)
-            best = max(best, 20 * 2 * rows * inputs * outputs / (time.perf_counter() - start))
-    return best / 1e9
-
-
-# --- the reference: written in the style of the d2l book's RNN chapter ---------------------------
-
-
-class D2LStyleModel(nn.Module):
-    """One-hot inputs into nn.LSTM, a linear layer on the flattened outputs: the book's RNNModel."""
-
-    def __init__(self, vocab_size: int, hidden: int, layers: int) -> None:
-        super().__init__()
-        self.vocab_size = vocab_size
-        self.rnn = nn.LSTM(vocab_size, hidden, layers)
-        self.linear = nn.Linear(hidden, vocab_size)
-
-    def forward(self, x: torch.Tensor, state):  # x: (B, T) ids
-        one_hot = F.one_hot(x.T.long(), self.vocab_size).float()  # (T, B, V)
-        y, state = self.rnn(one_hot, state)
-        return self.linear(y.reshape(-1, y.shape[-1])), state
-
-
-def d2l_train_windows(model: D2LStyleModel, windows: list, lr: float = 1.0) -> int:
-    """The book's loop: SGD, a loss.item() every batch, clipping by a hand-computed norm."""
-    optimizer = torch.optim.SGD(model.parameters(), lr)
-    state, chars, total_loss = None, 0, 0.0
-    for x, y in windows:  # (T, B) windows, turned into the book's (B, T)
-        if state is not None:
-            state = tuple(s.detach() for s in state)
-        y_hat, state = model(x.T, state)
-        loss = F.cross_entropy(y_hat, y.reshape(-1)).mean()
-        optimizer.zero_grad()
-        loss.backward()
-        norm = torch.sqrt(sum(torch.sum(p.grad**2) for p in model.parameters()))
-        if norm > 1:
-            for p in model.parameters():
-                p.grad[:] *= 1 / norm
-        optimizer.step()
-        total_loss += loss.item() * y.numel()  # the book's per-batch read-back to the host
-        chars += y.numel()
-    return chars
-
-
-def d2l_sample(model: D2LStyleModel, length: int) -> int:
-    """The book's predict loop: one character per call, its argmax read back to Python each time."""
-    outputs, state = [0], None
-    with torch.no_grad():
-        for _ in range(length):
-            y, state = model(torch.tensor([[outputs[-1]]]), state)
-            outputs.append(int(y.argmax(dim=1).reshape(1)))
-    return length
 
 
 # --- chargen ------------------------------------------------------------------------------------
@@ -336,13 +275,7 @@ def main(argv: list[str] | None = None) -> None:
         prog="python -m chargen.bench speed", description=__doc__.split("\n\n")[0]
     )
     parser.add_argument("--corpus", default="../shared/corpora/timemachine.txt")
-    parser.add_argument(
-        "--precision",
-        choices=["auto", "fp32", "bf16"],
-        default="auto",
-        help="fp32: fp32 rows only (a chip without bf16); bf16: bf16 rows too; auto: bf16 where native",
-    )
-    parser.add_argument("--threads", type=int, help="CPU threads (1 stands in for a slower laptop)")
+    machine.add_options(parser, "fp32: fp32 rows only; bf16: bf16 rows too; auto: bf16 where native")
     parser.add_argument("--json", help="also write the figures to this file")
     args = parser.parse_args(argv)
     machine.set_threads(args.threads)
