@@ -116,7 +116,8 @@ def _continued(run: ckpt.Run, given: dict[str, Any]) -> TrainConfig:
         if name not in current or current[name] != value
     ]
     if differ:
-        changeable = ", ".join(f"`{name}`" for name in (*LIMITS, *ALSO_CHANGEABLE))
+        *others, last = (f"`{name}`" for name in (*LIMITS, *ALSO_CHANGEABLE))
+        changeable = f"{', '.join(others)} and {last}"
         raise ConfigError(
             f"a resumed run continues {run.path} with its own settings, and these differ: "
             f"{'; '.join(differ)}. Only {changeable} may change"
