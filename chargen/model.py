@@ -46,8 +46,8 @@ class CharRNN(nn.Module):
         return logits, state
 
     def step(self, x: torch.Tensor, state: State) -> tuple[torch.Tensor, State]:
-        """Logits (B, V) for one character per stream (B,) and the state after it (see Stepper)."""
-        stepper = Stepper(self, state)
+        """Logits (B, V) for one character per stream (B,) and the state after it (see CellStepper)."""
+        stepper = CellStepper(self, state)
         return stepper(x), stepper.state()
 
     def init_state(self, batch_size: int, device: torch.device | str = "cpu") -> State:
@@ -58,7 +58,7 @@ class CharRNN(nn.Module):
         return sum(p.numel() for p in self.parameters())  # parameters() lists a tied matrix once
 
 
-class Stepper:
+class CellStepper:
     """One character per stream at a time, through torch's fused single-step cell functions: for
     generation, where nn.LSTM's per-call overhead outweighs one step's arithmetic. Same weights and
     arithmetic as CharRNN.forward. The weights are looked up once and the state is kept as one

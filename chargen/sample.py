@@ -13,7 +13,7 @@ import torch
 
 from chargen import stepping
 from chargen.config import SampleConfig, TextConfig
-from chargen.model import CharRNN, Stepper, expand_state
+from chargen.model import CellStepper, CharRNN, expand_state
 from chargen.text import prepare
 from chargen.vocab import Tokenizer
 
@@ -97,7 +97,7 @@ def _generate(
     model.eval()
     logits, state = model(ids.view(-1, 1))  # the whole context in one call: (T, 1, V)
     logits = logits[-1].expand(config.num_samples, -1)  # (B, V)
-    stepper = Stepper(model, expand_state(state, config.num_samples))
+    stepper = CellStepper(model, expand_state(state, config.num_samples))
     pick = Picker(config, generator, config.num_samples, logits.shape[-1])
     # One character per stream is little work: how it runs fastest depends on the chip (stepping.py).
     with stepping.applied(stepping.choose(model, config.num_samples, device)):

@@ -11,9 +11,7 @@ chargen_home(); later ones read it back. Knows nothing about sampling or text.
 from __future__ import annotations
 
 import json
-import os
 import statistics
-import tempfile
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -23,6 +21,8 @@ from pathlib import Path
 import torch
 
 from chargen.device import cpu_model
+from chargen.errors import StorageError
+from chargen.files import write_json
 from chargen.model import CharRNN
 from chargen.paths import chargen_home
 
@@ -137,13 +137,8 @@ def _read(path: Path) -> dict:
 
 def _write(path: Path, data: dict) -> None:
     """Replace the file in one rename; a home that cannot be written only means measuring again."""
-    tmp = None
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            json.dump(data, f, indent=2)
-        os.replace(tmp, path)
-    except OSError:
-        if tmp is not None and os.path.exists(tmp):
-            os.unlink(tmp)
+        write_json(path, data)
+    except (OSError, StorageError):
+        pass

@@ -1,7 +1,7 @@
 import torch
 
 from chargen.config import ModelConfig
-from chargen.model import CharRNN, Stepper, detach_state, mask_state
+from chargen.model import CellStepper, CharRNN, detach_state, mask_state
 
 
 def _model(cell: str = "lstm", **kw) -> CharRNN:
@@ -78,7 +78,7 @@ def test_the_stepper_walks_a_sequence_as_the_fused_module_reads_it() -> None:
         x = torch.randint(0, 20, (6, 3))
         with torch.no_grad():
             expected, expected_state = model(x)  # (6, 3, V) in one call
-            stepper = Stepper(model, model.init_state(3))
+            stepper = CellStepper(model, model.init_state(3))
             for t in range(6):
                 assert torch.allclose(stepper(x[t]), expected[t], atol=1e-5), (cell, t)
             got = stepper.state()
