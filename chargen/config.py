@@ -82,6 +82,7 @@ class TextConfig(_Stored):
     preset: str | None = None  # d2l: letters only, lowercased, every other run of characters one space
     tokenizer: str = "chars"  # chars: Unicode code points; bytes: UTF-8 bytes (256 symbols)
     min_count: int = 1  # characters seen fewer times than this become the unknown symbol, >= 1
+    items: str | None = None  # a list: lines, files, paragraphs or a separator string; None: one text
 
     def __post_init__(self) -> None:
         try:
@@ -99,6 +100,11 @@ class TextConfig(_Stored):
         _require(self.preset in (None, *PRESETS), "preset", f"must be d2l, not {self.preset!r}")
         _require(self.tokenizer in TOKENIZERS, "tokenizer", f"must be chars or bytes, not {self.tokenizer!r}")
         _require(self.min_count >= 1, "min_count", f"must be at least 1, not {self.min_count}")
+        _require(
+            self.items is None or (self.items != "" and "\x00" not in self.items),
+            "items",
+            "must be lines, files, paragraphs or a separator string (not empty)",
+        )
         if self.tokenizer == "bytes" and (self.min_count != 1 or self.preset is not None):
             raise ConfigError(
                 "`tokenizer='bytes'` has no unknown symbol: "
@@ -228,9 +234,11 @@ class SampleConfig:
     seed: int | None = None  # the same seed gives the same text
     num_samples: int = 1  # independent samples, generated together as one batch, >= 1
     unknown: str = "error"  # a prefix character the model never saw: error, replace or skip
+    max_length: int = 200  # a list's items are cut off after this many characters, >= 1
 
     def __post_init__(self) -> None:
         _require(self.length >= 0, "length", f"must not be negative, not {self.length}")
+        _require(self.max_length >= 1, "max_length", f"must be at least 1, not {self.max_length}")
         _require(
             self.temperature >= 0,
             "temperature",

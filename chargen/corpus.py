@@ -13,7 +13,7 @@ import os
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
@@ -22,8 +22,8 @@ import numpy as np
 from chargen import catalogue
 from chargen.config import TextConfig
 from chargen.errors import CorpusError
+from chargen.items import END, list_files, source_pieces
 from chargen.paths import chargen_home, corpora_dir
-from chargen.text import Preparer, read_chunks
 from chargen.vocab import ByteVocab, Tokenizer, Vocab, count_code_points, tokenizer_from_dict
 
 DEFAULT_CORPUS = corpora_dir() / "the-lamp-at-pellow-point.txt"
@@ -32,32 +32,45 @@ CACHE_VERSION = 1  # bump when the cached format or the encoding rules change
 
 @dataclass
 class Corpus:
-    name: str  # short name for run directories: the file's stem
-    path: Path
-    sha256: str  # of the file's bytes, so a run records exactly what it was trained on
+    name: str  # short name for run directories: the file's stem, or the directory's name
+    path: Path  # the file, or the directory or first file of several
+    sha256: str  # of the file's bytes (of several files: of their hashes), to record what trained
     config: TextConfig  # how the file was read and prepared
     vocab: Tokenizer
     ids: np.ndarray  # (N,) token ids; for a cached corpus a read-only memory map
     unknown: int  # characters that were outside the vocabulary (mapped to the unknown symbol)
+    paths: list[Path] = field(default_factory=list)  # every file read, in order
 
     def decode(self, start: int = 0, stop: int | None = None) -> str:
         return self.vocab.decode(self.ids[start:stop])
 
+    @property
+    def end_id(self) -> int | None:
+        """The id of the end-of-item symbol in a list, None for one text."""
+        return end_id(self.vocab, self.config)
 
-def _count_vocab(path: Path, config: TextConfig, what: str) -> Vocab:
+
+def end_id(vocab: Tokenizer, config: TextConfig) -> int | None:
+    """The id of the end-of-item symbol when `config` reads a list, else None."""
+    return int(vocab.encode(END)[0]) if config.items is not None else None
+
+
+def _count_vocab(paths: list[Path], config: TextConfig, what: str) -> Vocab:
     counts = None
-    prepare = Preparer(config)
-    for piece in read_chunks(path, config, what):
-        counts = count_code_points(prepare(piece), counts)
+    for piece in source_pieces(paths, config, what):
+        counts = count_code_points(piece, counts)
     assert counts is not None  # read_chunks refuses an empty file
-    return Vocab.from_counts(counts, config.min_count, with_unknown=config.preset == "d2l")
+    vocab = Vocab.from_counts(counts, config.min_count, with_unknown=config.preset == "d2l")
+    if config.items is not None and END not in vocab.chars:  # kept whatever `min_count` says
+        vocab = Vocab([*vocab.chars, END])
+    return vocab
 
 
-def _encode_file(path: Path, config: TextConfig, vocab: Tokenizer, unknown: str, what: str, sink) -> int:
-    """Encode the file piece by piece into `sink` (a binary file or a list); returns the unknowns."""
-    prepare, n_unknown = Preparer(config), 0
-    for piece in read_chunks(path, config, what):
-        ids, missing = vocab.encode_counting(prepare(piece), what=f"{what} {path}", unknown=unknown)
+def _encode(paths: list[Path], config: TextConfig, vocab: Tokenizer, unknown: str, what: str, sink) -> int:
+    """Encode the files piece by piece into `sink` (a binary file or a list); returns the unknowns."""
+    n_unknown = 0
+    for piece in source_pieces(paths, config, what):
+        ids, missing = vocab.encode_counting(piece, what=f"{what} {paths[0]}", unknown=unknown)
         n_unknown += missing
         if isinstance(sink, list):
             sink.append(ids)
@@ -66,31 +79,62 @@ def _encode_file(path: Path, config: TextConfig, vocab: Tokenizer, unknown: str,
     return n_unknown
 
 
-def resolve_path(
-    path: Path | str | None, progress: catalogue.Progress | None = None, what: str = "corpus"
-) -> tuple[Path, str]:
-    """The file to read and the corpus's name: the default corpus for None, a named corpus from the
-    catalogue for a name that is not a file, else the path itself."""
-    if path is None:
+Source = Path | str | list[Path] | list[str] | None
+
+
+def resolve_paths(
+    source: Source, progress: catalogue.Progress | None = None, what: str = "corpus"
+) -> tuple[list[Path], str, Path]:
+    """The files to read, the corpus's name and the path that stands for them (the file, or the
+    directory or first file of several): the default corpus for None, a named corpus from the
+    catalogue for a name that is not a file, files and directories as they are."""
+    if isinstance(source, list):
+        if len(source) == 1:
+            return resolve_paths(source[0], progress, what)
+        if not source:
+            return resolve_paths(None, progress, what)
+        missing = [str(p) for p in source if not Path(p).exists()]
+        if missing:
+            raise CorpusError(f"{what} file not found: {missing[0]}")
+        paths = [Path(p) for p in source]
+        return list_files(paths, what), paths[0].stem, paths[0]
+    if source is None:
         if not DEFAULT_CORPUS.exists():
             raise CorpusError(
                 f"the default corpus {DEFAULT_CORPUS} is missing: this installation of chargen is "
                 "incomplete, so reinstall it; or give a CORPUS file"
             )
-        return DEFAULT_CORPUS, DEFAULT_CORPUS.stem
-    path = Path(path)
+        return [DEFAULT_CORPUS], DEFAULT_CORPUS.stem, DEFAULT_CORPUS
+    path = Path(source)
     if path.is_dir():
-        raise CorpusError(f"{what} {path} is a directory; give a text file")
+        return list_files([path], what), path.resolve().name, path
     if path.exists():
-        return path, path.stem
+        return [path], path.stem, path
     named = catalogue.entries()
     if str(path) in named:
-        return catalogue.resolve(str(path), progress), str(path)
+        file = catalogue.resolve(str(path), progress)
+        return [file], str(path), file
     raise CorpusError(f"{what} file not found: {path} (named corpora: {', '.join(named) or 'none'})")
 
 
+def resolve_path(
+    path: Path | str | None, progress: catalogue.Progress | None = None, what: str = "corpus"
+) -> tuple[Path, str]:
+    """One text file and its name (see resolve_paths); a directory is refused."""
+    if path is not None and Path(path).is_dir():
+        raise CorpusError(f"{what} {path} is a directory; give a text file")
+    paths, name, _ = resolve_paths(path, progress, what)
+    return paths[0], name
+
+
+def sources_sha256(paths: list[Path]) -> str:
+    """The file's sha256, or for several files the sha256 of their hashes in order."""
+    hashes = [catalogue.file_sha256(p) for p in paths]
+    return hashes[0] if len(hashes) == 1 else hashlib.sha256("\n".join(hashes).encode()).hexdigest()
+
+
 def load_corpus(
-    path: Path | str | None = None,
+    path: Source = None,
     config: TextConfig | None = None,
     vocab: Tokenizer | None = None,
     unknown: str = "replace",
@@ -101,20 +145,23 @@ def load_corpus(
     """The file's token ids and vocabulary (built from the file, unless `vocab` is given).
 
     `path` may also name a corpus of the catalogue (`timemachine`), downloaded with `progress`
-    reports if need be; with no path, the project's own default corpus. Characters outside a
-    given vocabulary follow `unknown` ("error", "replace" or "skip"). With `cache`, the ids are
-    stored under chargen_home() and memory-mapped.
+    reports if need be; with no path, the project's own default corpus; a directory or a list
+    stands for the files in it. Characters outside a given vocabulary follow `unknown` ("error",
+    "replace" or "skip"). With `cache`, the ids are stored under chargen_home() and memory-mapped.
+    With `config.items`, the text is a list of items (see items.py).
     """
     config = config or TextConfig()
-    path, name = resolve_path(path, progress, what)
-    sha256 = catalogue.file_sha256(path)
+    paths, name, where = resolve_paths(path, progress, what)
+    if config.items is not None and isinstance(vocab, Vocab) and END not in vocab.chars:
+        raise CorpusError(f"the vocabulary has no end-of-item symbol, so {what} cannot be read as a list")
+    sha256 = sources_sha256(paths)
 
     if not cache:
-        vocab = vocab or (ByteVocab() if config.tokenizer == "bytes" else _count_vocab(path, config, what))
+        vocab = vocab or (ByteVocab() if config.tokenizer == "bytes" else _count_vocab(paths, config, what))
         parts: list[np.ndarray] = []
-        n_unknown = _encode_file(path, config, vocab, unknown, what, parts)
+        n_unknown = _encode(paths, config, vocab, unknown, what, parts)
         ids = np.concatenate(parts) if parts else np.zeros(0, dtype=vocab.dtype)
-        return Corpus(name, path, sha256, config, vocab, ids, n_unknown)
+        return Corpus(name, where, sha256, config, vocab, ids, n_unknown, paths)
 
     key_source = {
         "version": CACHE_VERSION,
@@ -129,7 +176,7 @@ def load_corpus(
     if not meta_path.exists():
         try:
             folder.mkdir(parents=True, exist_ok=True)
-            _write_cache(path, config, vocab, unknown, what, ids_path, meta_path)
+            _write_cache(paths, config, vocab, unknown, what, ids_path, meta_path)
         except OSError:  # no writable cache, or no room in it: work in memory instead
             return load_corpus(path, config, vocab, unknown, cache=False, what=what)
     meta = json.loads(meta_path.read_text(encoding="utf-8"))
@@ -140,16 +187,22 @@ def load_corpus(
         if size
         else np.zeros(0, vocab.dtype)
     )
-    return Corpus(name, path, sha256, config, vocab, ids, meta["unknown"])
+    return Corpus(name, where, sha256, config, vocab, ids, meta["unknown"], paths)
 
 
 def _write_cache(
-    path: Path, config: TextConfig, vocab: Tokenizer | None, unknown: str, what: str, ids: Path, meta: Path
+    paths: list[Path],
+    config: TextConfig,
+    vocab: Tokenizer | None,
+    unknown: str,
+    what: str,
+    ids: Path,
+    meta: Path,
 ) -> None:
     """Encode the file into a cache entry: its ids, then the description that marks it complete."""
-    vocab = vocab or (ByteVocab() if config.tokenizer == "bytes" else _count_vocab(path, config, what))
+    vocab = vocab or (ByteVocab() if config.tokenizer == "bytes" else _count_vocab(paths, config, what))
     with _replacing(ids, "wb") as sink:
-        n_unknown = _encode_file(path, config, vocab, unknown, what, sink)
+        n_unknown = _encode(paths, config, vocab, unknown, what, sink)
     # Last, and whole or not at all: it marks the cache entry complete, and several processes
     # (torchrun) may be writing the same entry at once.
     with _replacing(meta, "w") as sink:
@@ -157,7 +210,7 @@ def _write_cache(
             "vocab": vocab.to_dict(),
             "dtype": vocab.dtype.str,
             "unknown": n_unknown,
-            "source": str(path),
+            "source": [str(p) for p in paths],
         }
         json.dump(entry, sink, ensure_ascii=False)
 

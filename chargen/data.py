@@ -6,11 +6,13 @@ Knows nothing about models or optimisers; hands out int64 torch tensors shaped (
 from __future__ import annotations
 
 from collections.abc import Iterator
+from typing import NamedTuple
 
 import numpy as np
 import torch
 
 from chargen.errors import CorpusError
+from chargen.items import ItemSpans
 
 
 def split_ids(ids: np.ndarray, val_fraction: float) -> tuple[np.ndarray, np.ndarray]:
@@ -86,10 +88,123 @@ class StreamBatches:
         targets = self.ids[offset + 1 : offset + 1 + n].reshape(rows)[self.streams].T
         return inputs, targets
 
-    def epoch(self, offset: int, start_window: int = 0) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-        """(inputs, targets) windows of shape (T, B), T = bptt except perhaps the last."""
+    def epoch(self, offset: int, start_window: int = 0) -> Iterator[Window]:
+        """The windows (inputs, targets of shape (T, B), T = bptt except perhaps the last)."""
         inputs, targets = self.layout(offset)
         for start in range(start_window * self.bptt, self.stream_len, self.bptt):
             x = np.ascontiguousarray(inputs[start : start + self.bptt], dtype=np.int64)  # (T, B)
             y = np.ascontiguousarray(targets[start : start + self.bptt], dtype=np.int64)  # (T, B)
-            yield torch.from_numpy(x), torch.from_numpy(y)
+            yield Window(torch.from_numpy(x), torch.from_numpy(y), None, len(x) * self.batch_size)
+
+
+IGNORE = -100  # a target the loss leaves out: cross_entropy's default ignore_index
+
+
+class Window(NamedTuple):
+    """One step's data: inputs and targets (T, B) of this process's streams; for a list, which
+    streams start a new item here, and the targets the whole batch counts (padding does not)."""
+
+    x: torch.Tensor  # (T, B) int64
+    y: torch.Tensor  # (T, B) int64; IGNORE where there is nothing to predict
+    fresh: torch.Tensor | None  # (B,) 0 where a stream's state starts afresh, else 1; None: carry all
+    targets: int  # targets counted in the loss, over all processes' streams
+
+
+class ItemBatches:
+    """Lays a list of items out in batches for training, each item read from a fresh state.
+
+    Every epoch the items are shuffled (by the epoch's seed) and sorted by length within groups of
+    GROUP batches, so that a batch holds items of about one length and little of it is padding; then
+    cut into batches of B items, and the batches shuffled. A batch is read in windows of up to
+    `bptt` steps, its state carried from one window to the next and zeroed when a batch begins:
+
+        inputs:   END e m m a     targets:  e m m a END
+                  END a v a PAD             a v a END IGN     (IGN: padding, not counted)
+
+    Items that fill no whole batch sit the epoch out (others do the next time). With several
+    processes, each takes its `streams`, a share of the B items of every batch.
+    """
+
+    GROUP = 16  # batches per sorting group: long enough to even out lengths, short enough to mix
+
+    def __init__(
+        self, ids: np.ndarray, end_id: int, batch_size: int, bptt: int, streams: slice | None = None
+    ) -> None:
+        self.ids, self.end_id = ids, end_id
+        self.spans = ItemSpans.of(ids, end_id)
+        if len(self.spans) < batch_size:
+            raise CorpusError(
+                f"the training split has {len(self.spans)} items, fewer than one batch of "
+                f"`batch_size={batch_size}`; lower `batch_size`, or use a longer list"
+            )
+        self.batch_size, self.bptt = batch_size, bptt
+        self.streams = streams or slice(0, batch_size)
+        self._typical = self._plan(0)
+
+    @property
+    def local_batch(self) -> int:
+        return self.streams.stop - self.streams.start
+
+    def draw_offset(self, rng: np.random.Generator) -> int:
+        """A new epoch's seed, which orders its items."""
+        return int(rng.integers(0, 2**31 - 1))
+
+    def _plan(self, seed: int) -> list[np.ndarray]:
+        """The epoch's batches: each an array of B item indices, of about one length."""
+        rng = np.random.default_rng(seed)
+        order = rng.permutation(len(self.spans))
+        steps, b = self.spans.steps, self.batch_size
+        batches = []
+        for g in range(0, len(order), b * self.GROUP):
+            members = order[g : g + b * self.GROUP]
+            members = members[np.argsort(steps[members], kind="stable")]
+            batches.extend(members[k : k + b] for k in range(0, len(members) - b + 1, b))
+        return [batches[k] for k in rng.permutation(len(batches))]
+
+    def _windows_of(self, batch: np.ndarray) -> int:
+        return -(-int(self.spans.steps[batch].max()) // self.bptt)
+
+    @property
+    def windows_per_epoch(self) -> int:
+        """Windows in an epoch: exact when no item is longer than `bptt`, else a typical epoch's."""
+        return sum(self._windows_of(batch) for batch in self._typical)
+
+    @property
+    def chars_per_epoch(self) -> int:
+        return sum(int(self.spans.steps[batch].sum()) for batch in self._typical)
+
+    def epoch(self, offset: int, start_window: int = 0) -> Iterator[Window]:
+        """The epoch's windows from window `start_window` on; `offset` is the epoch's seed."""
+        window = 0
+        for batch in self._plan(offset):
+            n = self._windows_of(batch)
+            if window + n <= start_window:
+                window += n
+                continue
+            x, y = self._lay_out(batch, n * self.bptt)  # (n * bptt, B)
+            for k in range(n):
+                if window >= start_window:
+                    xk, yk = x[k * self.bptt : (k + 1) * self.bptt], y[k * self.bptt : (k + 1) * self.bptt]
+                    counted = yk != IGNORE
+                    length = int(np.flatnonzero(counted.any(axis=1)).max()) + 1  # no tail of padding
+                    yield Window(
+                        torch.from_numpy(np.ascontiguousarray(xk[:length, self.streams])),
+                        torch.from_numpy(np.ascontiguousarray(yk[:length, self.streams])),
+                        torch.zeros(self.local_batch) if k == 0 else None,
+                        int(counted.sum()),
+                    )
+                window += 1
+
+    def _lay_out(self, batch: np.ndarray, length: int) -> tuple[np.ndarray, np.ndarray]:
+        """Inputs and targets (length, B) of a batch's items, each from its END, padded."""
+        starts, steps = self.spans.starts[batch], self.spans.steps[batch]
+        t = np.arange(length)[:, None]  # (L, 1)
+        inside = t < steps[None, :]  # (L, B)
+        positions = np.where(inside, starts[None, :] - 1 + t, 0)  # the END before each item, then on
+        ids = np.asarray(self.ids)
+        x = np.where(inside, ids[positions].astype(np.int64), self.end_id)
+        y = np.where(inside, ids[np.minimum(positions + 1, len(ids) - 1)].astype(np.int64), IGNORE)
+        return x, y
+
+
+Batches = StreamBatches | ItemBatches

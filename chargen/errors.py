@@ -38,6 +38,10 @@ class RunError(ChargenError):
     """A run directory that is missing, incomplete or not a chargen run."""
 
 
+class SampleError(ChargenError):
+    """Sampling that cannot give what was asked: new items the model does not find, say."""
+
+
 class StorageError(ChargenError):
     """A file that cannot be written: the disk is full, or the directory read-only or forbidden."""
 

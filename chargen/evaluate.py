@@ -17,6 +17,7 @@ import torch.nn.functional as F
 from chargen.device import autocast_to
 from chargen.distributed import World
 from chargen.errors import CorpusError
+from chargen.items import ItemSpans
 from chargen.model import CharRNN
 
 
@@ -26,6 +27,7 @@ class LossStats:
     loss: float  # mean cross-entropy per character, in nats
     seconds: float = 0.0  # time taken to compute it
     unknown: int = 0  # characters outside the vocabulary (replaced or skipped before scoring)
+    items: int = 0  # items of a list scored (their ends count among the characters); 0 for one text
 
     @property
     def perplexity(self) -> float:
@@ -39,8 +41,13 @@ class LossStats:
     def chars_per_sec(self) -> float:
         return self.chars / self.seconds if self.seconds > 0 else 0.0
 
+    @property
+    def loss_per_item(self) -> float:
+        """Mean cross-entropy of a whole item, its end included, in nats (a list only)."""
+        return self.loss * self.chars / self.items if self.items else math.nan
+
     def to_dict(self) -> dict[str, float | int]:
-        return {
+        data: dict[str, float | int] = {
             "chars": self.chars,
             "loss": self.loss,
             "perplexity": self.perplexity,
@@ -48,6 +55,9 @@ class LossStats:
             "chars_per_sec": self.chars_per_sec,
             "unknown": self.unknown,
         }
+        if self.items:
+            data.update(items=self.items, loss_per_item=self.loss_per_item)
+        return data
 
 
 def summed_cross_entropy(
@@ -164,3 +174,81 @@ def evaluate_windows(
     model.train(was_training)
     chars = n_windows * context
     return LossStats(chars=chars, loss=total.item() / chars, seconds=time.perf_counter() - start)
+
+
+@torch.inference_mode()
+def item_losses(
+    model: CharRNN,
+    ids: np.ndarray,
+    end_id: int,
+    device: torch.device | str = "cpu",
+    autocast: torch.dtype | None = None,
+    batch: int = 256,
+    window: int = 512,
+    world: World | None = None,
+) -> np.ndarray:
+    """(N,) summed loss in nats of each item of an END-delimited run of ids, its END included,
+    each read from a zero state, as training reads them (this process's share of them with
+    several processes, the rest zero). Items of about one length are scored side by side."""
+    spans = ItemSpans.of(ids, end_id)
+    world = world or World()
+    order = np.argsort(spans.steps, kind="stable")
+    groups = [order[k : k + batch] for k in range(0, len(order), batch)]
+    ids = np.asarray(ids)
+    losses = np.zeros(len(spans), dtype=np.float64)
+    was_training = model.training
+    model.eval()
+    for group in groups[world.share(len(groups))]:
+        steps = spans.steps[group]
+        t = np.arange(int(steps.max()))[:, None]  # (L, 1)
+        inside = t < steps[None, :]  # (L, B)
+        positions = np.where(inside, spans.starts[group][None, :] - 1 + t, 0)
+        x = torch.from_numpy(np.where(inside, ids[positions].astype(np.int64), end_id)).to(device)
+        targets = np.where(inside, ids[np.where(inside, positions + 1, 0)].astype(np.int64), -100)
+        y = torch.from_numpy(targets).to(device)  # -100: not scored
+        state, total = None, torch.zeros(len(group), dtype=torch.float64, device=device)
+        for start in range(0, x.shape[0], window):
+            with autocast_to(autocast, torch.device(device).type):
+                logits, state = model(x[start : start + window], state)  # (T, B, V)
+            each = F.cross_entropy(
+                logits.float().flatten(0, 1), y[start : start + window].flatten(), reduction="none"
+            )  # ignored targets give 0
+            total += each.view(-1, len(group)).double().sum(0)
+        losses[group] = total.cpu().numpy()
+    model.train(was_training)
+    return losses
+
+
+def evaluate_items(
+    model: CharRNN,
+    ids: np.ndarray,
+    end_id: int,
+    device: torch.device | str = "cpu",
+    autocast: torch.dtype | None = None,
+    world: World | None = None,
+) -> LossStats:
+    """Mean loss per character of a list, each item's END counted as a character (the measure
+    makemore reports), with every item read from a zero state."""
+    start = time.perf_counter()
+    world = world or World()
+    spans = ItemSpans.of(ids, end_id)
+    total = float(item_losses(model, ids, end_id, device, autocast, world=world).sum())
+    if world.size > 1:
+        total = float(world.sum(torch.tensor([total], dtype=torch.float64))[0])
+    chars = int(spans.steps.sum())
+    seconds = time.perf_counter() - start
+    return LossStats(chars=chars, loss=total / chars, seconds=seconds, items=len(spans))
+
+
+def evaluate_text(
+    model: CharRNN,
+    ids: np.ndarray,
+    end_id: int | None = None,
+    device: torch.device | str = "cpu",
+    autocast: torch.dtype | None = None,
+    world: World | None = None,
+) -> LossStats:
+    """The loss of a text (evaluate_ids) or, given its end-of-item symbol, of a list (evaluate_items)."""
+    if end_id is None:
+        return evaluate_ids(model, ids, device, autocast=autocast, world=world)
+    return evaluate_items(model, ids, end_id, device, autocast, world)

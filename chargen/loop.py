@@ -17,7 +17,7 @@ from pathlib import Path
 import torch
 
 from chargen.checkpoint import Checkpoint, RunWriter
-from chargen.data import StreamBatches
+from chargen.data import Batches, StreamBatches, Window
 from chargen.errors import TrainingError, TrainingInterrupted
 from chargen.model import CharRNN, State, mask_state
 from chargen.recorder import Preview, Recorder
@@ -49,7 +49,7 @@ class Loop:
     is `state`. A checkpoint holds both, so that a resumed run continues exactly."""
 
     def __init__(
-        self, settings: RunSettings, model: CharRNN, batches: StreamBatches, run_dir: Path, parts: Parts
+        self, settings: RunSettings, model: CharRNN, batches: Batches, run_dir: Path, parts: Parts
     ) -> None:
         self.settings, self.model, self.batches, self.run_dir = settings, model, batches, run_dir
         self.stepper, self.schedule, self.clock = parts.stepper, parts.schedule, parts.clock
@@ -72,26 +72,32 @@ class Loop:
             if self.at.offset < 0:  # a new epoch: new window edges, fresh state
                 self.at.offset = self.batches.draw_offset(self.gens.offsets)
                 self.state = self.model.init_state(self.batches.local_batch, self.settings.device)
-            for x, y in self.batches.epoch(self.at.offset, start_window=self.at.window):
-                lr, grad_norm = self._train_on(x, y)
+            for window in self.batches.epoch(self.at.offset, start_window=self.at.window):
+                lr, grad_norm = self._train_on(window)
                 if self._after_step(lr, grad_norm):
                     break
             else:  # the epoch is over
                 self.at.next_epoch()
         return self._finish()
 
-    def _train_on(self, x: torch.Tensor, y: torch.Tensor) -> tuple[float, torch.Tensor]:
+    def _train_on(self, window: Window) -> tuple[float, torch.Tensor]:
         """One step on a (T, B) window; returns the learning rate and the pre-clip gradient norm."""
         device, config = self.settings.device, self.settings.train
+        x, y = window.x, window.y
         if device.type == "cuda":  # page-locked, so the copy below runs alongside the GPU
             x, y = x.pin_memory(), y.pin_memory()
         x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
-        if config.state_reset > 0:
+        if window.fresh is not None:  # items begin here: their streams start from a zero state
+            self.state = mask_state(self.state, window.fresh.to(device))
+        elif config.state_reset > 0 and isinstance(self.batches, StreamBatches):
             keep = self.batches.draw_resets(self.gens.resets, config.state_reset)
             self.state = mask_state(self.state, keep.to(device))
         lr = self.schedule.lr(self.at, self.fraction())
-        loss, grad_norm, self.state, taken = self.stepper(x, y, self.state, lr)
-        chars = y.numel() * self.settings.world.size  # the loss is summed over all processes too
+        # Each process divides its summed loss by its share of the whole batch's targets, so that
+        # the gradients averaged over the processes are those of the batch's mean loss.
+        share = window.targets / self.settings.world.size
+        loss, grad_norm, self.state, taken = self.stepper(x, y, self.state, lr, share)
+        chars = window.targets  # the loss is summed over all processes too
         self.at.step += 1
         self.at.window += 1
         self.at.chars += chars
@@ -192,7 +198,7 @@ def build_loop(
         stepper=stepper,
         schedule=Schedule(settings.train, settings.warmup, layout.batches.windows_per_epoch),
         clock=clock,
-        validation=Validation(settings, model, layout.val_ids, writer),
+        validation=Validation(settings, model, layout.val_ids, writer, layout.end_id),
         recorder=Recorder(settings, writer, report, clock, preview),
         saver=Checkpointer(settings, model, stepper.optimizer, generators, writer),
         generators=generators,

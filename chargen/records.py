@@ -207,9 +207,17 @@ class CorpusRecord:
     train_tokens: int = 0
     val_tokens: int = 0  # the held-out ids validation uses (valid.safetensors)
     held_out_tokens: int = 0  # all held-out ids, of which validation uses up to `eval_chars`
+    files: list[str] | None = None  # resolved, when the run read several files given one by one
+    items: int = 0  # a list's items (their end symbols are among the tokens); 0 for one text
+    held_out_items: int = 0  # the items held out: a random share, drawn with `split_seed`
+    split_seed: int | None = None  # the seed of that draw (items.split_items)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
+
+    def source(self) -> str | list[str]:
+        """What to read the text from again: the file or directory, or the files one by one."""
+        return self.files or self.path
 
 
 @dataclass

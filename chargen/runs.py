@@ -12,12 +12,13 @@ import numpy as np
 
 from chargen.checkpoint import Run, load_model_weights, load_run
 from chargen.config import UNKNOWN_POLICIES
-from chargen.corpus import load_corpus
+from chargen.corpus import end_id, load_corpus
 from chargen.data import split_ids
 from chargen.device import resolve_device, resolve_precision
 from chargen.errors import ChargenError, ConfigError, RunError
-from chargen.evaluate import LossStats, evaluate_ids
+from chargen.evaluate import LossStats, evaluate_text
 from chargen.gradients import gradient_decay, require_positive, text_windows
+from chargen.items import ItemSpans, split_items
 from chargen.novelty import NgramIndex
 from chargen.vocab import Tokenizer
 
@@ -52,18 +53,39 @@ def evaluate_run(
         ids, n_unknown = corpus.ids, corpus.unknown
     # The precision the run validated in, so this figure matches the one it recorded.
     autocast = resolve_precision(run.train_config.precision, torch_device)
-    stats = evaluate_ids(load_model_weights(run, torch_device), ids, torch_device, autocast=autocast)
+    model = load_model_weights(run, torch_device)
+    stats = evaluate_text(model, ids, end_id(run.vocab, run.text_config), torch_device, autocast)
     return replace(stats, unknown=n_unknown)
+
+
+def _corpus_ids(run: Run) -> np.ndarray:
+    """The ids of the whole text a run read, from the corpus file it records (cached)."""
+    path = run.info.corpus.source()
+    try:
+        return load_corpus(path, run.text_config, vocab=run.vocab, unknown="replace").ids
+    except ChargenError as err:
+        raise RunError(f"the training text of {run.path} is not available ({err})") from err
 
 
 def training_ids(run: Run) -> np.ndarray:
     """The ids of a run's training split, read again from the corpus file it records (cached)."""
-    path = run.info.corpus.path
-    try:
-        data = load_corpus(path, run.text_config, vocab=run.vocab, unknown="replace")
-    except ChargenError as err:
-        raise RunError(f"the training text of {run.path} is not available ({err})") from err
-    return split_ids(data.ids, run.train_config.val_fraction)[0]
+    ids = _corpus_ids(run)
+    end = end_id(run.vocab, run.text_config)
+    if end is not None:
+        return split_items(ids, end, run.train_config.val_fraction)[0]
+    return split_ids(ids, run.train_config.val_fraction)[0]
+
+
+def listed_items(run: Run) -> set[str]:
+    """Every item of the list a run was trained on, held-out ones included."""
+    end = end_id(run.vocab, run.text_config)
+    if end is None:
+        raise RunError(f"{run.path} was trained on one text, not on a list of items")
+    ids = _corpus_ids(run)
+    spans = ItemSpans.of(ids, end)
+    return {
+        run.vocab.decode(ids[s:e]) for s, e in zip(spans.starts.tolist(), spans.ends.tolist(), strict=True)
+    }
 
 
 def novelty_index(run: Run) -> NgramIndex:

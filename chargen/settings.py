@@ -14,9 +14,10 @@ import torch
 from chargen import recipe
 from chargen.config import ModelConfig, TrainConfig
 from chargen.corpus import Corpus
-from chargen.data import StreamBatches, split_ids
+from chargen.data import Batches, ItemBatches, StreamBatches, split_ids
 from chargen.device import precision_name, random_seed, resolve_device, resolve_precision, seed_everything
 from chargen.distributed import World, require_divisible
+from chargen.items import first_items, split_items
 
 
 @dataclass(frozen=True)
@@ -42,9 +43,27 @@ class RunSettings:
 class Layout:
     """The text as training and validation read it."""
 
-    batches: StreamBatches  # this process's training windows
+    batches: Batches  # this process's training windows
     val_ids: np.ndarray  # the validation ids, in memory
     held_out: int  # ids held out for validation, of which it uses up to `eval_chars`
+    end_id: int | None = None  # the end-of-item symbol of a list; None for one text
+    items: int = 0  # a list's items, training and held out
+    held_out_items: int = 0
+
+
+def lay_out(corpus: Corpus, config: TrainConfig, streams: slice | None = None) -> Layout:
+    """The training windows and the validation ids of a corpus: for one text, its last
+    `val_fraction` held out; for a list, a seeded random `val_fraction` of its items."""
+    end_id = corpus.end_id
+    if end_id is None:
+        train_ids, held_out = split_ids(corpus.ids, config.val_fraction)
+        batches: Batches = StreamBatches(train_ids, config.batch_size, config.bptt, streams)
+        return Layout(batches, np.array(held_out[: config.eval_chars]), len(held_out))
+    train_ids, held_out = split_items(corpus.ids, end_id, config.val_fraction)
+    batches = ItemBatches(train_ids, end_id, config.batch_size, config.bptt, streams)
+    held_items = int((held_out == end_id).sum()) - 1
+    val_ids = first_items(held_out, end_id, config.eval_chars)
+    return Layout(batches, val_ids, len(held_out), end_id, len(batches.spans) + held_items, held_items)
 
 
 def choose_device(config: TrainConfig, world: World) -> torch.device:
@@ -70,12 +89,8 @@ def prepare(
     seed = seed_everything(world.from_main(config.seed if config.seed is not None else random_seed()))
     config = replace(config, seed=seed)
     streams = world.share(config.batch_size)
-    train_ids, held_out = split_ids(corpus.ids, config.val_fraction)
-    layout = Layout(
-        StreamBatches(train_ids, config.batch_size, config.bptt, streams),
-        np.array(held_out[: config.eval_chars]),
-        len(held_out),
-    )
+    layout = lay_out(corpus, config, streams)
+    train_ids = layout.batches.ids
     autocast = resolve_precision(config.precision, device)
     sized = replace(model_config, vocab_size=len(corpus.vocab))
     model_config, planned = world.from_main(

@@ -37,9 +37,12 @@ def train_step(
     clip: float,
     autocast: torch.dtype | None = None,
     agree: Callable[[torch.Tensor], torch.Tensor] | None = None,
+    count: float | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor, State, torch.Tensor]:
     """One optimiser step on a (T, B) window, with no host synchronisation.
 
+    The gradient is that of the summed loss divided by `count`: the window's targets (the
+    default), or for padded windows those that count (see data.Window).
     Returns the summed loss, the pre-clip gradient norm, the state to carry into the next window
     and whether the step was taken (a bool tensor on the device): a non-finite loss or gradient
     leaves the weights, the optimiser and the carried state as they were. `autocast` runs the
@@ -51,7 +54,7 @@ def train_step(
         logits, new_state = model(x, state)  # (T, B, V)
     loss = summed_cross_entropy(logits.float(), y)
     optimizer.zero_grad(set_to_none=True)
-    (loss / y.numel()).backward()
+    (loss / (count or y.numel())).backward()
     if agree is not None:
         loss = agree(loss.detach())
     grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), clip)  # with inf: only measures
@@ -76,12 +79,12 @@ class Stepper:
         self.optimizer = make_optimizer(model, config)
 
     def __call__(
-        self, x: torch.Tensor, y: torch.Tensor, state: State, lr: float
+        self, x: torch.Tensor, y: torch.Tensor, state: State, lr: float, count: float | None = None
     ) -> tuple[torch.Tensor, torch.Tensor, State, torch.Tensor]:
         for group in self.optimizer.param_groups:
             group["lr"] = lr
         agree = self._average if self.world.size > 1 else None
-        return train_step(self.model, self.optimizer, x, y, state, self.clip, self.autocast, agree)
+        return train_step(self.model, self.optimizer, x, y, state, self.clip, self.autocast, agree, count)
 
     def _average(self, loss: torch.Tensor) -> torch.Tensor:
         """train_step's hook with several processes: average the gradients, sum the losses."""

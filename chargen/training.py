@@ -18,6 +18,8 @@ from chargen.config import ModelConfig, SampleConfig, TrainConfig
 from chargen.corpus import Corpus, load_corpus
 from chargen.distributed import World, process_group, world_from_env
 from chargen.errors import ConfigError, RunError, VocabError
+from chargen.item_sample import generate_items
+from chargen.items import SPLIT_SEED
 from chargen.loop import build_loop
 from chargen.model import CharRNN
 from chargen.recorder import Preview
@@ -30,6 +32,7 @@ from chargen.settings import Layout, RunSettings, choose_device, prepare, seed_o
 LIMITS = ("epochs", "max_steps", "max_time")
 ALSO_CHANGEABLE = ("patience", "device")
 SAMPLE_LENGTH = 200  # characters of the sample shown at each evaluation
+PREVIEW_ITEMS = 8  # items of a list shown at each evaluation
 
 
 def train(
@@ -86,7 +89,7 @@ def resume(
     if world.is_main:
         ckpt.remove_temporaries(run.path)
     device = choose_device(config, world)
-    source = corpus if corpus is not None else run.info.corpus.path
+    source = corpus if corpus is not None else run.info.corpus.source()
     try:
         data = load_corpus(source, run.text_config, vocab=run.vocab, unknown="error")
     except VocabError as err:
@@ -139,7 +142,16 @@ def _sample_prefix(text: str) -> str:
 
 
 def _preview(corpus: Corpus, settings: RunSettings) -> Preview:
-    """The short sample shown at each validation: the text's first words, continued."""
+    """The short sample shown at each validation: the text's first words, continued; for a list,
+    a few whole items."""
+    if corpus.end_id is not None:
+        config = SampleConfig(seed=settings.train.seed, max_length=80)
+
+        def items(model: CharRNN) -> str:
+            made = generate_items(model, corpus.vocab, config, PREVIEW_ITEMS, settings.device, corpus.config)
+            return " | ".join(item.text.replace("\n", " ") for item in made)
+
+        return items
     prefix = _sample_prefix(corpus.decode(0, 200))
     config = SampleConfig(prefix=prefix, length=SAMPLE_LENGTH, seed=settings.train.seed, unknown="skip")
     return lambda model: prefix + sample_batch(model, corpus.vocab, config, settings.device)[0]
@@ -147,6 +159,8 @@ def _preview(corpus: Corpus, settings: RunSettings) -> Preview:
 
 def _run_info(corpus: Corpus, settings: RunSettings, layout: Layout) -> RunInfo:
     """run.json of a new run: its settings as decided, and the text it trains on."""
+    listed = not corpus.path.is_dir() and len(corpus.paths) > 1
+    items = {"items": layout.items, "held_out_items": layout.held_out_items, "split_seed": SPLIT_SEED}
     record = CorpusRecord(
         name=corpus.name,
         path=str(corpus.path.resolve()),
@@ -156,6 +170,8 @@ def _run_info(corpus: Corpus, settings: RunSettings, layout: Layout) -> RunInfo:
         train_tokens=len(layout.batches.ids),
         val_tokens=len(layout.val_ids),
         held_out_tokens=layout.held_out,
+        files=[str(p.resolve()) for p in corpus.paths] if listed else None,
+        **(items if layout.end_id is not None else {}),
     )
     return RunInfo(
         model=settings.model,

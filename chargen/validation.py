@@ -11,7 +11,7 @@ import numpy as np
 
 from chargen.checkpoint import RunWriter
 from chargen.errors import TrainingError
-from chargen.evaluate import LossStats, evaluate_ids
+from chargen.evaluate import LossStats, evaluate_text
 from chargen.model import CharRNN
 from chargen.records import EvalRow, Position
 from chargen.settings import RunSettings
@@ -21,15 +21,23 @@ from chargen.step import require_finite_weights
 class Validation:
     """Validates the model and keeps the best weights; the position records the best figure."""
 
-    def __init__(self, settings: RunSettings, model: CharRNN, val_ids: np.ndarray, writer: RunWriter) -> None:
+    def __init__(
+        self,
+        settings: RunSettings,
+        model: CharRNN,
+        val_ids: np.ndarray,
+        writer: RunWriter,
+        end_id: int | None = None,
+    ) -> None:
         self.settings, self.model, self.val_ids, self.writer = settings, model, val_ids, writer
+        self.end_id = end_id  # a list's end-of-item symbol: its items are scored each afresh
         self.last: LossStats | None = None  # the latest figure, for the summary
 
     def __call__(self, at: Position, epoch: float) -> tuple[LossStats, bool]:
         """Validate the model at `at`, which records the best so far; returns the figure and whether
         it is a new best (whose weights are then saved)."""
         s = self.settings
-        val = evaluate_ids(self.model, self.val_ids, s.device, autocast=s.autocast, world=s.world)
+        val = evaluate_text(self.model, self.val_ids, self.end_id, s.device, s.autocast, s.world)
         if not math.isfinite(val.loss):  # diverged: nothing of this model is worth saving
             raise TrainingError(
                 f"training stopped at step {at.step}: the validation loss is not finite ({val.loss}); "

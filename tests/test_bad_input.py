@@ -16,7 +16,7 @@ TINY = ["--hidden", "16", "--embed", "8", "--layers", "1", "--batch-size", "4", 
 CASES: list[tuple[list[str], int, str]] = [
     # train: the corpus
     (["train", "missing.txt"], 1, "not found"),
-    (["train", "folder"], 1, "is a directory"),
+    (["train", "folder"], 1, "has no files"),
     (["train", "empty.txt"], 1, "is empty"),
     (["train", "binary.bin"], 1, "NUL bytes"),
     (["train", "utf16.txt"], 1, "pass --encoding utf-16"),

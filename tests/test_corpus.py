@@ -103,7 +103,7 @@ def test_other_encodings_and_replacing_bad_bytes(tmp_path: Path) -> None:
 def test_missing_file_and_directory(tmp_path: Path) -> None:
     with pytest.raises(CorpusError, match="not found"):
         load_corpus(tmp_path / "nope.txt")
-    with pytest.raises(CorpusError, match="is a directory"):
+    with pytest.raises(CorpusError, match="has no files"):
         load_corpus(tmp_path)
 
 

@@ -15,7 +15,7 @@ def test_split_holds_out_the_last_fraction() -> None:
 def test_targets_are_inputs_shifted_by_one() -> None:
     ids = np.arange(1000, dtype=np.uint16)  # each id is its own position
     batches = StreamBatches(ids, batch_size=4, bptt=7)
-    for x, y in batches.epoch(offset=3):
+    for x, y, *_ in batches.epoch(offset=3):
         assert x.shape == y.shape and x.shape[1] == 4
         assert (y == x + 1).all()
 
@@ -25,9 +25,9 @@ def test_each_column_continues_across_windows() -> None:
     batches = StreamBatches(ids, batch_size=4, bptt=7)
     windows = list(batches.epoch(offset=2))
     assert len(windows) == batches.windows_per_epoch
-    column = np.concatenate([x[:, 1].numpy() for x, _ in windows])
+    column = np.concatenate([w.x[:, 1].numpy() for w in windows])
     assert (np.diff(column) == 1).all()  # one contiguous run of the text, so state can carry
-    assert sum(x.numel() for x, _ in windows) == batches.chars_per_epoch
+    assert sum(w.x.numel() for w in windows) == batches.chars_per_epoch == sum(w.targets for w in windows)
 
 
 def test_too_short_a_text_says_how_to_fit() -> None:
@@ -39,5 +39,7 @@ def test_shares_of_the_streams_side_by_side_are_the_whole_batch() -> None:
     ids = np.arange(1000, dtype=np.uint16)
     whole = StreamBatches(ids, batch_size=4, bptt=7)
     first, second = (StreamBatches(ids, 4, 7, streams=s) for s in (slice(0, 1), slice(1, 4)))
-    for (x, y), (x0, y0), (x1, y1) in zip(whole.epoch(3), first.epoch(3), second.epoch(3), strict=True):
-        assert torch.equal(x, torch.cat([x0, x1], dim=1)) and torch.equal(y, torch.cat([y0, y1], dim=1))
+    for w, w0, w1 in zip(whole.epoch(3), first.epoch(3), second.epoch(3), strict=True):
+        assert torch.equal(w.x, torch.cat([w0.x, w1.x], dim=1)) and torch.equal(
+            w.y, torch.cat([w0.y, w1.y], dim=1)
+        )

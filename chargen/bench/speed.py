@@ -122,7 +122,7 @@ def bench_training(
     reference: bool,
 ) -> list[Row]:
     """Training steps of chargen at each precision and, if asked, of the d2l-style reference, in turn."""
-    windows = list(StreamBatches(ids, batch, bptt).epoch(0))[:12]
+    windows = [(w.x, w.y) for w in StreamBatches(ids, batch, bptt).epoch(0)][:12]
     flops = 3 * forward_flops_per_char(config)
 
     def chargen_trainer(autocast: torch.dtype | None) -> Callable[[], int]:
@@ -160,7 +160,7 @@ def bench_default_training(
     """chargen's training at its default batch and window, against the quality benchmark's plain
     reference (reference.py) at its own, in each precision, in turn."""
     defaults = with_learning_rate(TrainConfig(max_steps=1), config)
-    windows = list(StreamBatches(ids, defaults.batch_size, defaults.bptt).epoch(0))[:12]
+    windows = [(w.x, w.y) for w in StreamBatches(ids, defaults.batch_size, defaults.bptt).epoch(0)][:12]
     plain = ReferenceConfig()
     flops = 3 * forward_flops_per_char(config)
 

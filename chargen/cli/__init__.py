@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 import sys
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
@@ -20,6 +20,7 @@ from chargen.cli.render import (
     DownloadBar,
     OneLineErrors,
     TrainProgress,
+    err,
     fan_out,
     process_rank,
     stop_on_signals,
@@ -37,6 +38,13 @@ from chargen.cli.tables import (
     print_summary,
 )
 from chargen.config import CELLS, ModelConfig, SampleConfig, TextConfig, TrainConfig
+from chargen.errors import RunError
+
+if TYPE_CHECKING:
+    import torch
+
+    from chargen.checkpoint import Run
+    from chargen.model import CharRNN
 
 app = typer.Typer(
     cls=OneLineErrors,
@@ -101,6 +109,7 @@ def train(
     preset: opt.Preset = None,
     tokenizer: opt.Tokenizer = TextConfig.tokenizer,
     min_count: opt.MinCount = TextConfig.min_count,
+    items: opt.Items = None,
     plot: Annotated[
         bool,
         typer.Option(
@@ -112,6 +121,8 @@ def train(
 
     Examples: `chargen train` (the built-in corpus, 2 minutes);
     `chargen train notes.txt --max-time 10m --hidden 512 --out runs/notes`;
+    `chargen train names.txt --items lines` (a list: then `chargen sample --items 20 --new`);
+    `chargen train poems/ --items files` (each file one item);
     `chargen train --resume runs/notes --max-time 20m` (continue it);
     `torchrun --nproc_per_node 4 -m chargen train notes.txt` (4 processes, the batch shared out).
     """
@@ -206,11 +217,16 @@ def sample(
     num_samples: opt.NumSamples = SampleConfig.num_samples,
     unknown: opt.PrefixUnknown = SampleConfig.unknown,
     novelty: opt.Novelty = False,
+    items: opt.ItemCount = None,
+    new: opt.NewItems = False,
+    max_length: opt.MaxLength = SampleConfig.max_length,
+    as_json: opt.ItemsJson = False,
     device: opt.Device = "auto",
 ) -> None:
     """Continue a prefix with a trained model; the text streams to stdout.
 
-    Example: `chargen sample --prefix "time traveller" --length 300 --temperature 0.7 --seed 1`.
+    Examples: `chargen sample --prefix "time traveller" --length 300 --temperature 0.7 --seed 1`;
+    for a run trained on a list, `chargen sample --items 50 --new --prefix ja` (50 new items).
     """
     with user_errors(ctx):
         from chargen.checkpoint import load_model_weights, load_run
@@ -220,8 +236,15 @@ def sample(
 
         config = opt.build(SampleConfig, ctx.params)
         run = load_run(model)
+        listed = run.text_config.items is not None
+        if not listed and (items is not None or new or as_json):
+            given = "--items" if items is not None else "--new" if new else "--json"
+            raise RunError(f"{given} needs a run trained on a list (chargen train FILE --items lines)")
         torch_device = resolve_device(device)
         net = load_model_weights(run, torch_device)
+        if listed:
+            _sample_items(run, net, config, items or 10, new, as_json, torch_device)
+            return
         index = novelty_index(run) if novelty else None  # a missing training text fails before sampling
         if num_samples == 1:
             pieces = sample_stream(net, run.vocab, config, torch_device, run.text_config)  # checks the prefix
@@ -231,6 +254,30 @@ def sample(
             write_samples(prefix, texts)
         if index is not None:
             print_novelty(verbatim_shares(index, run.vocab, texts), index.n)
+
+
+def _sample_items(
+    run: Run, net: CharRNN, config: SampleConfig, count: int, new: bool, as_json: bool, device: torch.device
+) -> None:
+    """`chargen sample` for a run trained on a list: whole items, one per line (or as JSON)."""
+    from chargen.item_sample import sample_items
+    from chargen.runs import listed_items
+
+    known = (lambda: listed_items(run)) if new else None
+    found, generated, fresh = sample_items(net, run.vocab, config, count, device, run.text_config, known)
+    if as_json:
+        for item in found:
+            typer.echo(json.dumps(item.to_dict(), ensure_ascii=False))
+    else:
+        between = "\n" if all("\n" not in item.text for item in found) else "\n\n"
+        sys.stdout.write(between.join(item.text for item in found) + "\n")
+        sys.stdout.flush()
+    if new:
+        err.print(
+            f"{len(found):,} new items kept; of the {generated:,} generated, {fresh / generated:.1%} "
+            "were not in the training list",
+            soft_wrap=True,
+        )
 
 
 @app.command("eval")

@@ -16,9 +16,12 @@ from chargen.config import ModelConfig, TextConfig, TrainConfig
 T = TypeVar("T")
 
 CorpusArg = Annotated[
-    str | None,
+    list[str] | None,
     typer.Argument(
-        help="Text file, or a named corpus (see `chargen corpora`). Default: the built-in corpus."
+        help="Text file, several files or a directory (read as one text, files joined by a line break, "
+        "unless --items says otherwise), or a named corpus (see `chargen corpora`). "
+        "Default: the built-in corpus.",
+        show_default=False,
     ),
 ]
 Out = Annotated[Path | None, typer.Option(help="Run directory to create. Default: runs/CORPUS-TIMESTAMP.")]
@@ -94,6 +97,24 @@ Tokenizer = Annotated[str, typer.Option(help="chars (Unicode code points) or byt
 MinCount = Annotated[int, typer.Option(help="Characters seen fewer times become the unknown symbol, >= 1.")]
 
 
+def _separator(value: str | None) -> str | None:
+    """`\\n` and `\\t` typed on a command line stand for a line break and a tab."""
+    return None if value is None else value.replace("\\n", "\n").replace("\\t", "\t")
+
+
+Items = Annotated[
+    str | None,
+    typer.Option(
+        help="Train on a list: `lines` (each non-empty line an item), `files` (each file of a directory "
+        "or of several files an item), `paragraphs` (items between blank lines), or any other "
+        "separator string (\\\\n for a line break), such as `<|endoftext|>`. Each item is read "
+        "from a fresh state and ends with an end-of-item symbol; 10% of the items, at random, "
+        "are held out.",
+        callback=_separator,
+    ),
+]
+
+
 # sample and eval
 RunToSample = Annotated[Path, typer.Option("--model", help="Run directory to sample from.")]
 Prefix = Annotated[str, typer.Option(help="Text to continue; printed first.")]
@@ -105,6 +126,30 @@ SampleSeed = Annotated[int | None, typer.Option(help="Random seed; the same seed
 NumSamples = Annotated[int, typer.Option(help="Independent samples, generated as one batch, >= 1.")]
 PrefixUnknown = Annotated[
     str, typer.Option(help="A prefix character the model never saw: error, replace or skip.")
+]
+ItemCount = Annotated[
+    int | None,
+    typer.Option(
+        "--items",
+        help="For a run trained on a list: generate this many whole items, one per line (items with line "
+        "breaks inside: a blank line between them), >= 1. Default for such a run: 10.",
+        show_default=False,
+    ),
+]
+NewItems = Annotated[
+    bool,
+    typer.Option(
+        "--new",
+        help="With --items: only items the training list does not have, none twice; generates more "
+        "until there are enough, and reports on stderr the share of generated items that were new.",
+    ),
+]
+MaxLength = Annotated[
+    int, typer.Option(help="With --items: cut an item off after this many characters, >= 1.")
+]
+ItemsJson = Annotated[
+    bool,
+    typer.Option("--json", help="With --items: one JSON object per item: text, logprob (nats), chars, bpc."),
 ]
 Novelty = Annotated[
     bool, typer.Option(help="Report on stderr how much of the sample occurs verbatim in the training text.")

@@ -92,6 +92,12 @@ def print_run_info(model: Path, facts: RunDescription) -> None:
     table.add_row(
         "corpus", f"{corpus.name} ({corpus.tokens:,} symbols, {corpus.unknown:,} unknown) {corpus.path}"
     )
+    if corpus.items:
+        table.add_row(
+            "items",
+            f"{corpus.items:,} ({facts.info.text.items}), {corpus.held_out_items:,} held out at random "
+            f"(seed {corpus.split_seed})",
+        )
     t = facts.info.train
     table.add_row(
         "training",
@@ -114,8 +120,14 @@ def print_run_info(model: Path, facts: RunDescription) -> None:
 
 def print_eval(label: str, stats: LossStats, unknown: str) -> None:
     table = Table(show_header=False, title=label)
-    table.add_row("characters", f"{stats.chars:,}")
+    if stats.items:
+        table.add_row("items", f"{stats.items:,}")
+        table.add_row("characters", f"{stats.chars:,} (each item's end counted as one)")
+    else:
+        table.add_row("characters", f"{stats.chars:,}")
     table.add_row("loss", f"{stats.loss:.4f} nats/char")
+    if stats.items:
+        table.add_row("loss per item", f"{stats.loss_per_item:.3f} nats")
     table.add_row("perplexity", f"{stats.perplexity:.3f}")
     table.add_row("bits per character", f"{stats.bpc:.4f}")
     table.add_row("speed", f"{stats.chars_per_sec:,.0f} characters/s")

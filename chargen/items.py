@@ -1,0 +1,191 @@
+"""Lists of items (names, titles, poems): reading them from files, the end-of-item symbol, finding
+them again in a run of ids, and holding a seeded random share of them out. No torch here.
+
+An items text is stored as ordinary ids with one extra symbol, END, before the first item and after
+each one:
+
+    END e m m a END o l i v i a END a v a END
+
+Read as input, END means "an item begins here" (the model sees it with a fresh state); as a target
+it means "the item ends here", which the model learns to predict, so a sample can stop by itself.
+END is the NUL character: text.py refuses NUL in every corpus, so it never stands for real text.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from chargen.config import TextConfig
+from chargen.errors import CorpusError
+from chargen.text import Preparer, prepare, read_chunks, read_text
+
+END = "\x00"
+SPLIT_SEED = 0  # the held-out items are the same for every run of a list, whatever its seed
+_BLANK_LINES = re.compile(r"\n(?:[ \t\r]*\n)+")
+
+
+def describe_mode(mode: str) -> str:
+    """How a mode reads, for messages: `lines`, `files`, `paragraphs`, or a separator."""
+    return mode if mode in ("lines", "files", "paragraphs") else f"separator {mode!r}"
+
+
+def _clean(item: str) -> str:
+    """An item without the line breaks around it or trailing blanks; its inner lines stay as they are."""
+    return item.lstrip("\r\n").rstrip()
+
+
+def _split(text: str, mode: str) -> list[str]:
+    if mode == "paragraphs":
+        return _BLANK_LINES.split(text)
+    return text.split(mode)
+
+
+def item_texts(paths: list[Path], config: TextConfig, what: str = "corpus") -> Iterator[str]:
+    """The items of `paths`, each prepared as config says, in file order. Blank items are left out.
+
+    `lines` streams the files in chunks; the other modes read one file at a time whole."""
+    mode = config.items
+    assert mode is not None
+    if mode == "files" and len(paths) < 2:
+        raise CorpusError(
+            f"`items='files'` makes each file one item, and {what} {paths[0]} is a single file: "
+            "give a directory or several files, or another `items` mode"
+        )
+    found_separator = False
+    for path in paths:
+        if mode == "lines":
+            for piece in read_chunks(path, config, what):  # pieces end at a line break
+                for line in piece.split("\n"):
+                    if line.strip():
+                        yield prepare(line.strip(), config)
+            continue
+        text = read_text(path, config, what)
+        parts = [text] if mode == "files" else _split(text, mode)
+        found_separator = found_separator or len(parts) > 1
+        for part in parts:
+            if part.strip():
+                yield _clean(part)
+    if mode not in ("lines", "files") and not found_separator:
+        raise CorpusError(
+            f"{what} does not contain the {describe_mode(mode)} anywhere, so it would be one item; "
+            "check `items`"
+        )
+
+
+def source_pieces(paths: list[Path], config: TextConfig, what: str = "corpus") -> Iterator[str]:
+    """The prepared text of `paths` in pieces, as the vocabulary and the ids are made from it.
+
+    Without items: the files' texts joined by a line break (one file: its text as it is). With
+    items: END, then every item followed by END."""
+    if config.items is None:
+        preparer = Preparer(config)
+        for k, path in enumerate(paths):
+            if k:
+                yield preparer("\n")
+            for piece in read_chunks(path, config, what):
+                yield preparer(piece)
+        return
+    yield END
+    batch: list[str] = []
+    count = 0
+    for item in item_texts(paths, config, what):
+        if END in item:
+            raise CorpusError(f"{what} has a NUL character inside an item; it is not text")
+        batch.append(item)
+        count += 1
+        if len(batch) == 4096:
+            yield END.join(batch) + END
+            batch = []
+    if batch:
+        yield END.join(batch) + END
+    if count < 2:
+        raise CorpusError(
+            f"{what} has {count} item{'s' if count != 1 else ''} when read as "
+            f"{describe_mode(config.items)}: a list needs at least 2 (one to hold out)"
+        )
+
+
+def list_files(paths: Iterable[Path], what: str = "corpus") -> list[Path]:
+    """The files to read, in order: each file given, and the files under each directory given
+    (recursively, sorted by path, hidden ones left out)."""
+    files: list[Path] = []
+    for path in paths:
+        if path.is_dir():
+            found = sorted(
+                p
+                for p in path.rglob("*")
+                if p.is_file() and not any(part.startswith(".") for part in p.relative_to(path).parts)
+            )
+            if not found:
+                raise CorpusError(f"{what} directory {path} has no files")
+            files.extend(found)
+        else:
+            files.append(path)
+    return files
+
+
+# --- items in a run of ids ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ItemSpans:
+    """Where the items of an END-delimited run of ids are: item k is ids[starts[k]:ends[k]], read
+    from the END at starts[k] - 1, and predicting the END at ends[k]."""
+
+    starts: np.ndarray  # (N,) int64
+    ends: np.ndarray  # (N,) int64
+
+    def __len__(self) -> int:
+        return len(self.starts)
+
+    @property
+    def steps(self) -> np.ndarray:
+        """(N,) characters each item predicts: its own and its END."""
+        return self.ends - self.starts + 1
+
+    @classmethod
+    def of(cls, ids: np.ndarray, end_id: int) -> ItemSpans:
+        marks = np.flatnonzero(np.asarray(ids) == end_id)
+        if len(marks) < 2 or marks[0] != 0 or marks[-1] != len(ids) - 1:
+            raise CorpusError("the ids are not a list of items (END before the first and after each)")
+        return cls(starts=marks[:-1] + 1, ends=marks[1:])
+
+
+def gather(ids: np.ndarray, spans: ItemSpans, chosen: np.ndarray, end_id: int) -> np.ndarray:
+    """A new END-delimited run of ids holding the `chosen` items, in that order."""
+    starts, ends = spans.starts[chosen], spans.ends[chosen]
+    lengths = ends - starts + 1  # each item and the END after it
+    # The positions to copy: for item k, starts[k]..ends[k] (its END included), one item after another.
+    offsets = np.repeat(np.cumsum(lengths) - lengths, lengths)
+    positions = np.repeat(starts, lengths) + np.arange(int(lengths.sum())) - offsets
+    out = np.empty(int(lengths.sum()) + 1, dtype=np.asarray(ids).dtype)
+    out[0] = end_id
+    out[1:] = np.asarray(ids)[positions]
+    return out
+
+
+def split_items(
+    ids: np.ndarray, end_id: int, val_fraction: float, seed: int = SPLIT_SEED
+) -> tuple[np.ndarray, np.ndarray]:
+    """Training and held-out ids: a seeded random `val_fraction` of the items (at least one) is held
+    out, the rest trains, each part in the list's order."""
+    spans = ItemSpans.of(ids, end_id)
+    n = len(spans)
+    n_val = min(n - 1, max(1, round(n * val_fraction)))
+    if n < 2:
+        raise CorpusError(f"the list has {n} item: too few to hold one out for validation")
+    held = np.zeros(n, dtype=bool)
+    held[np.random.default_rng(seed).permutation(n)[:n_val]] = True
+    return gather(ids, spans, np.flatnonzero(~held), end_id), gather(ids, spans, np.flatnonzero(held), end_id)
+
+
+def first_items(ids: np.ndarray, end_id: int, max_chars: int) -> np.ndarray:
+    """The leading whole items of `ids` within `max_chars` ids (at least the first item)."""
+    marks = np.flatnonzero(np.asarray(ids[: max_chars + 1]) == end_id)
+    cut = marks[-1] if len(marks) > 1 else ItemSpans.of(ids, end_id).ends[0]
+    return np.asarray(ids[: cut + 1])
