@@ -108,9 +108,11 @@ def _batch_of_items(
     logprob = torch.zeros(batch, dtype=torch.float64, device=logits.device)
     ended = torch.zeros(batch, dtype=torch.bool, device=logits.device)
     lengths = torch.full((batch,), budget, dtype=torch.long, device=logits.device)
+    no_end = torch.tensor([end], device=logits.device)
     with stepping.applied(stepping.choose(model, batch, logits.device)):
         for t in range(budget + 1):
-            chosen = pick(logits)  # (B,)
+            # An item has at least one character: with no prefix, the first cannot be the end.
+            chosen = pick(logits.index_fill(1, no_end, -torch.inf) if t == 0 and begun.chars == 0 else logits)
             scores = F.log_softmax(logits.float(), -1).gather(1, chosen.view(-1, 1)).squeeze(1)
             logprob += torch.where(ended, 0.0, scores.double())
             stops = (chosen == end) & ~ended
@@ -170,8 +172,8 @@ def sample_items(
     kept, generated, new = new_items(stream, listed, count, tries)
     if len(kept) < count:
         raise SampleError(
-            f"found only {len(kept)} new items of the {count} asked in {generated:,} tries "
-            f"({new / generated:.0%} of them new to the list, the rest known or repeated); "
-            "ask for fewer, raise the temperature, or train longer"
+            f"found only {len(kept)} new item{'s' if len(kept) != 1 else ''} of the {count} asked in "
+            f"{generated:,} tries ({generated - new:,} were in the training list, the rest repeated "
+            "one or were cut off at `max_length`); ask for fewer, raise `temperature`, or train longer"
         )
     return kept, generated, new

@@ -243,7 +243,7 @@ def sample(
         torch_device = resolve_device(device)
         net = load_model_weights(run, torch_device)
         if listed:
-            _sample_items(run, net, config, items or 10, new, as_json, torch_device)
+            _sample_items(run, net, config, 10 if items is None else items, new, as_json, torch_device)
             return
         index = novelty_index(run) if novelty else None  # a missing training text fails before sampling
         if num_samples == 1:

@@ -1,0 +1,278 @@
+"""Lists of items: reading them, holding a random share out, batches that start every item afresh,
+scoring items each on its own, sampling whole and new items, resuming and bad input."""
+
+from __future__ import annotations
+
+import json
+import re
+import threading
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from typer.testing import CliRunner
+
+from chargen.cli import app
+from chargen.config import ModelConfig, SampleConfig, TextConfig, TrainConfig
+from chargen.corpus import load_corpus
+from chargen.data import IGNORE, ItemBatches
+from chargen.errors import TrainingInterrupted
+from chargen.evaluate import evaluate_ids, evaluate_items, item_losses
+from chargen.item_sample import generate_items
+from chargen.items import END, ItemSpans, split_items
+from chargen.model import CharRNN
+from chargen.reports import StepReport
+from chargen.training import resume, train
+from tests.test_durability import _train_records, _weights, load_file_metadata
+
+SMALL = ["--hidden", "32", "--embed", "16", "--layers", "1", "--batch-size", "8", "--seed", "0"]
+MODEL = ModelConfig(hidden=32, embed=16, layers=1, dropout=0.0)
+
+
+@pytest.fixture(scope="module")
+def words(lamp_text: str) -> list[str]:
+    """A list as users bring them: the distinct words of the built-in corpus, in order of appearance."""
+    seen = dict.fromkeys(w.lower() for w in re.findall(r"[A-Za-z]{3,}", lamp_text))
+    return list(seen)
+
+
+@pytest.fixture()
+def word_file(words: list[str], tmp_path: Path) -> Path:
+    path = tmp_path / "words.txt"
+    # blank lines and surrounding blanks are not items
+    path.write_text("\n".join(words[:1500]) + "\n\n  \n", encoding="utf-8")
+    return path
+
+
+def _items_of(ids: np.ndarray, end: int, decode) -> list[str]:
+    spans = ItemSpans.of(ids, end)
+    return [decode(ids[s:e]) for s, e in zip(spans.starts, spans.ends, strict=True)]
+
+
+def test_lines_become_items_with_an_end_symbol_and_blank_lines_are_left_out(tmp_path: Path) -> None:
+    path = tmp_path / "list.txt"
+    path.write_text("  ayşe \n\nçağrı\r\n   \nİbrahim\n", encoding="utf-8")
+    corpus = load_corpus(path, TextConfig(items="lines"), cache=False)
+    assert "".join(corpus.vocab.chars[i] for i in corpus.ids) == f"{END}ayşe{END}çağrı{END}İbrahim{END}"
+    assert corpus.end_id == 0 and END in corpus.vocab.chars
+
+
+def test_separators_paragraphs_and_files(tmp_path: Path) -> None:
+    text = "one\nline<|endoftext|>two\n<|endoftext|>\nthree"
+    (tmp_path / "sep.txt").write_text(text, encoding="utf-8")
+    sep = load_corpus(tmp_path / "sep.txt", TextConfig(items="<|endoftext|>"), cache=False)
+    assert _items_of(sep.ids, sep.end_id, sep.vocab.decode) == ["one\nline", "two", "three"]
+    (tmp_path / "par.txt").write_text("a poem\n  indented\n\n \n\nanother\n", encoding="utf-8")
+    par = load_corpus(tmp_path / "par.txt", TextConfig(items="paragraphs"), cache=False)
+    assert _items_of(par.ids, par.end_id, par.vocab.decode) == ["a poem\n  indented", "another"]
+    folder = tmp_path / "poems"
+    (folder / "deep").mkdir(parents=True)
+    (folder / "a.txt").write_text("first\npoem\n", encoding="utf-8")
+    (folder / "deep" / "b.txt").write_text("şiir, ikinci\n", encoding="utf-8")
+    (folder / ".hidden").write_text("not read\n", encoding="utf-8")
+    files = load_corpus(folder, TextConfig(items="files"), cache=False)
+    assert _items_of(files.ids, files.end_id, files.vocab.decode) == ["first\npoem", "şiir, ikinci"]
+    whole = load_corpus(folder, cache=False)  # without items: one text, files joined by a line break
+    assert whole.decode() == "first\npoem\n\nşiir, ikinci\n" and whole.name == "poems"
+
+
+def test_the_held_out_items_are_a_seeded_random_tenth(words: list[str], tmp_path: Path) -> None:
+    path = tmp_path / "sorted.txt"
+    path.write_text("\n".join(sorted(words[:1000])), encoding="utf-8")
+    corpus = load_corpus(path, TextConfig(items="lines"), cache=False)
+    train_ids, held_ids = split_items(corpus.ids, corpus.end_id, 0.1)
+    trained = _items_of(train_ids, corpus.end_id, corpus.vocab.decode)
+    held = _items_of(held_ids, corpus.end_id, corpus.vocab.decode)
+    assert len(held) == 100 and sorted(trained + held) == sorted(words[:1000])
+    assert held != sorted(words[:1000])[-100:]  # not the last tenth of a sorted list
+    assert min(held) < sorted(words[:1000])[100]  # drawn from all over it
+    again = split_items(corpus.ids, corpus.end_id, 0.1)[1]
+    assert np.array_equal(again, held_ids)  # the same every time
+
+
+def test_batches_start_every_item_afresh_and_pad_without_counting(tmp_path: Path) -> None:
+    items = ["ab", "cdefgh", "ijklmnopqrstu", "v", "wxyz", "abc", "de", "fghij"]
+    ids = np.array([0] + [x for item in items for x in [*(ord(c) - 96 for c in item), 0]], dtype=np.uint8)
+    batches = ItemBatches(ids, end_id=0, batch_size=2, bptt=5)
+    windows = list(batches.epoch(7))
+    assert len(windows) == batches.windows_per_epoch
+    assert sum(w.targets for w in windows) == batches.chars_per_epoch == sum(len(i) + 1 for i in items)
+    rebuilt: list[str] = []
+    for w in windows:
+        assert (w.y != IGNORE).sum() == w.targets
+        if w.fresh is not None:  # a batch begins: every stream reads an END from a zero state
+            assert (w.fresh == 0).all() and (w.x[0] == 0).all()
+            rebuilt += ["", ""]
+        for col in range(2):
+            kept = w.y[:, col][w.y[:, col] != IGNORE].tolist()
+            # targets are the inputs shifted by one, within an item
+            assert w.x[1 : len(kept), col].tolist() == kept[:-1]
+            rebuilt[-2 + col] += "".join(chr(96 + t) if t else "|" for t in kept)
+    assert sorted(rebuilt) == sorted(item + "|" for item in items)
+    # the longest item spans three windows of 5: only the first of a batch starts afresh
+    assert any(w.fresh is None for w in windows)
+    # resuming mid-epoch gives the same windows from there
+    later = list(batches.epoch(7, start_window=2))
+    assert all(
+        torch.equal(a.x, b.x) and torch.equal(a.y, b.y) for a, b in zip(windows[2:], later, strict=True)
+    )
+    # two processes' shares side by side are the whole batch
+    halves = [ItemBatches(ids, 0, 2, 5, streams=s) for s in (slice(0, 1), slice(1, 2))]
+    for w, a, b in zip(windows, *(h.epoch(7) for h in halves), strict=True):
+        assert torch.equal(w.x, torch.cat([a.x, b.x], 1)) and a.targets == b.targets == w.targets
+
+
+def test_items_are_scored_each_from_a_zero_state(tmp_path: Path) -> None:
+    torch.manual_seed(0)
+    items = ["abc", "defghij", "k", "lmnopqrstuvw", "xy"] * 3
+    ids = np.array([0] + [x for item in items for x in [*(ord(c) - 96 for c in item), 0]], dtype=np.uint8)
+    model = CharRNN(ModelConfig(vocab_size=27, hidden=16, embed=8, layers=2, dropout=0.0))
+    losses = item_losses(model, ids, 0, batch=4, window=5)  # batched, padded, cut into windows
+    alone = [
+        evaluate_ids(model, np.array([0, *(ord(c) - 96 for c in item), 0], dtype=np.uint8)).loss
+        * (len(item) + 1)
+        for item in items
+    ]
+    assert np.allclose(losses, alone, atol=1e-4)
+    stats = evaluate_items(model, ids, 0)
+    assert stats.items == len(items) and stats.chars == sum(len(i) + 1 for i in items)
+    assert stats.loss == pytest.approx(sum(alone) / stats.chars, abs=1e-5)
+
+
+def test_train_sample_new_items_and_eval_from_the_command_line(
+    word_file: Path, words: list[str], tmp_path: Path
+) -> None:
+    runner = CliRunner()
+    run = tmp_path / "run"
+    args = ["train", str(word_file), "--items", "lines", "--max-steps", "40", "--out", str(run), *SMALL]
+    result = runner.invoke(app, args)
+    assert result.exit_code == 0, result.output
+    info = json.loads((run / "run.json").read_text())["corpus"]
+    assert (info["items"], info["held_out_items"], info["split_seed"]) == (1500, 150, 0)
+
+    result = runner.invoke(app, ["sample", "--model", str(run), "--items", "40", "--new", "--seed", "1"])
+    assert result.exit_code == 0, result.output
+    lines = result.stdout.splitlines()
+    assert len(lines) == 40 and len(set(lines)) == 40 and all(lines)
+    assert not set(lines) & set(words[:1500])
+    assert "were not in the training list" in result.stderr
+
+    result = runner.invoke(
+        app, ["sample", "--model", str(run), "--items", "5", "--prefix", "th", "--json", "--seed", "2"]
+    )
+    assert result.exit_code == 0, result.output
+    rows = [json.loads(line) for line in result.stdout.splitlines()]
+    assert len(rows) == 5 and all(r["text"].startswith("th") and r["logprob"] < 0 for r in rows)
+
+    test = tmp_path / "test.txt"
+    test.write_text("\n".join(words[1500:1700]), encoding="utf-8")
+    result = runner.invoke(app, ["eval", "--model", str(run), str(test), "--json"])
+    assert result.exit_code == 0, result.output
+    stats = json.loads(result.stdout)
+    assert stats["items"] == 200 and stats["chars"] == sum(len(w) + 1 for w in words[1500:1700])
+
+
+def test_a_folder_of_files_trains_as_items_or_as_one_text(tmp_path: Path, lamp_text: str) -> None:
+    folder = tmp_path / "letters"
+    folder.mkdir()
+    paragraphs = [p for p in lamp_text.split("\n\n") if len(p) > 200][:12]
+    for k, text in enumerate(paragraphs):
+        (folder / f"{k:02}.txt").write_text(text + "\n", encoding="utf-8")
+    (folder / "tr.txt").write_text("Çalıkuşu: Feride, ığdır ve şöyle güzel bir gün.\n" * 3, encoding="utf-8")
+    runner = CliRunner()
+    args = ["train", str(folder), "--max-steps", "6", "--eval-every", "3", *SMALL]
+    result = runner.invoke(
+        app, [*args, "--items", "files", "--out", str(tmp_path / "items"), "--batch-size", "4"]
+    )
+    assert result.exit_code == 0, result.output
+    result = runner.invoke(
+        app, ["sample", "--model", str(tmp_path / "items"), "--items", "3", "--max-length", "300"]
+    )
+    assert result.exit_code == 0, result.output
+    assert len(result.stdout.rstrip("\n").split("\n\n")) <= 3  # documents, a blank line between them
+    result = runner.invoke(app, [*args, "--out", str(tmp_path / "text")])
+    assert result.exit_code == 0, result.output
+    info = json.loads((tmp_path / "text" / "run.json").read_text())["corpus"]
+    assert info["items"] == 0 and info["name"] == "letters"
+
+
+def test_items_with_the_byte_tokenizer(word_file: Path, tmp_path: Path) -> None:
+    corpus = load_corpus(word_file, TextConfig(items="lines", tokenizer="bytes"))
+    summary = train(
+        corpus, MODEL, TrainConfig(batch_size=8, max_steps=10, eval_every=5, seed=0), out=tmp_path / "b"
+    )
+    assert summary.best.items == 150
+    model = CharRNN(summary_model(tmp_path / "b"))
+    made = list(
+        generate_items(model, corpus.vocab, SampleConfig(seed=0, max_length=20), 3, text_config=corpus.config)
+    )
+    assert len(made) == 3 and all(item.chars <= 21 for item in made)  # 20 bytes and the end
+
+
+def summary_model(run_dir: Path) -> ModelConfig:
+    from chargen.checkpoint import load_run
+
+    return load_run(run_dir).model_config
+
+
+def test_stopped_and_resumed_list_run_equals_the_uninterrupted_one(word_file: Path, tmp_path: Path) -> None:
+    corpus = load_corpus(word_file, TextConfig(items="lines"))
+    config = TrainConfig(
+        batch_size=8, bptt=6, max_steps=30, eval_every=10, log_every=5, seed=3, precision="fp32"
+    )
+    whole = train(corpus, MODEL, config, out=tmp_path / "whole")
+    stop = threading.Event()
+
+    def stop_at_15(report: object) -> None:
+        if isinstance(report, StepReport) and report.step == 15:
+            stop.set()
+
+    with pytest.raises(TrainingInterrupted):
+        train(corpus, MODEL, config, out=tmp_path / "halves", report=stop_at_15, stop=stop)
+    assert json.loads(load_file_metadata(tmp_path / "halves"))["step"] == 15
+    resumed = resume(tmp_path / "halves")
+    assert resumed.steps == whole.steps == 30
+    a, b = _weights(tmp_path / "whole"), _weights(tmp_path / "halves")
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert _train_records(tmp_path / "halves") == _train_records(tmp_path / "whole")
+
+
+@pytest.mark.parametrize(
+    ("content", "extra", "phrase"),
+    [
+        ("", [], "is empty"),
+        ("  \n\n \t\n", [], "only white space"),
+        ("one\ntwo\n", ["--items", "files"], "a single file"),
+        ("one\ntwo\n", ["--items", "<|endoftext|>"], "does not contain the separator"),
+        ("only\n", [], "at least 2"),
+    ],
+    ids=["empty", "blank", "files-on-one-file", "no-separator", "one-item"],
+)
+def test_bad_lists_are_one_line_errors_and_write_nothing(
+    tmp_path: Path, content: str, extra: list[str], phrase: str
+) -> None:
+    path = tmp_path / "list.txt"
+    path.write_text(content, encoding="utf-8")
+    args = ["train", str(path), "--out", str(tmp_path / "run"), "--max-steps", "2", *SMALL]
+    result = CliRunner().invoke(app, [*args, *(extra or ["--items", "lines"])])
+    assert result.exit_code != 0 and "Traceback" not in result.output
+    message = result.stderr.strip()
+    assert message.startswith("Error:") and "\n" not in message and phrase in message, message
+    assert not (tmp_path / "run").exists()
+
+
+def test_asking_for_more_new_items_than_the_model_finds_is_one_line(word_file: Path, tmp_path: Path) -> None:
+    run = tmp_path / "run"
+    result = CliRunner().invoke(
+        app, ["train", str(word_file), "--items", "lines", "--max-steps", "3", "--out", str(run), *SMALL]
+    )
+    assert result.exit_code == 0, result.output
+    # at temperature 0 every item is the same one: there can be one new item at most
+    result = CliRunner().invoke(
+        app, ["sample", "--model", str(run), "--items", "5", "--new", "--temperature", "0"]
+    )
+    assert result.exit_code == 1 and result.stdout == ""
+    assert result.stderr.startswith("Error: found only") and result.stderr.count("\n") == 1
+    result = CliRunner().invoke(app, ["sample", "--model", str(run), "--items", "0"])
+    assert result.exit_code != 0 and "--items" in result.stderr
