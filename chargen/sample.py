@@ -78,10 +78,11 @@ def encode_prefix(
     vocab: Tokenizer, prefix: str, text_config: TextConfig, unknown: str = "error"
 ) -> np.ndarray:
     """The ids the model starts from: a line break (where the corpus has them), then the prefix
-    prepared as the training text was. Raises VocabError for an unknown character (by default)."""
+    prepared as the training text was. Raises VocabError naming `prefix` for an unknown character
+    (by default)."""
     start = vocab.encode(_START, unknown="skip")
     ids = np.concatenate(
-        [start, vocab.encode(prepare(prefix, text_config), what="--prefix", unknown=unknown)]
+        [start, vocab.encode(prepare(prefix, text_config), what="`prefix`", unknown=unknown)]
     )
     return ids if len(ids) else np.zeros(1, dtype=vocab.dtype)  # no context at all: begin from id 0
 

@@ -56,8 +56,10 @@ def test_top_k_and_top_p_keep_the_right_characters() -> None:
 
 def test_a_prefix_with_an_unknown_character_is_refused(loaded) -> None:
     model, vocab = loaded
-    with pytest.raises(VocabError, match="U\\+1F600"):
+    with pytest.raises(VocabError, match="U\\+1F600") as error:
         sample_batch(model, vocab, SampleConfig(prefix="The 😀", length=5))
+    # The library names its own argument; the command line says --prefix (test_cli.py).
+    assert str(error.value).startswith("`prefix` has 1 character(s)") and "--" not in str(error.value)
 
 
 def test_the_gumbel_picker_draws_from_the_tempered_softmax() -> None:
