@@ -228,9 +228,15 @@ class SampleConfig:
     seed: int | None = None  # the same seed gives the same text
     num_samples: int = 1  # independent samples, generated together as one batch, >= 1
     unknown: str = "error"  # a prefix character the model never saw: error, replace or skip
+    stop: str | None = None  # end each sample just before this text first appears in it; not empty
 
     def __post_init__(self) -> None:
         _require(self.length >= 0, "length", f"must not be negative, not {self.length}")
+        _require(
+            self.stop is None or self.stop != "",
+            "stop",
+            "must not be empty; leave it out to generate `length` characters",
+        )
         _require(
             self.temperature >= 0,
             "temperature",

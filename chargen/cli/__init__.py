@@ -205,6 +205,7 @@ def sample(
     seed: opt.SampleSeed = SampleConfig.seed,
     num_samples: opt.NumSamples = SampleConfig.num_samples,
     unknown: opt.PrefixUnknown = SampleConfig.unknown,
+    stop: opt.Stop = SampleConfig.stop,
     novelty: opt.Novelty = False,
     device: opt.Device = "auto",
 ) -> None:

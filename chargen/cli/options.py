@@ -106,6 +106,13 @@ NumSamples = Annotated[int, typer.Option(help="Independent samples, generated as
 PrefixUnknown = Annotated[
     str, typer.Option(help="A prefix character the model never saw: error, replace or skip.")
 ]
+Stop = Annotated[
+    str | None,
+    typer.Option(
+        help="End each sample just before this text first appears in what is generated (the prefix "
+        "is not searched); the stop text itself is not printed. Default: none, --length characters."
+    ),
+]
 Novelty = Annotated[
     bool, typer.Option(help="Report on stderr how much of the sample occurs verbatim in the training text.")
 ]
