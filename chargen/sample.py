@@ -7,12 +7,14 @@ from __future__ import annotations
 
 import random
 from collections.abc import Generator, Iterator
+from pathlib import Path
 
 import numpy as np
 import torch
 
 from chargen import stepping
 from chargen.config import SampleConfig, TextConfig
+from chargen.errors import CorpusError
 from chargen.model import CellStepper, CharRNN, expand_state
 from chargen.text import prepare
 from chargen.vocab import Tokenizer
@@ -73,6 +75,29 @@ class Picker:
             filtered = filter_logits(logits, config.temperature, config.top_k, config.top_p)
             return (filtered * config.temperature + noise).argmax(dim=-1)
         return (logits + noise).argmax(dim=-1)  # (B,)
+
+
+def decode_prefix(data: bytes, source: str) -> str:
+    """A prefix given as bytes (a file's, standard input's) as text: UTF-8, a byte-order mark dropped,
+    every other character kept, a final line break included. `source` names it in an error."""
+    try:
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError as err:
+        raise CorpusError(f"{source} is not valid UTF-8 (byte {err.start}); save it as UTF-8") from None
+
+
+def read_prefix(path: Path | str) -> str:
+    """The prefix held in a UTF-8 text file, exactly (decode_prefix); an empty file is an empty prefix."""
+    path = Path(path)
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        raise CorpusError(f"prefix file not found: {path}") from None
+    except IsADirectoryError:
+        raise CorpusError(f"prefix file {path} is a directory; give a text file") from None
+    except OSError as err:
+        raise CorpusError(f"cannot read prefix file {path}: {err.strerror}") from None
+    return decode_prefix(data, f"prefix file {path}")
 
 
 def encode_prefix(

@@ -177,3 +177,40 @@ def test_the_command_line_stops_each_sample_before_its_stop_text(tiny_run: Train
 
     said = _one_line_error(runner.invoke(app, [*base, "--stop", ""]), code=2)
     assert said == "Error: --stop must not be empty; leave it out to generate --length characters"
+
+
+def test_the_prefix_comes_from_a_file_or_from_standard_input(tiny_run: TrainSummary, tmp_path) -> None:
+    base = ["sample", "--model", str(tiny_run.run_dir), "--length", "40", "--seed", "5"]
+    typed = runner.invoke(app, [*base, "--prefix", "The lamp\n"])
+    assert typed.exit_code == 0, typed.output
+    assert typed.stdout.startswith("The lamp\n")
+    (tmp_path / "prefix.txt").write_bytes("\ufeffThe lamp\n".encode())  # a byte-order mark is dropped
+    from_file = runner.invoke(app, [*base, "--prefix-file", str(tmp_path / "prefix.txt")])
+    assert from_file.exit_code == 0, from_file.output
+    assert from_file.stdout == typed.stdout  # the file's text exactly, its final line break included
+    piped = runner.invoke(app, [*base, "--prefix", "-"], input=b"The lamp\n")
+    assert piped.exit_code == 0, piped.output
+    assert piped.stdout == typed.stdout
+    (tmp_path / "empty.txt").write_bytes(b"")
+    empty = runner.invoke(app, [*base, "--prefix-file", str(tmp_path / "empty.txt")])
+    assert empty.stdout == runner.invoke(app, base).stdout  # an empty prefix, as with none
+
+
+def test_a_prefix_that_cannot_be_read_gets_one_line(tiny_run: TrainSummary, tmp_path) -> None:
+    base = ["sample", "--model", str(tiny_run.run_dir), "--length", "10"]
+    (tmp_path / "latin1.txt").write_bytes("café".encode("latin-1"))
+    (tmp_path / "snow.txt").write_text("snow ☃", encoding="utf-8")
+    (tmp_path / "good.txt").write_text("The lamp", encoding="utf-8")
+    for args, code, said in (
+        (["--prefix-file", str(tmp_path / "missing.txt")], 1, "prefix file not found"),
+        (["--prefix-file", str(tmp_path)], 1, "is a directory"),
+        (["--prefix-file", str(tmp_path / "latin1.txt")], 1, "latin1.txt is not valid UTF-8 (byte 3)"),
+        (["--prefix-file", str(tmp_path / "snow.txt")], 1, "--prefix-file has 1 character(s) the model"),
+        (["--prefix", "-", "--prefix-file", str(tmp_path / "good.txt")], 2, "--prefix and --prefix-file"),
+        (["--prefix", "", "--prefix-file", str(tmp_path / "good.txt")], 2, "were both given"),
+    ):
+        assert said in _one_line_error(runner.invoke(app, [*base, *args]), code), args
+    piped = runner.invoke(app, [*base, "--prefix", "-"], input="caf\xe9".encode("latin-1"))
+    assert "standard input is not valid UTF-8" in _one_line_error(piped, 1)
+    piped = runner.invoke(app, [*base, "--prefix", "-"], input="snow ☃".encode())
+    assert "--prefix has 1 character(s)" in _one_line_error(piped, 1)

@@ -37,6 +37,7 @@ from chargen.cli.tables import (
     print_summary,
 )
 from chargen.config import CELLS, ModelConfig, SampleConfig, TextConfig, TrainConfig
+from chargen.errors import ConfigError
 
 app = typer.Typer(
     cls=OneLineErrors,
@@ -198,6 +199,7 @@ def sample(
     ctx: typer.Context,
     model: opt.RunToSample = DEFAULT_RUN,
     prefix: opt.Prefix = SampleConfig.prefix,
+    prefix_file: opt.PrefixFile = None,
     length: opt.Length = SampleConfig.length,
     temperature: opt.Temperature = SampleConfig.temperature,
     top_k: opt.TopK = SampleConfig.top_k,
@@ -213,13 +215,21 @@ def sample(
 
     Example: `chargen sample --prefix "time traveller" --length 300 --temperature 0.7 --seed 1`.
     """
-    with user_errors(ctx):
+    both = prefix_file is not None and "prefix" in opt.given(ctx, leave_out=())
+    # A prefix read from a file is the file's flag's to name, in an error about its characters.
+    with user_errors(ctx, {"prefix": "--prefix-file"} if prefix_file and not both else None):
         from chargen.checkpoint import load_model_weights, load_run
         from chargen.device import resolve_device
         from chargen.runs import novelty_index, verbatim_shares
-        from chargen.sample import sample_batch, sample_stream
+        from chargen.sample import decode_prefix, read_prefix, sample_batch, sample_stream
 
-        config = opt.build(SampleConfig, ctx.params)
+        if both:
+            raise ConfigError("`prefix` and `prefix_file` were both given; give one of them", "prefix")
+        if prefix_file is not None:
+            prefix = read_prefix(prefix_file)
+        elif prefix == "-":
+            prefix = decode_prefix(sys.stdin.buffer.read(), "standard input")
+        config = opt.build(SampleConfig, {**ctx.params, "prefix": prefix})
         run = load_run(model)
         torch_device = resolve_device(device)
         net = load_model_weights(run, torch_device)

@@ -96,7 +96,15 @@ MinCount = Annotated[int, typer.Option(help="Characters seen fewer times become 
 
 # sample and eval
 RunToSample = Annotated[Path, typer.Option("--model", help="Run directory to sample from.")]
-Prefix = Annotated[str, typer.Option(help="Text to continue; printed first.")]
+Prefix = Annotated[
+    str, typer.Option(help="Text to continue; printed first. - reads it from standard input (UTF-8).")
+]
+PrefixFile = Annotated[
+    Path | None,
+    typer.Option(
+        help="Read the prefix from this UTF-8 text file instead, exactly (a final line break included)."
+    ),
+]
 Length = Annotated[int, typer.Option(help="Characters to generate, >= 0.")]
 Temperature = Annotated[float, typer.Option(help="Randomness, >= 0; 0 is greedy, 1 the model's own.")]
 TopK = Annotated[int | None, typer.Option(help="Sample among the k likeliest characters, >= 1.")]
