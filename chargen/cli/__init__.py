@@ -34,6 +34,7 @@ from chargen.cli.tables import (
     print_gradients,
     print_novelty,
     print_run_info,
+    print_scores,
     print_summary,
 )
 from chargen.config import CELLS, ModelConfig, SampleConfig, TextConfig, TrainConfig
@@ -267,6 +268,30 @@ def evaluate(
             typer.echo(json.dumps(stats.to_dict()))
             return
         print_eval(f"{model} on {text_file or 'its validation split'}", stats, unknown)
+
+
+@app.command()
+def score(
+    ctx: typer.Context,
+    text_file: opt.FileToScore,
+    model: opt.RunToScore = DEFAULT_RUN,
+    as_json: Annotated[
+        bool, typer.Option("--json", help="Print one JSON object per line of the text instead.")
+    ] = False,
+    unknown: opt.TextUnknown = SampleConfig.unknown,
+    encoding: opt.TextEncoding = None,
+    errors: opt.TextErrors = None,
+    device: opt.Device = "auto",
+) -> None:
+    """Score a text line by line: each line's characters, log-probability and bits per character.
+
+    Example: `chargen score --model runs/tm notes.txt --json`.
+    """
+    with user_errors(ctx):
+        from chargen.scoring import score_run
+
+        scores = score_run(model, text_file, device, unknown, encoding, errors)
+        print_scores(scores, as_json, unknown)
 
 
 @app.command()

@@ -128,6 +128,8 @@ TextFile = Annotated[
     Path | None, typer.Argument(help="Text to evaluate on. Default: the run's validation split.")
 ]
 RunToEvaluate = Annotated[Path, typer.Option("--model", help="Run directory to evaluate.")]
+RunToScore = Annotated[Path, typer.Option("--model", help="Run directory to score with.")]
+FileToScore = Annotated[Path, typer.Argument(help="Text to score, line by line.")]
 AsJson = Annotated[bool, typer.Option("--json", help="Print one JSON object instead of a table.")]
 TextUnknown = Annotated[
     str, typer.Option(help="Characters the model never saw: error, replace (counted) or skip.")
