@@ -1,6 +1,7 @@
 """Continuing a prefix: warm the state on it in one call, then generate one character at a time.
 
-Knows nothing about files or the terminal; yields text as it is produced.
+Knows nothing about the terminal, and about files only that a prefix may be read from one; yields
+text as it is produced, and ends it where a stop text begins.
 """
 
 from __future__ import annotations
