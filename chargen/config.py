@@ -235,10 +235,16 @@ class SampleConfig:
     num_samples: int = 1  # independent samples, generated together as one batch, >= 1
     unknown: str = "error"  # a prefix character the model never saw: error, replace or skip
     max_length: int = 200  # a list's items are cut off after this many characters, >= 1
+    stop: str | None = None  # end each sample just before this text first appears in it; not empty
 
     def __post_init__(self) -> None:
         _require(self.length >= 0, "length", f"must not be negative, not {self.length}")
         _require(self.max_length >= 1, "max_length", f"must be at least 1, not {self.max_length}")
+        _require(
+            self.stop is None or self.stop != "",
+            "stop",
+            "must not be empty; leave it out to generate `length` characters",
+        )
         _require(
             self.temperature >= 0,
             "temperature",

@@ -1,18 +1,21 @@
 """Continuing a prefix: warm the state on it in one call, then generate one character at a time.
 
-Knows nothing about files or the terminal; yields text as it is produced.
+Knows nothing about the terminal, and about files only that a prefix may be read from one; yields
+text as it is produced, and ends it where a stop text begins.
 """
 
 from __future__ import annotations
 
 import random
-from collections.abc import Iterator
+from collections.abc import Generator, Iterator
+from pathlib import Path
 
 import numpy as np
 import torch
 
 from chargen import stepping
 from chargen.config import SampleConfig, TextConfig
+from chargen.errors import CorpusError
 from chargen.model import CellStepper, CharRNN, expand_state
 from chargen.text import prepare
 from chargen.vocab import Tokenizer
@@ -22,6 +25,7 @@ from chargen.vocab import Tokenizer
 # all-zero state it rarely saw in training.
 _START = "\n"
 STREAM_CHUNK = 16  # characters a stream reads back at a time: a few milliseconds of generation
+STOP_CHECK = 64  # steps between a batch's looks for its stop text: one read-back from the device each
 
 
 def filter_logits(logits: torch.Tensor, temperature: float, top_k: int | None, top_p: float) -> torch.Tensor:
@@ -74,14 +78,38 @@ class Picker:
         return (logits + noise).argmax(dim=-1)  # (B,)
 
 
+def decode_prefix(data: bytes, source: str) -> str:
+    """A prefix given as bytes (a file's, standard input's) as text: UTF-8, a byte-order mark dropped,
+    every other character kept, a final line break included. `source` names it in an error."""
+    try:
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError as err:
+        raise CorpusError(f"{source} is not valid UTF-8 (byte {err.start}); save it as UTF-8") from None
+
+
+def read_prefix(path: Path | str) -> str:
+    """The prefix held in a UTF-8 text file, exactly (decode_prefix); an empty file is an empty prefix."""
+    path = Path(path)
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        raise CorpusError(f"prefix file not found: {path}") from None
+    except IsADirectoryError:
+        raise CorpusError(f"prefix file {path} is a directory; give a text file") from None
+    except OSError as err:
+        raise CorpusError(f"cannot read prefix file {path}: {err.strerror}") from None
+    return decode_prefix(data, f"prefix file {path}")
+
+
 def encode_prefix(
     vocab: Tokenizer, prefix: str, text_config: TextConfig, unknown: str = "error"
 ) -> np.ndarray:
     """The ids the model starts from: a line break (where the corpus has them), then the prefix
-    prepared as the training text was. Raises VocabError for an unknown character (by default)."""
+    prepared as the training text was. Raises VocabError naming `prefix` for an unknown character
+    (by default)."""
     start = vocab.encode(_START, unknown="skip")
     ids = np.concatenate(
-        [start, vocab.encode(prepare(prefix, text_config), what="--prefix", unknown=unknown)]
+        [start, vocab.encode(prepare(prefix, text_config), what="`prefix`", unknown=unknown)]
     )
     return ids if len(ids) else np.zeros(1, dtype=vocab.dtype)  # no context at all: begin from id 0
 
@@ -89,7 +117,7 @@ def encode_prefix(
 @torch.inference_mode()  # on a generator, torch applies the mode only while it runs
 def _generate(
     model: CharRNN, context: np.ndarray, config: SampleConfig, device: torch.device | str
-) -> Iterator[torch.Tensor]:
+) -> Generator[torch.Tensor, None, None]:
     """Yield a (num_samples,) tensor of new ids per step, `config.length` times."""
     ids = torch.from_numpy(context.astype(np.int64)).to(device)
     seed = config.seed if config.seed is not None else random.SystemRandom().randrange(2**31)
@@ -132,7 +160,35 @@ def sample_stream(
         if text := decoder.decode(torch.cat(pending).tolist() if pending else [], final=True):
             yield text
 
-    return pieces()
+    return pieces() if config.stop is None else until_stop(pieces(), config.stop)
+
+
+def _could_begin(text: str, stop: str) -> int:
+    """How many characters at the end of `text` could be the start of `stop`: what a stream holds back."""
+    for k in range(min(len(stop) - 1, len(text)), 0, -1):
+        if text.endswith(stop[:k]):
+            return k
+    return 0
+
+
+def until_stop(pieces: Iterator[str], stop: str) -> Iterator[str]:
+    """The pieces' text up to, not including, the first `stop` in it, even where `stop` straddles
+    pieces. Only the trailing characters that could begin `stop` wait for the next piece, and no
+    piece is read after the one that completes it (so generation ends there)."""
+    pending = ""
+    for piece in pieces:
+        pending += piece
+        at = pending.find(stop)
+        if at >= 0:
+            if at:
+                yield pending[:at]
+            return
+        keep = _could_begin(pending, stop)
+        if len(pending) > keep:
+            yield pending[: len(pending) - keep]
+            pending = pending[len(pending) - keep :]
+    if pending:
+        yield pending
 
 
 def sample_batch(
@@ -142,10 +198,49 @@ def sample_batch(
     device: torch.device | str = "cpu",
     text_config: TextConfig | None = None,
 ) -> list[str]:
-    """`num_samples` generated continuations (without the prefix), computed together as one batch."""
+    """`num_samples` generated continuations (without the prefix), computed together as one batch;
+    with `config.stop`, each ends just before its own first stop text."""
     context = encode_prefix(vocab, config.prefix, text_config or TextConfig(), config.unknown)
+    if config.stop is not None:
+        return _batch_until_stop(model, vocab, context, config, device)
     steps = list(_generate(model, context, config, device))  # stays on the device until the end
     if not steps:
         return [""] * config.num_samples
     ids = torch.stack(steps, dim=1).cpu().numpy()  # (B, length)
     return [vocab.decode(row) for row in ids]
+
+
+def _batch_until_stop(
+    model: CharRNN, vocab: Tokenizer, context: np.ndarray, config: SampleConfig, device: torch.device | str
+) -> list[str]:
+    """sample_batch with a stop text: every STOP_CHECK steps the new ids are read back and decoded,
+    each stream is cut at its first stop, and generation ends once every stream has met one."""
+    stop = config.stop
+    assert stop is not None
+    streams = config.num_samples
+    decoders = [vocab.decoder() for _ in range(streams)]  # a bytes stream may end mid-character
+    texts, done = [""] * streams, [False] * streams
+
+    def read_back(pending: list[torch.Tensor], final: bool) -> None:
+        rows = torch.stack(pending, dim=1).tolist() if pending else [[] for _ in range(streams)]  # (B, steps)
+        for i, row in enumerate(rows):
+            if done[i]:
+                continue
+            searched = max(0, len(texts[i]) - len(stop) + 1)  # a stop may straddle the last read-back
+            texts[i] += decoders[i].decode(row, final)
+            at = texts[i].find(stop, searched)
+            if at >= 0:
+                texts[i], done[i] = texts[i][:at], True
+
+    steps, pending = _generate(model, context, config, device), []
+    for step in steps:
+        pending.append(step)
+        if len(pending) == STOP_CHECK:
+            read_back(pending, final=False)
+            pending = []
+            if all(done):
+                steps.close()
+                break
+    else:
+        read_back(pending, final=True)
+    return texts

@@ -171,6 +171,14 @@ def test_train_sample_new_items_and_eval_from_the_command_line(
     assert result.exit_code == 0, result.output
     stats = json.loads(result.stdout)
     assert stats["items"] == 200 and stats["chars"] == sum(len(w) + 1 for w in words[1500:1700])
+    result = runner.invoke(app, ["score", "--model", str(run), str(test), "--json"])
+    assert result.exit_code == 0, result.output
+    scored = [json.loads(line) for line in result.stdout.splitlines()]
+    assert [s["text"] for s in scored] == words[1500:1700] and all(
+        s["chars"] == len(s["text"]) + 1 for s in scored
+    )
+    mean = -sum(s["logprob"] for s in scored) / sum(s["chars"] for s in scored)
+    assert mean == pytest.approx(stats["loss"], rel=0.005)
 
 
 def test_a_folder_of_files_trains_as_items_or_as_one_text(tmp_path: Path, lamp_text: str) -> None:

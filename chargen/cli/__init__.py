@@ -35,10 +35,11 @@ from chargen.cli.tables import (
     print_gradients,
     print_novelty,
     print_run_info,
+    print_scores,
     print_summary,
 )
 from chargen.config import CELLS, ModelConfig, SampleConfig, TextConfig, TrainConfig
-from chargen.errors import RunError
+from chargen.errors import ConfigError, RunError
 
 if TYPE_CHECKING:
     import torch
@@ -209,6 +210,7 @@ def sample(
     ctx: typer.Context,
     model: opt.RunToSample = DEFAULT_RUN,
     prefix: opt.Prefix = SampleConfig.prefix,
+    prefix_file: opt.PrefixFile = None,
     length: opt.Length = SampleConfig.length,
     temperature: opt.Temperature = SampleConfig.temperature,
     top_k: opt.TopK = SampleConfig.top_k,
@@ -216,6 +218,7 @@ def sample(
     seed: opt.SampleSeed = SampleConfig.seed,
     num_samples: opt.NumSamples = SampleConfig.num_samples,
     unknown: opt.PrefixUnknown = SampleConfig.unknown,
+    stop: opt.Stop = SampleConfig.stop,
     novelty: opt.Novelty = False,
     items: opt.ItemCount = None,
     new: opt.NewItems = False,
@@ -228,13 +231,21 @@ def sample(
     Examples: `chargen sample --prefix "time traveller" --length 300 --temperature 0.7 --seed 1`;
     for a run trained on a list, `chargen sample --items 50 --new --prefix ja` (50 new items).
     """
-    with user_errors(ctx):
+    both = prefix_file is not None and "prefix" in opt.given(ctx, leave_out=())
+    # A prefix read from a file is the file's flag's to name, in an error about its characters.
+    with user_errors(ctx, {"prefix": "--prefix-file"} if prefix_file and not both else None):
         from chargen.checkpoint import load_model_weights, load_run
         from chargen.device import resolve_device
         from chargen.runs import novelty_index, verbatim_shares
-        from chargen.sample import sample_batch, sample_stream
+        from chargen.sample import decode_prefix, read_prefix, sample_batch, sample_stream
 
-        config = opt.build(SampleConfig, ctx.params)
+        if both:
+            raise ConfigError("`prefix` and `prefix_file` were both given; give one of them", "prefix")
+        if prefix_file is not None:
+            prefix = read_prefix(prefix_file)
+        elif prefix == "-":
+            prefix = decode_prefix(sys.stdin.buffer.read(), "standard input")
+        config = opt.build(SampleConfig, {**ctx.params, "prefix": prefix})
         run = load_run(model)
         listed = run.text_config.items is not None
         if not listed and (items is not None or new or as_json):
@@ -303,6 +314,31 @@ def evaluate(
             typer.echo(json.dumps(stats.to_dict()))
             return
         print_eval(f"{model} on {text_file or 'its validation split'}", stats, unknown)
+
+
+@app.command()
+def score(
+    ctx: typer.Context,
+    text_file: opt.FileToScore,
+    model: opt.RunToScore = DEFAULT_RUN,
+    as_json: Annotated[
+        bool, typer.Option("--json", help="Print one JSON object per line (or item) of the text instead.")
+    ] = False,
+    unknown: opt.TextUnknown = SampleConfig.unknown,
+    encoding: opt.TextEncoding = None,
+    errors: opt.TextErrors = None,
+    device: opt.Device = "auto",
+) -> None:
+    """Score a text line by line (item by item for a run trained on a list): each one's characters,
+    log-probability and bits per character.
+
+    Example: `chargen score --model runs/tm notes.txt --json`.
+    """
+    with user_errors(ctx):
+        from chargen.scoring import score_run
+
+        scores = score_run(model, text_file, device, unknown, encoding, errors)
+        print_scores(scores, as_json, unknown)
 
 
 @app.command()

@@ -117,7 +117,15 @@ Items = Annotated[
 
 # sample and eval
 RunToSample = Annotated[Path, typer.Option("--model", help="Run directory to sample from.")]
-Prefix = Annotated[str, typer.Option(help="Text to continue; printed first.")]
+Prefix = Annotated[
+    str, typer.Option(help="Text to continue; printed first. - reads it from standard input (UTF-8).")
+]
+PrefixFile = Annotated[
+    Path | None,
+    typer.Option(
+        help="Read the prefix from this UTF-8 text file instead, exactly (a final line break included)."
+    ),
+]
 Length = Annotated[int, typer.Option(help="Characters to generate, >= 0.")]
 Temperature = Annotated[float, typer.Option(help="Randomness, >= 0; 0 is greedy, 1 the model's own.")]
 TopK = Annotated[int | None, typer.Option(help="Sample among the k likeliest characters, >= 1.")]
@@ -151,6 +159,13 @@ ItemsJson = Annotated[
     bool,
     typer.Option("--json", help="With --items: one JSON object per item: text, logprob (nats), chars, bpc."),
 ]
+Stop = Annotated[
+    str | None,
+    typer.Option(
+        help="End each sample just before this text first appears in what is generated (the prefix "
+        "is not searched); the stop text itself is not printed. Default: none, --length characters."
+    ),
+]
 Novelty = Annotated[
     bool, typer.Option(help="Report on stderr how much of the sample occurs verbatim in the training text.")
 ]
@@ -158,6 +173,8 @@ TextFile = Annotated[
     Path | None, typer.Argument(help="Text to evaluate on. Default: the run's validation split.")
 ]
 RunToEvaluate = Annotated[Path, typer.Option("--model", help="Run directory to evaluate.")]
+RunToScore = Annotated[Path, typer.Option("--model", help="Run directory to score with.")]
+FileToScore = Annotated[Path, typer.Argument(help="Text to score, line by line.")]
 AsJson = Annotated[bool, typer.Option("--json", help="Print one JSON object instead of a table.")]
 TextUnknown = Annotated[
     str, typer.Option(help="Characters the model never saw: error, replace (counted) or skip.")

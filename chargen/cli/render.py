@@ -64,17 +64,18 @@ def process_rank() -> int:
 
 
 @contextmanager
-def user_errors(ctx: typer.Context) -> Iterator[None]:
+def user_errors(ctx: typer.Context, names: dict[str, str] | None = None) -> Iterator[None]:
     """Turn the library's errors into one line on stderr, in the command's own terms, and a
-    non-zero exit code. Under torchrun another rank's line names it, since it may be the only one
-    that failed; a stop that all ranks agreed on is announced by rank 0 alone."""
+    non-zero exit code (`names` says a setting other than by its own flag, see in_flags). Under
+    torchrun another rank's line names it, since it may be the only one that failed; a stop that
+    all ranks agreed on is announced by rank 0 alone."""
     try:
         yield
     except ChargenError as error:
         rank = process_rank()
         if rank == 0 or not isinstance(error, TrainingInterrupted):
             where = f"rank {rank}: " if rank else ""
-            message = escape(in_flags(ctx, error))
+            message = escape(in_flags(ctx, error, names))
             err.print(f"[bold red]Error:[/] {where}{message}", markup=True, soft_wrap=True)
         raise typer.Exit(error.exit_code) from None
     except KeyboardInterrupt:
@@ -85,16 +86,18 @@ def user_errors(ctx: typer.Context) -> Iterator[None]:
 _FIELD = re.compile(r"`(\w+)(?:=([^`]*))?`")  # `lr` or `encoding='utf-16'`, as library messages name them
 
 
-def in_flags(ctx: typer.Context, error: ChargenError) -> str:
+def in_flags(ctx: typer.Context, error: ChargenError, names: dict[str, str] | None = None) -> str:
     """The library's message as the command line says it: each setting it names (`max_time`,
-    `encoding='utf-16'`) as this command's flag (--max-time, --encoding utf-16). A name the command
-    has no option for stays as it is."""
+    `encoding='utf-16'`) as this command's flag (--max-time, --encoding utf-16), or as `names` says
+    it where the value came in by another flag (`prefix` read with --prefix-file). A name the
+    command has no option for stays as it is."""
     if isinstance(error, TrainingInterrupted):
         return (
             f"training stopped at step {error.step} and a checkpoint is saved; "
             f"resume with: chargen train --resume {error.run_dir}"
         )
     flags = {p.name: p.opts[0] for p in ctx.command.params if p.param_type_name == "option" and p.name}
+    flags.update(names or {})
 
     def flag(match: re.Match[str]) -> str:
         name, value = match[1], match[2]

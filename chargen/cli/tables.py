@@ -5,7 +5,9 @@ the rest to stderr.
 
 from __future__ import annotations
 
+import json
 import math
+import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -19,6 +21,7 @@ if TYPE_CHECKING:
     from chargen.compare import Comparison
     from chargen.evaluate import LossStats
     from chargen.records import RunDescription, TrainSummary
+    from chargen.scoring import Scores
 
 
 def print_summary(summary: TrainSummary) -> None:
@@ -135,6 +138,33 @@ def print_eval(label: str, stats: LossStats, unknown: str) -> None:
         done = {"replace": "replaced", "skip": "skipped"}[unknown]
         table.add_row("unknown characters", f"{stats.unknown:,} ({done})")
     Console().print(table)
+
+
+def print_scores(scores: Scores, as_json: bool, unknown: str) -> None:
+    """A row per line on stdout, written as it is made, then the whole text's figures: after the
+    rows, or on stderr with --json, where stdout holds only one JSON object per line of the text."""
+    out = sys.stdout
+    if as_json:
+        for unit in scores:
+            out.write(json.dumps(unit.to_dict(), ensure_ascii=False) + "\n")
+    else:
+        out.write(f"{'bpc':>7} {'chars':>7} {'logprob':>10}  {scores.unit}\n")
+        for unit in scores:
+            bpc = "-" if unit.bpc is None else f"{unit.bpc:.3f}"
+            out.write(f"{bpc:>7} {unit.chars:>7,} {unit.logprob:>10.2f}  {unit.text}\n")
+    stats = scores.stats
+    summary = (
+        f"{len(scores):,} {scores.unit}s, {stats.chars:,} characters: {stats.bpc:.4f} bits per character, "
+        f"loss {stats.loss:.4f} nats/char, perplexity {stats.perplexity:.3f}"
+    )
+    if stats.unknown:
+        done = {"replace": "replaced", "skip": "skipped"}[unknown]
+        summary += f"; {stats.unknown:,} unknown characters {done}"
+    if as_json:
+        err.print(summary, markup=False, highlight=False, soft_wrap=True)
+    else:
+        out.write(summary + "\n")
+    out.flush()
 
 
 def print_novelty(shares: list[float], n: int) -> None:
