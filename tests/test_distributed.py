@@ -15,7 +15,7 @@ from typer.testing import CliRunner
 
 from chargen import checkpoint as ckpt
 from chargen.cli import app
-from chargen.config import ModelConfig, TrainConfig
+from chargen.config import ModelConfig, TextConfig, TrainConfig
 from chargen.corpus import load_corpus
 from chargen.distributed import World
 from chargen.records import TrainSummary
@@ -107,3 +107,30 @@ def test_the_shares_of_the_streams_tile_them_in_rank_order() -> None:
         shares = [range(n)[World(rank=r, size=size).share(n)] for r in range(size)]
         assert [i for share in shares for i in share] == list(range(n))
         assert max(map(len, shares)) - min(map(len, shares)) <= 1
+
+
+def test_two_processes_train_a_list_as_one_does(lamp_text: str, tmp_path: Path) -> None:
+    """Items split the same way in every process (the held-out tenth, the batches), each process
+    takes its share of every batch's items, and the losses follow those of one process."""
+    words = list(dict.fromkeys(w.lower() for w in lamp_text.split() if w.isalpha()))[:1200]
+    names = tmp_path / "words.txt"
+    names.write_text("\n".join(words), encoding="utf-8")
+    command = [
+        *(sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2"),
+        *("--master_port", str(_free_port()), "-m", "chargen", "train", str(names), "--items", "lines"),
+        *("--out", str(tmp_path / "two"), *SAME_ON_THE_COMMAND_LINE, "--bptt", "6"),
+    ]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    two = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    config = TrainConfig(**{**CONFIG.to_dict(), "bptt": 6})
+    train(load_corpus(names, TextConfig(items="lines")), MODEL, config, out=tmp_path / "one")
+    _, stderr = two.communicate(timeout=300)
+    assert two.returncode == 0, stderr
+    a, b = _eval_losses(tmp_path / "one"), _eval_losses(tmp_path / "two")
+    assert list(a) == list(b) == [10, 20, 30, 40]
+    assert all(abs(a[step] - b[step]) <= 1e-4 for step in a), (a, b)
+    info_one, info_two = (
+        json.loads((tmp_path / d / ckpt.RUN_JSON).read_text())["corpus"] for d in ("one", "two")
+    )
+    assert info_one["held_out_items"] == info_two["held_out_items"] == 120
+    assert info_one["train_tokens"] == info_two["train_tokens"]

@@ -181,6 +181,7 @@ def compare(
     precision: opt.Precision = TrainConfig.precision,
     preset: opt.Preset = None,
     tokenizer: opt.Tokenizer = TextConfig.tokenizer,
+    items: opt.Items = None,
     plot: Annotated[
         bool, typer.Option(help="Draw the runs overlaid into compare.png (needs matplotlib).")
     ] = True,

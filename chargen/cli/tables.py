@@ -40,7 +40,10 @@ def print_summary(summary: TrainSummary) -> None:
     table.add_row("clipped steps", f"{summary.clipped_fraction:.1%}")
     table.add_row("parameters", f"{summary.parameters:,}")
     err.print(table)
-    err.print(f'next: chargen sample --model {summary.run_dir} --prefix "..."')
+    if summary.best.items:  # a list
+        err.print(f"next: chargen sample --model {summary.run_dir} --items 20 --new")
+    else:
+        err.print(f'next: chargen sample --model {summary.run_dir} --prefix "..."')
 
 
 def print_comparison(comparison: Comparison) -> None:
