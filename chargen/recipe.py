@@ -60,6 +60,11 @@ class Plan:
         return dataclasses.asdict(self)
 
 
+# A run started from another's weights (train --init) already knows the language: a smaller peak
+# rate adapts it without first undoing what it knows (docs/recipe.md, "Fine-tuning").
+FINE_TUNE_LR_FACTOR = 0.5
+
+
 def dropout_for(epochs: float, parameters: int) -> float:
     """Dropout for a run that passes `epochs` times over its text with a model of `parameters`:
     none until passes x parameters reaches MEMORISING_PASS_PARAMETERS, then DROPOUT_PER_DOUBLING
@@ -114,9 +119,16 @@ def learning_rate(model_config: ModelConfig) -> float:
     return round(LR_AT_256 * math.sqrt(min(1.0, 256 / model_config.hidden)), 5)
 
 
-def with_learning_rate(config: TrainConfig, model_config: ModelConfig) -> TrainConfig:
-    """`config` with its learning rate decided: as given, else planned from the model's width."""
-    return config if config.lr is not None else replace(config, lr=learning_rate(model_config))
+def with_learning_rate(
+    config: TrainConfig, model_config: ModelConfig, fine_tune: bool = False
+) -> TrainConfig:
+    """`config` with its learning rate decided: as given, else planned from the model's width (and
+    FINE_TUNE_LR_FACTOR of that for a run that starts from another's weights)."""
+    if config.lr is not None:
+        return config
+    return replace(
+        config, lr=round(learning_rate(model_config) * (FINE_TUNE_LR_FACTOR if fine_tune else 1.0), 6)
+    )
 
 
 def _with_size(model_config: ModelConfig, name: str) -> ModelConfig:

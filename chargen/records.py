@@ -233,6 +233,7 @@ class RunInfo:
     precision: str = "fp32"
     processes: int = 1
     created: str = ""
+    parent: dict[str, Any] | None = None  # for a run started from another's weights: which, exactly
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -247,6 +248,7 @@ class RunInfo:
             "precision": self.precision,
             "processes": self.processes,
             "created": self.created,
+            "parent": self.parent,
         }
 
     @classmethod
@@ -259,7 +261,7 @@ class RunInfo:
             text=TextConfig.from_dict(data.get("text", {})),
             corpus=CorpusRecord(**known_fields(CorpusRecord, data["corpus"])),
             plan=Plan(**known_fields(Plan, plan)) if plan else None,
-            **{k: data[k] for k in ("device", "precision", "processes", "created") if k in data},
+            **{k: data[k] for k in ("device", "precision", "processes", "created", "parent") if k in data},
         )
 
 

@@ -79,6 +79,7 @@ def prepare(
     world: World,
     device: torch.device,
     plan: recipe.Plan | None = None,
+    fine_tune: bool = False,
 ) -> tuple[RunSettings, Layout]:
     """Decide the run's settings and lay its text out; everything that can fail on bad input fails
     here, before anything is written. `plan` is a resumed run's own (its model is decided already).
@@ -98,7 +99,7 @@ def prepare(
     )
     settings = RunSettings(
         model=model_config,
-        train=recipe.with_learning_rate(config, model_config),  # the rate planned for the decided width
+        train=recipe.with_learning_rate(config, model_config, fine_tune),  # planned for the decided width
         plan=planned or plan,
         device=device,
         autocast=autocast,

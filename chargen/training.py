@@ -18,6 +18,7 @@ from chargen.config import ModelConfig, SampleConfig, TrainConfig
 from chargen.corpus import Corpus, load_corpus
 from chargen.distributed import World, process_group, world_from_env
 from chargen.errors import ConfigError, RunError, VocabError
+from chargen.finetune import Start
 from chargen.item_sample import generate_items
 from chargen.items import SPLIT_SEED
 from chargen.loop import build_loop
@@ -43,9 +44,13 @@ def train(
     report: Reporter | None = None,
     runs_root: Path = Path("runs"),
     stop: threading.Event | None = None,
+    start: Start | None = None,
 ) -> TrainSummary:
     """Train a model on `corpus` into a new run directory and return the final figures.
 
+    With `start` (finetune.start_from), the model begins from a parent run's weights, with a fresh
+    optimiser and schedule at the fine-tuning learning rate; `corpus` and `model_config` are then
+    the start's own.
     Setting `stop` makes training save a checkpoint after the current step and raise
     TrainingInterrupted; `resume` continues from there exactly. Started by torchrun, the
     processes train together: `config.batch_size` is the global batch, shared out between them.
@@ -53,13 +58,16 @@ def train(
     world = world_from_env()
     device = choose_device(config, world)
     with process_group(world, device) as world:
-        settings, layout = prepare(corpus, model_config, config, world, device)
+        settings, layout = prepare(corpus, model_config, config, world, device, fine_tune=start is not None)
         model = CharRNN(settings.model).to(device)
+        if start is not None:
+            model.load_state_dict(start.weights)
         world.share_weights(model)
         seed_own_dropout(settings)  # the same initial weights everywhere, but each its own dropout masks
         run_dir = world.from_main(ckpt.new_run_dir(out, corpus.name, runs_root) if world.is_main else None)
         if world.is_main:
-            ckpt.write_new_run(run_dir, _run_info(corpus, settings, layout), corpus.vocab, layout.val_ids)
+            info = _run_info(corpus, settings, layout, start.parent.to_dict() if start else None)
+            ckpt.write_new_run(run_dir, info, corpus.vocab, layout.val_ids)
         report = _main_only(report, world)
         loop = build_loop(settings, model, layout, run_dir, report, _preview(corpus, settings), stop)
         loop.save()  # resumable from the first moment
@@ -157,7 +165,9 @@ def _preview(corpus: Corpus, settings: RunSettings) -> Preview:
     return lambda model: prefix + sample_batch(model, corpus.vocab, config, settings.device)[0]
 
 
-def _run_info(corpus: Corpus, settings: RunSettings, layout: Layout) -> RunInfo:
+def _run_info(
+    corpus: Corpus, settings: RunSettings, layout: Layout, parent: dict[str, Any] | None = None
+) -> RunInfo:
     """run.json of a new run: its settings as decided, and the text it trains on."""
     listed = not corpus.path.is_dir() and len(corpus.paths) > 1
     items = {"items": layout.items, "held_out_items": layout.held_out_items, "split_seed": SPLIT_SEED}
@@ -183,6 +193,7 @@ def _run_info(corpus: Corpus, settings: RunSettings, layout: Layout) -> RunInfo:
         precision=settings.precision,
         processes=settings.world.size,
         created=time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        parent=parent,
     )
 
 

@@ -79,6 +79,8 @@ def train(
     corpus: opt.CorpusArg = None,
     out: opt.Out = None,
     resume: opt.Resume = None,
+    init: opt.Init = None,
+    unknown: opt.InitUnknown = "extend",
     cell: opt.Cell = ModelConfig.cell,
     size: opt.Size = ModelConfig.size,
     layers: opt.Layers = ModelConfig.layers,
@@ -125,6 +127,7 @@ def train(
     `chargen train names.txt --items lines` (a list: then `chargen sample --items 20 --new`);
     `chargen train poems/ --items files` (each file one item);
     `chargen train --resume runs/notes --max-time 20m` (continue it);
+    `chargen train my-letters.txt --init runs/notes --max-time 1m` (adapt that model to a small text);
     `torchrun --nproc_per_node 4 -m chargen train notes.txt` (4 processes, the batch shared out).
     """
     with user_errors(ctx):
@@ -135,16 +138,30 @@ def train(
 
         plotter = [PlotEachEvaluation()] if plot else []  # without matplotlib: an error, before training
         main = process_rank() == 0  # under torchrun, rank 0 speaks for all
-        if resume is None:
+        start = None
+        if resume is not None and init is not None:
+            raise ConfigError(
+                "`resume` continues a run and `init` starts a new one: give one of them", "init"
+            )
+        if init is not None:
+            from chargen.finetune import start_from
+
+            given = opt.given(ctx, leave_out=())
+            text_given = {k: v for k, v in given.items() if k in TextConfig.__dataclass_fields__}
+            model_given = {k: v for k, v in given.items() if k in ModelConfig.__dataclass_fields__}
+            start = start_from(init, corpus, text_given, unknown, given_model=model_given)
+            data, model_config = start.corpus, start.model
+            train_config = opt.build(TrainConfig, ctx.params)
+        elif resume is None:
             model_config, train_config, text_config = opt.configs(ctx.params)
             with DownloadBar() as download:
                 data = load_corpus(corpus, text_config, progress=download)
         with stop_on_signals(announce=main) as stop, TrainProgress() as progress:
             report = fan_out(progress, *plotter)
             if resume is None:
-                summary = run_training(data, model_config, train_config, out, report, stop=stop)
+                summary = run_training(data, model_config, train_config, out, report, stop=stop, start=start)
             else:
-                changes = opt.given(ctx, leave_out=("resume", "corpus", "plot"))
+                changes = opt.given(ctx, leave_out=("resume", "corpus", "plot", "unknown"))
                 summary = resume_training(resume, corpus, changes, report, stop)
         if main:
             print_summary(summary)

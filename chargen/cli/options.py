@@ -31,6 +31,20 @@ Resume = Annotated[
         help="Continue this run from its checkpoint; only the limits, --patience and --device may change."
     ),
 ]
+Init = Annotated[
+    Path | None,
+    typer.Option(
+        help="Fine-tune: start a new run from this run's best weights, with its text settings, shape "
+        "and vocabulary (grown by the new text's characters), a fresh optimiser and schedule.",
+    ),
+]
+InitUnknown = Annotated[
+    str,
+    typer.Option(
+        help="With --init: characters the parent never saw: extend (new vocabulary rows), replace "
+        "(the unknown symbol) or skip.",
+    ),
+]
 Cell = Annotated[str, typer.Option(help="Recurrent cell: lstm, gru or rnn.")]
 Size = Annotated[
     str,

@@ -104,6 +104,12 @@ def print_run_info(model: Path, facts: RunDescription) -> None:
             f"{corpus.items:,} ({facts.info.text.items}), {corpus.held_out_items:,} held out at random "
             f"(seed {corpus.split_seed})",
         )
+    parent = facts.info.parent
+    if parent:
+        table.add_row(
+            "started from",
+            f"{parent['path']} ({parent['weights']}, sha256 {parent['weights_sha256'][:16]}...)",
+        )
     t = facts.info.train
     table.add_row(
         "training",

@@ -1,0 +1,165 @@
+"""Fine-tuning (`train --init RUN`): a new run from a parent's weights, its vocabulary grown without
+changing the old characters' predictions, the parent recorded, and bad input refused."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from chargen.checkpoint import load_model_weights, load_run
+from chargen.cli import app
+from chargen.evaluate import evaluate_ids
+from chargen.finetune import start_from
+from chargen.model import CharRNN
+from chargen.records import TrainSummary
+
+TURKISH = (
+    "Çalıkuşu romanında Feride, İstanbul'dan ayrılıp Anadolu'da öğretmenlik yapar. Şöyle der: ığdır. " * 40
+)
+
+
+def _run(args: list[str]) -> None:
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, result.output
+
+
+def test_a_grown_vocabulary_leaves_the_old_predictions_as_they_were(
+    tiny_run: TrainSummary, tmp_path: Path
+) -> None:
+    text = tmp_path / "tr.txt"
+    text.write_text(TURKISH, encoding="utf-8")
+    start = start_from(tiny_run.run_dir, text)
+    parent = load_run(tiny_run.run_dir)
+    assert set(start.new_chars) >= {"ı", "ş", "ğ", "İ", "Ç", "ö"} and len(start.corpus.vocab) > len(
+        parent.vocab
+    )
+    child = CharRNN(replace(start.model, dropout=0.0))
+    child.load_state_dict(start.weights)
+    # The parent's validation text (no new characters), in each model's own ids: the same loss at step 0.
+    val = parent.validation_ids()
+    as_text = parent.vocab.decode(val)
+    before = evaluate_ids(load_model_weights(parent), val).loss
+    after = evaluate_ids(child, start.corpus.vocab.encode(as_text)).loss
+    assert abs(before - after) <= 1e-4, (before, after)
+
+
+def test_init_starts_a_new_run_that_records_its_parent(tiny_run: TrainSummary, tmp_path: Path) -> None:
+    text = tmp_path / "tr.txt"
+    text.write_text(TURKISH, encoding="utf-8")
+    child = tmp_path / "child"
+    _run(
+        [
+            "train",
+            str(text),
+            "--init",
+            str(tiny_run.run_dir),
+            "--max-steps",
+            "6",
+            "--eval-every",
+            "3",
+            "--out",
+            str(child),
+        ]
+    )
+    info = json.loads((child / "run.json").read_text())
+    best = tiny_run.run_dir / "best.safetensors"
+    assert info["parent"]["path"] == str(tiny_run.run_dir.resolve())
+    assert info["parent"]["weights_sha256"] == hashlib.sha256(best.read_bytes()).hexdigest()
+    parent_info = json.loads((tiny_run.run_dir / "run.json").read_text())
+    assert info["text"] == parent_info["text"]
+    assert (info["model"]["layers"], info["model"]["hidden"]) == (
+        parent_info["model"]["layers"],
+        parent_info["model"]["hidden"],
+    )
+    assert info["model"]["vocab_size"] > parent_info["model"]["vocab_size"]
+    assert info["train"]["lr"] < 0.006  # the fine-tuning rate, below a fresh run's
+    result = CliRunner().invoke(app, ["info", str(child)])
+    assert "started from" in result.stdout
+    result = CliRunner().invoke(app, ["sample", "--model", str(child), "--prefix", "Şöyle", "--length", "20"])
+    assert result.exit_code == 0 and result.stdout.startswith("Şöyle"), result.output
+    # --unknown skip keeps the parent's vocabulary
+    _run(
+        [
+            "train",
+            str(text),
+            "--init",
+            str(tiny_run.run_dir),
+            "--unknown",
+            "skip",
+            "--max-steps",
+            "2",
+            "--out",
+            str(tmp_path / "same"),
+        ]
+    )
+    assert (
+        json.loads((tmp_path / "same" / "run.json").read_text())["model"]["vocab_size"]
+        == parent_info["model"]["vocab_size"]
+    )
+
+
+def test_a_list_run_fine_tunes_on_a_new_list(tmp_path: Path) -> None:
+    (tmp_path / "a.txt").write_text("\n".join(f"name{k}x" for k in range(300)), encoding="utf-8")
+    (tmp_path / "b.txt").write_text("\n".join(f"ayşe{k}ğ" for k in range(200)), encoding="utf-8")
+    small = ["--hidden", "16", "--embed", "8", "--layers", "1", "--batch-size", "8", "--max-steps", "4"]
+    _run(["train", str(tmp_path / "a.txt"), "--items", "lines", *small, "--out", str(tmp_path / "p")])
+    _run(
+        [
+            "train",
+            str(tmp_path / "b.txt"),
+            "--init",
+            str(tmp_path / "p"),
+            "--max-steps",
+            "4",
+            "--batch-size",
+            "8",
+            "--out",
+            str(tmp_path / "c"),
+        ]
+    )
+    info = json.loads((tmp_path / "c" / "run.json").read_text())
+    assert info["text"]["items"] == "lines" and info["corpus"]["items"] == 200
+    result = CliRunner().invoke(app, ["sample", "--model", str(tmp_path / "c"), "--items", "3"])
+    assert result.exit_code == 0 and len(result.stdout.splitlines()) == 3, result.output
+
+
+@pytest.mark.parametrize(
+    ("extra", "phrase"),
+    [
+        (["--init", "missing-run"], "not found"),
+        (["--init", "DAMAGED"], "damaged"),
+        (["--init", "PARENT", "--tokenizer", "bytes"], "--tokenizer bytes"),
+        (["--init", "PARENT", "--resume", "PARENT"], "give one of them"),
+        (["--init", "PARENT", "--hidden", "64"], "--hidden"),
+        (["--init", "PARENT", "--unknown", "maybe"], "--unknown"),
+    ],
+    ids=["missing", "damaged", "tokenizer", "with-resume", "shape", "unknown"],
+)
+def test_bad_init_is_one_line_and_writes_nothing(
+    tiny_run: TrainSummary, tmp_path: Path, extra: list[str], phrase: str
+) -> None:
+    damaged = tmp_path / "damaged"
+    damaged.mkdir()
+    for name in ("run.json", "vocab.json", "valid.safetensors"):
+        (damaged / name).write_bytes((tiny_run.run_dir / name).read_bytes())
+    (damaged / "best.safetensors").write_bytes((tiny_run.run_dir / "best.safetensors").read_bytes()[:100])
+    swap = {
+        "DAMAGED": str(damaged),
+        "PARENT": str(tiny_run.run_dir),
+        "missing-run": str(tmp_path / "missing-run"),
+    }
+    text = tmp_path / "tr.txt"
+    text.write_text(TURKISH, encoding="utf-8")
+    out = tmp_path / "child"
+    result = CliRunner().invoke(
+        app, ["train", str(text), *[swap.get(a, a) for a in extra], "--out", str(out)]
+    )
+    assert result.exit_code != 0 and "Traceback" not in result.output
+    message = result.stderr.strip()
+    assert message.startswith("Error:") and "\n" not in message and phrase in message, message
+    assert not out.exists()
