@@ -80,6 +80,11 @@ class StreamBatches:
     def chars_per_epoch(self) -> int:
         return self.stream_len * self.batch_size
 
+    @property
+    def typical_window(self) -> tuple[int, float]:
+        """Steps of a window and the targets it counts (recipe.measure_speed times such windows)."""
+        return self.bptt, float(self.bptt * self.batch_size)
+
     def layout(self, offset: int) -> tuple[np.ndarray, np.ndarray]:
         """Inputs and targets for one epoch, each (stream_len, B); targets are inputs shifted by one.
         (B counts this process's streams: all of them in a single process.)"""
@@ -172,6 +177,16 @@ class ItemBatches:
     @property
     def chars_per_epoch(self) -> int:
         return sum(int(self.spans.steps[batch].sum()) for batch in self._typical)
+
+    @property
+    def typical_window(self) -> tuple[int, float]:
+        """Steps of a window and the targets it counts, on average over an epoch: a list's windows
+        are as long as its items, and padding is not counted."""
+        windows = self.windows_per_epoch
+        steps = (
+            sum(int(self.spans.steps[b].max()) for b in self._typical) / windows
+        )  # a batch's windows cover its longest
+        return max(1, round(steps)), self.chars_per_epoch / windows
 
     def epoch(self, offset: int, start_window: int = 0) -> Iterator[Window]:
         """The epoch's windows from window `start_window` on; `offset` is the epoch's seed."""

@@ -80,8 +80,12 @@ def resolve(
     train_chars: int,
     device: torch.device,
     autocast: torch.dtype | None,
+    window: tuple[int, float] | None = None,
 ) -> tuple[ModelConfig, Plan | None]:
-    """`model_config` with its size and dropout decided: as given where given, else as planned."""
+    """`model_config` with its size and dropout decided: as given where given, else as planned.
+
+    `window` is the run's typical window: its steps and the targets it counts (a list's windows
+    are as long as its items and hold padding); by default `bptt` steps of `batch_size` streams."""
     if model_config.is_resolved:
         return model_config, None
     names = list(SIZES) if model_config.size == "auto" else [model_config.size]
@@ -93,7 +97,7 @@ def resolve(
         candidates.setdefault(shape, (label, candidate))
     plan, chosen, parameters = None, model_config, 0
     for name, candidate in candidates.values():  # smallest first: a larger one must still see enough
-        chars, speed = _planned_chars(candidate, config, train_chars, device, autocast)
+        chars, speed = _planned_chars(candidate, config, train_chars, device, autocast, window)
         count = _parameters(candidate)
         if plan is not None and chars < CHARS_PER_PARAMETER * count:
             break
@@ -105,7 +109,7 @@ def resolve(
             # Dropout's masks cost time (a 2x512 model trains ~20% slower at 0.4 than at 0), and the
             # speed above was timed without them: time the steps the run will take, and plan again.
             chars, speed = _planned_chars(
-                replace(chosen, dropout=dropout), config, train_chars, device, autocast
+                replace(chosen, dropout=dropout), config, train_chars, device, autocast, window
             )
             plan = Plan(plan.size, chars, chars / train_chars, speed)
             dropout = dropout_for(plan.epochs, parameters)
@@ -152,10 +156,11 @@ def _planned_chars(
     train_chars: int,
     device: torch.device,
     autocast: torch.dtype | None,
+    window: tuple[int, float] | None = None,
 ) -> tuple[float, float | None]:
     """Characters the run will train on, whichever limit comes first; with --max-time, from the
     measured speed (also returned)."""
-    per_step = config.batch_size * config.bptt
+    steps, per_step = window or (config.bptt, float(config.batch_size * config.bptt))
     limits = []
     if config.max_steps:
         limits.append(float(config.max_steps * per_step))
@@ -163,7 +168,7 @@ def _planned_chars(
         limits.append(config.epochs * train_chars)
     speed = None
     if config.max_time:
-        speed = measure_speed(model_config, config, device, autocast)
+        speed = measure_speed(model_config, config, device, autocast, (steps, per_step))
         limits.append(config.max_time * speed)
     if not limits:
         raise ConfigError("training needs a limit: `max_steps`, `max_time` or `epochs`")
@@ -171,15 +176,21 @@ def _planned_chars(
 
 
 def measure_speed(
-    model_config: ModelConfig, config: TrainConfig, device: torch.device, autocast: torch.dtype | None
+    model_config: ModelConfig,
+    config: TrainConfig,
+    device: torch.device,
+    autocast: torch.dtype | None,
+    window: tuple[int, float] | None = None,
 ) -> float:
     """Characters per second of training steps of this model on random text, timed here: the
     median of a few steps, as another process on the machine can slow any one of them down many
-    times over. The random generators are left as they were, so the run starts as its seed says."""
+    times over. The random generators are left as they were, so the run starts as its seed says.
+    `window`: the steps of a window and the targets it counts, as in `resolve`."""
+    steps, counted = window or (config.bptt, float(config.batch_size * config.bptt))
     with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
         model = CharRNN(replace(model_config, dropout=model_config.dropout or 0.0)).to(device)
         optimizer = make_optimizer(model, with_learning_rate(config, model_config))  # any rate times alike
-        shape = (config.bptt, config.batch_size)
+        shape = (steps, config.batch_size)
         x = torch.randint(0, model_config.vocab_size, shape, device=device)
         y = torch.randint(0, model_config.vocab_size, shape, device=device)
         state = model.init_state(config.batch_size, device)
@@ -189,4 +200,4 @@ def measure_speed(
             loss, _, state, _ = train_step(model, optimizer, x, y, state, config.clip_threshold(), autocast)
             float(loss)  # waits for the step to finish, on any device
             seconds.append(time.perf_counter() - began)
-    return config.batch_size * config.bptt / statistics.median(seconds[2:])  # the first build kernels
+    return counted / statistics.median(seconds[2:])  # the first steps build kernels

@@ -95,7 +95,9 @@ def prepare(
     autocast = resolve_precision(config.precision, device)
     sized = replace(model_config, vocab_size=len(corpus.vocab))
     model_config, planned = world.from_main(
-        recipe.resolve(sized, config, len(train_ids), device, autocast) if world.is_main else None
+        recipe.resolve(sized, config, len(train_ids), device, autocast, layout.batches.typical_window)
+        if world.is_main
+        else None
     )
     settings = RunSettings(
         model=model_config,
