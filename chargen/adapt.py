@@ -30,7 +30,7 @@ from chargen.config import AdaptConfig
 from chargen.device import autocast_to
 from chargen.errors import CorpusError
 from chargen.evaluate import LossStats
-from chargen.model import CharRNN, State, detach_state
+from chargen.model import CharRNN, State
 
 # Krause et al. measured the gradient scale on batches of 100 streams. The scale (and so what a
 # step of `lr` means) depends on how many streams each gradient averages over, so it is fixed here,
@@ -77,6 +77,14 @@ def _learner(model: CharRNN) -> CharRNN:
     for p in net.parameters():
         p.requires_grad_(True)
     return net
+
+
+def _carried(state: State) -> State:
+    """The state at a segment's edge: detached, so gradients (and memory) stop there, and fp32
+    whatever precision the segment computed in, as the state sampling starts from must be."""
+    if isinstance(state, tuple):
+        return tuple(s.detach().float() for s in state)  # type: ignore[return-value]
+    return state.detach().float()
 
 
 def _segment_loss(
@@ -130,7 +138,7 @@ def gradient_scale(
             grads = torch.autograd.grad(losses.mean(), params)
             for square, g in zip(squares, grads, strict=True):
                 square.addcmul_(g, g)
-            state = detach_state(state)  # the next segment continues the text; gradients stop here
+            state = _carried(state)  # the next segment continues the text
         rms = [(square / (steps // segment)).sqrt_() for square in squares]
     return GradientScale(rms, steps * streams, time.perf_counter() - start)
 
@@ -198,7 +206,7 @@ class DynamicEvaluator:
                 grads = torch.autograd.grad(losses.mean(), self.params)
                 with torch.no_grad():
                     self._update(grads)
-                state = detach_state(state)  # carried into the next segment; gradients stop at its edge
+                state = _carried(state)
         assert state is not None
         values = log_probs.cpu().numpy()  # waits for the device, so the time below is the work's
         return Reading(values, state, time.perf_counter() - start)
@@ -242,6 +250,7 @@ def score_ids(
     for t in range(0, n, window):
         losses, state = _segment_loss(model, inputs[t : t + window], targets[t : t + window], state, autocast)
         log_probs[t : t + window] = -losses.view(-1).double()
+        state = _carried(state)
     model.train(was_training)
     assert state is not None
     values = log_probs.cpu().numpy()
