@@ -43,7 +43,7 @@ def evaluate_run(
     """
     run = load_run(run_dir)
     torch_device = resolve_device(device)
-    ids, n_unknown = _text_ids(run, text_file, unknown, encoding, errors)
+    ids, n_unknown = text_ids(run, text_file, unknown, encoding, errors)
     # The precision the run validated in, so this figure matches the one it recorded.
     autocast = resolve_precision(run.train_config.precision, torch_device)
     model = load_model_weights(run, torch_device)
@@ -51,7 +51,7 @@ def evaluate_run(
     return replace(stats, unknown=n_unknown)
 
 
-def _text_ids(
+def text_ids(
     run: Run,
     text_file: Path | str | None,
     unknown: str,
@@ -76,7 +76,7 @@ def _text_ids(
 # --- dynamic evaluation (adapt.py) ---------------------------------------------------------------
 
 
-def _one_text(run: Run) -> None:
+def require_one_text(run: Run) -> None:
     if run.text_config.items is not None:
         raise RunError(
             f"{run.path} was trained on a list of items; dynamic evaluation reads one text with the "
@@ -147,9 +147,9 @@ def evaluate_run_adapted(
     """evaluate_run's text read twice as one sequential stream: with the run's best model as it
     is, then with dynamic evaluation (adapt.py)."""
     run = load_run(run_dir)
-    _one_text(run)
+    require_one_text(run)
     torch_device = resolve_device(device)
-    ids, n_unknown = _text_ids(run, text_file, unknown, encoding, errors)
+    ids, n_unknown = text_ids(run, text_file, unknown, encoding, errors)
     autocast = resolve_precision(run.train_config.precision, torch_device)
     model = load_model_weights(run, torch_device)
     scale, source = run_gradient_scale(run, model, config, torch_device, autocast, text_file is not None)
@@ -185,8 +185,8 @@ def adapt_run_on(
     it helped, the text's last HELD_OUT is scored twice with the state carried from the start: by
     the model as trained, and by the model adapted on the text before it, frozen. Then adapting
     goes on over that end too, so sampling continues from the whole text's end."""
-    _one_text(run)
-    ids, _ = _text_ids(run, text_file, unknown)
+    require_one_text(run)
+    ids, _ = text_ids(run, text_file, unknown)
     if len(ids) < 20:
         raise CorpusError(
             f"text {text_file} has {len(ids)} characters; adapting on it needs at least 20, "

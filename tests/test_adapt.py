@@ -247,3 +247,16 @@ def test_a_run_trained_on_a_list_is_refused(tmp_path: Path) -> None:
     for command in (["eval", "--adapt"], ["sample", "--adapt-on", str(names)]):
         message = _one_line_error(runner.invoke(app, [*command, *model]))
         assert "list of items" in message
+
+
+def test_the_tuning_grid_prints_a_row_per_combination_and_the_best(
+    tiny_run: TrainSummary, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from chargen.bench import adapt as bench
+
+    grid = ["--lr", "1e-4,1e-3", "--decay", "0", "--segment", "16,32", "--chars", "500"]
+    bench.main(["--model", str(tiny_run.run_dir), *grid, "--precision", "fp32"])
+    lines = capsys.readouterr().out.splitlines()
+    rows = [line.split() for line in lines if line.split() and line.split()[0] in ("16", "32")]
+    assert [(r[0], float(r[1])) for r in rows] == [("16", 1e-4), ("16", 1e-3), ("32", 1e-4), ("32", 1e-3)]
+    assert "500 characters" in lines[1] and lines[-1].startswith("best: --adapt-lr ")
