@@ -47,9 +47,6 @@ class GradientScale:
     chars: int  # characters it was measured on
     seconds: float = 0.0
 
-    def to(self, device: torch.device | str) -> GradientScale:
-        return GradientScale([r.to(device) for r in self.rms], self.chars, self.seconds)
-
 
 @dataclass
 class Reading:
@@ -71,6 +68,7 @@ def _learner(model: CharRNN) -> CharRNN:
     training mode, since cuDNN computes no recurrent backward pass in evaluation mode, with every
     dropout at 0, so training mode computes exactly what evaluation mode does."""
     net = copy.deepcopy(model)
+    net.rnn.flatten_parameters()  # one contiguous block for cuDNN again, as the original had (no-op on a CPU)
     net.rnn.dropout = 0.0
     net.drop.p = 0.0
     net.train()

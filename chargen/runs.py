@@ -150,6 +150,8 @@ def evaluate_run_adapted(
     require_one_text(run)
     torch_device = resolve_device(device)
     ids, n_unknown = text_ids(run, text_file, unknown, encoding, errors)
+    if len(ids) < 2:  # refused before the gradient scale is measured, not after
+        raise CorpusError(f"text {text_file} must have at least 2 characters to evaluate")
     autocast = resolve_precision(run.train_config.precision, torch_device)
     model = load_model_weights(run, torch_device)
     scale, source = run_gradient_scale(run, model, config, torch_device, autocast, text_file is not None)

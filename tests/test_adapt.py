@@ -224,6 +224,11 @@ def test_bad_input_is_one_line(tiny_run: TrainSummary, tmp_path: Path) -> None:
     empty.write_text("", encoding="utf-8")
     assert "empty" in _one_line_error(runner.invoke(app, ["eval", "--adapt", str(empty), *model]))
     assert "empty" in _one_line_error(runner.invoke(app, ["sample", "--adapt-on", str(empty), *model]))
+    one = tmp_path / "one.txt"
+    one.write_text("T", encoding="utf-8")
+    assert "at least 2 characters" in _one_line_error(
+        runner.invoke(app, ["eval", "--adapt", str(one), *model])
+    )
     short = tmp_path / "short.txt"
     short.write_text("The lamp", encoding="utf-8")
     assert "at least 20" in _one_line_error(runner.invoke(app, ["sample", "--adapt-on", str(short), *model]))
