@@ -258,3 +258,25 @@ class SampleConfig:
             "unknown",
             f"must be error, replace or skip, not {self.unknown!r}",
         )
+
+
+@dataclass
+class AdaptConfig:
+    """Dynamic evaluation (Krause et al., 2018, "Dynamic Evaluation of Neural Sequence Models"):
+    after scoring each segment of a text, one gradient step on it, normalised per parameter by the
+    gradients' root mean square on the training text and decaying back towards the trained weights.
+    These defaults are set from the paper and its released code and checked only on small models;
+    tune them with `python -m chargen.bench adapt`."""
+
+    lr: float = 1e-4  # step size eta, in units of each parameter's training RMS gradient, >= 0; 0: static
+    decay: float = 0.02  # pull lambda back to the trained weights per segment, in [0, 1]; 0: none
+    segment: int = 32  # characters scored between two updates, >= 1
+    epsilon: float = 2e-5  # added to the RMS gradient before dividing by it, > 0
+    scale_chars: int = 100_000  # training characters the RMS gradient is measured on, >= 1
+
+    def __post_init__(self) -> None:
+        _require(self.lr >= 0, "lr", f"must not be negative (0 scores without adapting), not {self.lr}")
+        _require(0 <= self.decay <= 1, "decay", f"must be in [0, 1], not {self.decay}")
+        _require(self.segment >= 1, "segment", f"must be at least 1, not {self.segment}")
+        _require(self.epsilon > 0, "epsilon", f"must be positive, not {self.epsilon}")
+        _require(self.scale_chars >= 1, "scale_chars", f"must be at least 1, not {self.scale_chars}")

@@ -1,4 +1,5 @@
 """Continuing a prefix: warm the state on it in one call, then generate one character at a time.
+A sample may also pick up where a text already read left off (a Continuation: its state).
 
 Knows nothing about the terminal, and about files only that a prefix may be read from one; yields
 text as it is produced, and ends it where a stop text begins.
@@ -8,6 +9,7 @@ from __future__ import annotations
 
 import random
 from collections.abc import Generator, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -16,7 +18,7 @@ import torch
 from chargen import stepping
 from chargen.config import SampleConfig, TextConfig
 from chargen.errors import CorpusError
-from chargen.model import CellStepper, CharRNN, expand_state
+from chargen.model import CellStepper, CharRNN, State, expand_state
 from chargen.text import prepare
 from chargen.vocab import Tokenizer
 
@@ -26,6 +28,15 @@ from chargen.vocab import Tokenizer
 _START = "\n"
 STREAM_CHUNK = 16  # characters a stream reads back at a time: a few milliseconds of generation
 STOP_CHECK = 64  # steps between a batch's looks for its stop text: one read-back from the device each
+
+
+@dataclass
+class Continuation:
+    """Where a sample picks up a text already read instead of starting afresh: the state after all
+    but the text's last character, and that character's id, which is read next (then the prefix)."""
+
+    state: State  # one stream's, (layers, 1, hidden)
+    last_id: int
 
 
 def filter_logits(logits: torch.Tensor, temperature: float, top_k: int | None, top_p: float) -> torch.Tensor:
@@ -102,12 +113,19 @@ def read_prefix(path: Path | str) -> str:
 
 
 def encode_prefix(
-    vocab: Tokenizer, prefix: str, text_config: TextConfig, unknown: str = "error"
+    vocab: Tokenizer,
+    prefix: str,
+    text_config: TextConfig,
+    unknown: str = "error",
+    after: Continuation | None = None,
 ) -> np.ndarray:
-    """The ids the model starts from: a line break (where the corpus has them), then the prefix
-    prepared as the training text was. Raises VocabError naming `prefix` for an unknown character
-    (by default)."""
-    start = vocab.encode(_START, unknown="skip")
+    """The ids the model starts from: a line break (where the corpus has them), or the last id of
+    the text it continues (`after`), then the prefix prepared as the training text was. Raises
+    VocabError naming `prefix` for an unknown character (by default)."""
+    if after is not None:
+        start = np.array([after.last_id], dtype=vocab.dtype)
+    else:
+        start = vocab.encode(_START, unknown="skip")
     ids = np.concatenate(
         [start, vocab.encode(prepare(prefix, text_config), what="`prefix`", unknown=unknown)]
     )
@@ -116,14 +134,19 @@ def encode_prefix(
 
 @torch.inference_mode()  # on a generator, torch applies the mode only while it runs
 def _generate(
-    model: CharRNN, context: np.ndarray, config: SampleConfig, device: torch.device | str
+    model: CharRNN,
+    context: np.ndarray,
+    config: SampleConfig,
+    device: torch.device | str,
+    state: State | None = None,
 ) -> Generator[torch.Tensor, None, None]:
-    """Yield a (num_samples,) tensor of new ids per step, `config.length` times."""
+    """Yield a (num_samples,) tensor of new ids per step, `config.length` times; the context is
+    read from `state` (None: a zero state)."""
     ids = torch.from_numpy(context.astype(np.int64)).to(device)
     seed = config.seed if config.seed is not None else random.SystemRandom().randrange(2**31)
     generator = torch.Generator(device=device).manual_seed(seed)
     model.eval()
-    logits, state = model(ids.view(-1, 1))  # the whole context in one call: (T, 1, V)
+    logits, state = model(ids.view(-1, 1), state)  # the whole context in one call: (T, 1, V)
     logits = logits[-1].expand(config.num_samples, -1)  # (B, V)
     stepper = CellStepper(model, expand_state(state, config.num_samples))
     pick = Picker(config, generator, config.num_samples, logits.shape[-1])
@@ -141,17 +164,20 @@ def sample_stream(
     config: SampleConfig,
     device: torch.device | str = "cpu",
     text_config: TextConfig | None = None,
+    after: Continuation | None = None,
 ) -> Iterator[str]:
-    """The first sample's text, piece by piece as it is generated (always whole characters).
+    """The first sample's text, piece by piece as it is generated (always whole characters);
+    `after` continues a text already read instead of starting afresh.
 
     The prefix is checked before this returns, so a bad one fails before any output."""
-    context = encode_prefix(vocab, config.prefix, text_config or TextConfig(), config.unknown)
+    context = encode_prefix(vocab, config.prefix, text_config or TextConfig(), config.unknown, after)
+    state = after.state if after is not None else None
     decoder = vocab.decoder()
 
     def pieces() -> Iterator[str]:
         # Read back to Python STREAM_CHUNK characters at a time: one call instead of one per character.
         pending: list[torch.Tensor] = []
-        for step in _generate(model, context, config, device):
+        for step in _generate(model, context, config, device, state):
             pending.append(step[:1])
             if len(pending) == STREAM_CHUNK:
                 ids, pending = torch.cat(pending).tolist(), []
@@ -197,13 +223,16 @@ def sample_batch(
     config: SampleConfig,
     device: torch.device | str = "cpu",
     text_config: TextConfig | None = None,
+    after: Continuation | None = None,
 ) -> list[str]:
     """`num_samples` generated continuations (without the prefix), computed together as one batch;
-    with `config.stop`, each ends just before its own first stop text."""
-    context = encode_prefix(vocab, config.prefix, text_config or TextConfig(), config.unknown)
+    with `config.stop`, each ends just before its own first stop text. `after` continues a text
+    already read instead of starting afresh."""
+    context = encode_prefix(vocab, config.prefix, text_config or TextConfig(), config.unknown, after)
+    state = after.state if after is not None else None
     if config.stop is not None:
-        return _batch_until_stop(model, vocab, context, config, device)
-    steps = list(_generate(model, context, config, device))  # stays on the device until the end
+        return _batch_until_stop(model, vocab, context, config, device, state)
+    steps = list(_generate(model, context, config, device, state))  # stays on the device until the end
     if not steps:
         return [""] * config.num_samples
     ids = torch.stack(steps, dim=1).cpu().numpy()  # (B, length)
@@ -211,7 +240,12 @@ def sample_batch(
 
 
 def _batch_until_stop(
-    model: CharRNN, vocab: Tokenizer, context: np.ndarray, config: SampleConfig, device: torch.device | str
+    model: CharRNN,
+    vocab: Tokenizer,
+    context: np.ndarray,
+    config: SampleConfig,
+    device: torch.device | str,
+    state: State | None,
 ) -> list[str]:
     """sample_batch with a stop text: every STOP_CHECK steps the new ids are read back and decoded,
     each stream is cut at its first stop, and generation ends once every stream has met one."""
@@ -232,7 +266,7 @@ def _batch_until_stop(
             if at >= 0:
                 texts[i], done[i] = texts[i][:at], True
 
-    steps, pending = _generate(model, context, config, device), []
+    steps, pending = _generate(model, context, config, device, state), []
     for step in steps:
         pending.append(step)
         if len(pending) == STOP_CHECK:

@@ -5,4 +5,5 @@ python -m chargen.bench quality --corpus FILE --budgets  validation loss per tra
                                                          against a plain reference trained as long
 python -m chargen.bench items --corpus names.txt   test loss on makemore's split of its names
 python -m chargen.bench gpu                              the GPU check: tests, speed and CPU agreement
+python -m chargen.bench adapt --model RUN --lr ...       dynamic evaluation's loss over a grid of settings
 """

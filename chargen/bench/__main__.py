@@ -1,4 +1,5 @@
-"""python -m chargen.bench [speed|quality|items|gpu] ...: the speed benchmark unless another comes first."""
+"""python -m chargen.bench [speed|quality|items|gpu|adapt] ...: the speed benchmark unless another
+comes first."""
 
 import sys
 
@@ -13,6 +14,10 @@ try:
         from chargen.bench import items
 
         items.main(sys.argv[2:])
+    elif len(sys.argv) > 1 and sys.argv[1] == "adapt":
+        from chargen.bench import adapt
+
+        adapt.main(sys.argv[2:])
     elif len(sys.argv) > 1 and sys.argv[1] == "gpu":
         from chargen.bench import gpu
 

@@ -29,6 +29,8 @@ from chargen.cli.render import (
     write_samples,
 )
 from chargen.cli.tables import (
+    print_adaptation,
+    print_adapted_eval,
     print_comparison,
     print_corpora,
     print_eval,
@@ -38,7 +40,7 @@ from chargen.cli.tables import (
     print_scores,
     print_summary,
 )
-from chargen.config import CELLS, ModelConfig, SampleConfig, TextConfig, TrainConfig
+from chargen.config import CELLS, AdaptConfig, ModelConfig, SampleConfig, TextConfig, TrainConfig
 from chargen.errors import ConfigError, RunError
 
 if TYPE_CHECKING:
@@ -242,20 +244,25 @@ def sample(
     new: opt.NewItems = False,
     max_length: opt.MaxLength = SampleConfig.max_length,
     as_json: opt.ItemsJson = False,
+    adapt_on: opt.AdaptOn = None,
+    lr: opt.AdaptLr = AdaptConfig.lr,
+    decay: opt.AdaptDecay = AdaptConfig.decay,
+    segment: opt.AdaptSegment = AdaptConfig.segment,
     device: opt.Device = "auto",
 ) -> None:
     """Continue a prefix with a trained model; the text streams to stdout.
 
     Examples: `chargen sample --prefix "time traveller" --length 300 --temperature 0.7 --seed 1`;
-    for a run trained on a list, `chargen sample --items 50 --new --prefix ja` (50 new items).
+    for a run trained on a list, `chargen sample --items 50 --new --prefix ja` (50 new items);
+    `chargen sample --adapt-on chapter1.txt` (adapt to a text, then continue it).
     """
     both = prefix_file is not None and "prefix" in opt.given(ctx, leave_out=())
     # A prefix read from a file is the file's flag's to name, in an error about its characters.
     with user_errors(ctx, {"prefix": "--prefix-file"} if prefix_file and not both else None):
         from chargen.checkpoint import load_model_weights, load_run
         from chargen.device import resolve_device
-        from chargen.runs import novelty_index, verbatim_shares
-        from chargen.sample import decode_prefix, read_prefix, sample_batch, sample_stream
+        from chargen.runs import adapt_run_on, novelty_index, verbatim_shares
+        from chargen.sample import decode_prefix, encode_prefix, read_prefix, sample_batch, sample_stream
 
         if both:
             raise ConfigError("`prefix` and `prefix_file` were both given; give one of them", "prefix")
@@ -264,6 +271,7 @@ def sample(
         elif prefix == "-":
             prefix = decode_prefix(sys.stdin.buffer.read(), "standard input")
         config = opt.build(SampleConfig, {**ctx.params, "prefix": prefix})
+        adapt_config = opt.adapt_config(ctx, "adapt_on", adapt_on is not None)
         run = load_run(model)
         listed = run.text_config.items is not None
         if not listed and (items is not None or new or as_json):
@@ -271,15 +279,22 @@ def sample(
             raise RunError(f"{given} needs a run trained on a list (chargen train FILE --items lines)")
         torch_device = resolve_device(device)
         net = load_model_weights(run, torch_device)
-        if listed:
+        if listed and adapt_on is None:
             _sample_items(run, net, config, 10 if items is None else items, new, as_json, torch_device)
             return
         index = novelty_index(run) if novelty else None  # a missing training text fails before sampling
+        after = None
+        if adapt_on is not None:
+            encode_prefix(run.vocab, config.prefix, run.text_config, config.unknown)  # fails before adapting
+            adapted = adapt_run_on(run, net, adapt_on, adapt_config, torch_device, config.unknown)
+            print_adaptation(adapt_on, adapted)
+            net, after = adapted.model, adapted.after
         if num_samples == 1:
-            pieces = sample_stream(net, run.vocab, config, torch_device, run.text_config)  # checks the prefix
+            # sample_stream checks the prefix before it returns, so a bad one fails before any output
+            pieces = sample_stream(net, run.vocab, config, torch_device, run.text_config, after)
             texts = [stream_out(prefix, pieces)]
         else:
-            texts = sample_batch(net, run.vocab, config, torch_device, run.text_config)
+            texts = sample_batch(net, run.vocab, config, torch_device, run.text_config, after)
             write_samples(prefix, texts)
         if index is not None:
             print_novelty(verbatim_shares(index, run.vocab, texts), index.n)
@@ -318,20 +333,34 @@ def evaluate(
     unknown: opt.TextUnknown = SampleConfig.unknown,
     encoding: opt.TextEncoding = None,
     errors: opt.TextErrors = None,
+    adapt: opt.Adapt = False,
+    lr: opt.AdaptLr = AdaptConfig.lr,
+    decay: opt.AdaptDecay = AdaptConfig.decay,
+    segment: opt.AdaptSegment = AdaptConfig.segment,
     device: opt.Device = "auto",
 ) -> None:
     """Loss, perplexity and bits per character of a model on a text.
 
-    Example: `chargen eval --model runs/tm --json` or `chargen eval other.txt`.
+    Example: `chargen eval --model runs/tm --json`, `chargen eval other.txt` or
+    `chargen eval --adapt other.txt` (with dynamic evaluation too).
     """
     with user_errors(ctx):
-        from chargen.runs import evaluate_run
+        from chargen.runs import evaluate_run, evaluate_run_adapted
 
+        adapt_config = opt.adapt_config(ctx, "adapt", adapt)
+        label = f"{model} on {text_file or 'its validation split'}"
+        if adapt:
+            result = evaluate_run_adapted(model, text_file, adapt_config, device, unknown, encoding, errors)
+            if as_json:
+                typer.echo(json.dumps(result.to_dict()))
+                return
+            print_adapted_eval(label, result, unknown)
+            return
         stats = evaluate_run(model, text_file, device, unknown, encoding, errors)
         if as_json:
             typer.echo(json.dumps(stats.to_dict()))
             return
-        print_eval(f"{model} on {text_file or 'its validation split'}", stats, unknown)
+        print_eval(label, stats, unknown)
 
 
 @app.command()

@@ -11,7 +11,8 @@ from typing import Annotated, Any, TypeVar
 
 import typer
 
-from chargen.config import ModelConfig, TextConfig, TrainConfig
+from chargen.config import AdaptConfig, ModelConfig, TextConfig, TrainConfig
+from chargen.errors import ConfigError
 
 T = TypeVar("T")
 
@@ -147,7 +148,10 @@ TopP = Annotated[float, typer.Option(help="Sample from the smallest set holding 
 SampleSeed = Annotated[int | None, typer.Option(help="Random seed; the same seed gives the same text.")]
 NumSamples = Annotated[int, typer.Option(help="Independent samples, generated as one batch, >= 1.")]
 PrefixUnknown = Annotated[
-    str, typer.Option(help="A prefix character the model never saw: error, replace or skip.")
+    str,
+    typer.Option(
+        help="A character of the prefix (or --adapt-on text) the model never saw: error, replace or skip."
+    ),
 ]
 ItemCount = Annotated[
     int | None,
@@ -195,6 +199,51 @@ TextUnknown = Annotated[
 ]
 TextEncoding = Annotated[str | None, typer.Option(help="The text file's encoding. Default: the run's.")]
 TextErrors = Annotated[str | None, typer.Option(help="strict or replace. Default: the run's.")]
+
+
+# dynamic evaluation (eval --adapt, sample --adapt-on); each option named after its AdaptConfig field
+Adapt = Annotated[
+    bool,
+    typer.Option(
+        "--adapt",
+        help="Also score the text with dynamic evaluation (Krause et al., 2018): the model takes a "
+        "gradient step on each segment once it is scored, adapting to the text as it reads. "
+        "Reports both figures and their times.",
+    ),
+]
+AdaptOn = Annotated[
+    Path | None,
+    typer.Option(
+        help="Read this text file with dynamic evaluation first, then continue from its end with the "
+        "adapted model; reports on stderr the loss on its last 10% before and after adapting on the rest."
+    ),
+]
+AdaptLr = Annotated[
+    float,
+    typer.Option(
+        "--adapt-lr",
+        help="Dynamic evaluation's step size, in units of each weight's training RMS gradient, >= 0 "
+        "(0: no adapting).",
+    ),
+]
+AdaptDecay = Annotated[
+    float, typer.Option("--adapt-decay", help="Pull back towards the trained weights at each step, [0, 1].")
+]
+AdaptSegment = Annotated[
+    int, typer.Option("--adapt-segment", help="Characters scored between two steps of adapting, >= 1.")
+]
+ADAPT_FIELDS = ("lr", "decay", "segment")
+
+
+def adapt_config(ctx: typer.Context, switch: str, on: bool) -> AdaptConfig:
+    """The AdaptConfig the options describe; refused where one is given without the option (`switch`)
+    that turns dynamic evaluation on."""
+    config = build(AdaptConfig, ctx.params)
+    if not on:
+        typed = [name for name in ADAPT_FIELDS if _from_command_line(ctx, name)]
+        if typed:
+            raise ConfigError(f"`{typed[0]}` works only with `{switch}`", typed[0])
+    return config
 
 
 def build(cls: type[T], options: dict[str, Any]) -> T:

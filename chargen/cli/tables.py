@@ -21,6 +21,7 @@ if TYPE_CHECKING:
     from chargen.compare import Comparison
     from chargen.evaluate import LossStats
     from chargen.records import RunDescription, TrainSummary
+    from chargen.runs import AdaptedEvaluation, FileAdaptation
     from chargen.scoring import Scores
 
 
@@ -147,6 +148,38 @@ def print_eval(label: str, stats: LossStats, unknown: str) -> None:
         done = {"replace": "replaced", "skip": "skipped"}[unknown]
         table.add_row("unknown characters", f"{stats.unknown:,} ({done})")
     Console().print(table)
+
+
+def print_adapted_eval(label: str, result: AdaptedEvaluation, unknown: str) -> None:
+    """eval --adapt: the static and the adapted figures side by side, with the time each took."""
+    static, adapted, config = result.static, result.adapted, result.config
+    table = Table("", "static", "adapted", title=label)
+    table.add_row("loss (nats/char)", f"{static.loss:.4f}", f"{adapted.loss:.4f}")
+    table.add_row("perplexity", f"{static.perplexity:.3f}", f"{adapted.perplexity:.3f}")
+    table.add_row("bits per character", f"{static.bpc:.4f}", f"{adapted.bpc:.4f}")
+    table.add_row("time", f"{static.seconds:.1f} s", f"{adapted.seconds:.1f} s")
+    table.add_row("characters", f"{static.chars:,}", f"{adapted.chars:,}")
+    Console().print(table)
+    if static.unknown:
+        done = {"replace": "replaced", "skip": "skipped"}[unknown]
+        err.print(f"{static.unknown:,} unknown characters {done}")
+    err.print(
+        f"adapting: lr {config.lr:g}, decay {config.decay:g}, segment {config.segment}; gradient "
+        f"scale measured on the {result.scale_source} in {result.scale_seconds:.1f} s",
+        soft_wrap=True,
+    )
+
+
+def print_adaptation(path: Path, adapted: FileAdaptation) -> None:
+    """sample --adapt-on: on stderr, what adapting to the text did on its held-out end."""
+    static, after = adapted.static, adapted.adapted
+    err.print(
+        f"adapted to {path} ({adapted.chars:,} characters, {adapted.seconds:.1f} s); on its last "
+        f"{static.chars:,} characters, adapted on the rest: {static.bpc:.3f} bpc before, "
+        f"{after.bpc:.3f} after",
+        soft_wrap=True,
+        markup=False,
+    )
 
 
 def print_scores(scores: Scores, as_json: bool, unknown: str) -> None:
