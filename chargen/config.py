@@ -265,12 +265,12 @@ class AdaptConfig:
     """Dynamic evaluation (Krause et al., 2018, "Dynamic Evaluation of Neural Sequence Models"):
     after scoring each segment of a text, one gradient step on it, normalised per parameter by the
     gradients' root mean square on the training text and decaying back towards the trained weights.
-    These defaults are set from the paper and its released code and checked only on small models;
-    tune them with `python -m chargen.bench adapt`."""
+    The defaults were tuned on The Time Machine's validation split with a 3-minute model (and then
+    reported on tinyshakespeare's: docs/benchmarks.md); `python -m chargen.bench adapt` prints a grid."""
 
     lr: float = 1e-4  # step size eta, in units of each parameter's training RMS gradient, >= 0; 0: static
-    decay: float = 0.02  # pull lambda back to the trained weights per segment, in [0, 1]; 0: none
-    segment: int = 32  # characters scored between two updates, >= 1
+    decay: float = 0.003  # pull lambda back to the trained weights per segment, in [0, 1]; 0: none
+    segment: int = 50  # characters scored between two updates, >= 1
     epsilon: float = 2e-5  # added to the RMS gradient before dividing by it, > 0
     scale_chars: int = 100_000  # training characters the RMS gradient is measured on, >= 1
 
