@@ -54,3 +54,6 @@ def test_quality_trains_the_plain_reference_beside_chargen_and_prints_the_lead(t
     [figures] = json.loads(out.read_text())
     assert figures["size"].startswith("2x256") and figures["reference_steps"] > 0
     assert figures["lead"] == pytest.approx(figures["reference"] - figures["carried"])
+    assert (
+        figures["adapted"] is not None and abs(figures["adapted"] - figures["carried"]) < 1.0
+    )  # eval --adapt's

@@ -8,9 +8,11 @@ For each budget (and seed) it trains with the default settings and `--max-time` 
 is not counted against the budget, as in nanoGPT), then the reference (reference.py) for the same
 time. Both are scored by one evaluation: the loss on the whole held-out last 10% of the text, with
 the state carried through it as when the model generates. chargen's lead is the reference's loss
-minus chargen's. It also reports chargen's windowed loss, with the state reset every 64 characters,
-the context nanoGPT's block-64 "baby GPT" has. `--precision fp32` stands in for a chip without bf16
-and `--threads 1` for a slower laptop; the first line printed says which machine it ran on.
+minus chargen's. Beside it, chargen's loss read with dynamic evaluation (`eval --adapt`'s figure,
+with its defaults), which is not the headline. It also reports chargen's windowed loss, with the
+state reset every 64 characters, the context nanoGPT's block-64 "baby GPT" has. `--precision fp32`
+stands in for a chip without bf16 and `--threads 1` for a slower laptop; the first line printed says
+which machine it ran on.
 """
 
 from __future__ import annotations
@@ -25,10 +27,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from chargen.adapt import dynamic_evaluate, gradient_scale
 from chargen.bench import machine
 from chargen.bench.reference import train_reference
 from chargen.checkpoint import load_model_weights, load_run
-from chargen.config import ModelConfig, SampleConfig, TextConfig, TrainConfig, parse_duration
+from chargen.config import AdaptConfig, ModelConfig, SampleConfig, TextConfig, TrainConfig, parse_duration
 from chargen.corpus import Corpus, load_corpus
 from chargen.data import split_ids
 from chargen.device import resolve_precision
@@ -59,6 +62,7 @@ class Result:
     reference_steps: int
     reference_chars_per_sec: float
     sample: str
+    adapted: float | None = None  # chargen's loss read with dynamic evaluation (eval --adapt)
 
     @property
     def lead(self) -> float | None:
@@ -86,6 +90,7 @@ def run_budget(
     reference: bool = True,
     model_config: ModelConfig | None = None,
     train_config: TrainConfig | None = None,
+    adapt: bool = True,
 ) -> Result:
     """chargen's defaults (or the given configs) for `budget` seconds, then the reference as long."""
     out = folder / _run_name(budget, seed)
@@ -101,6 +106,12 @@ def run_budget(
     val_ids = run.validation_ids()
     windowed = evaluate_windows(model, val_ids, WINDOW, autocast=autocast)
     sample = sample_batch(model, run.vocab, SampleConfig(length=300, seed=seed), text_config=run.text_config)
+    adapted = None
+    if adapt:  # the validation text read with dynamic evaluation, its scale from the training text
+        scale = gradient_scale(
+            model, split_ids(corpus.ids, config.val_fraction)[0], AdaptConfig(), autocast=autocast
+        )
+        adapted = dynamic_evaluate(model, val_ids, AdaptConfig(), scale, autocast=autocast).loss
     ref_loss, ref_steps, ref_speed = None, 0, 0.0
     if reference:
         train_ids = split_ids(corpus.ids, config.val_fraction)[0]
@@ -120,6 +131,7 @@ def run_budget(
         ref_steps,
         ref_speed,
         sample[0],
+        adapted,
     )
 
 
@@ -156,6 +168,9 @@ def main(argv: list[str] | None = None) -> None:
     machine.add_options(parser, "for chargen and the reference alike")
     parser.add_argument("--no-reference", action="store_true", help="train chargen only")
     parser.add_argument(
+        "--no-adapt", action="store_true", help="leave out the dynamic-evaluation column (eval --adapt)"
+    )
+    parser.add_argument(
         "--set",
         action="append",
         default=[],
@@ -191,6 +206,7 @@ def main(argv: list[str] | None = None) -> None:
                     not args.no_reference,
                     model_config,
                     train_config,
+                    not args.no_adapt,
                 )
                 results.append(r)
                 versus = "" if r.lead is None else f"; reference {r.reference:.4f}, lead {r.lead:+.4f}"
@@ -203,7 +219,8 @@ def main(argv: list[str] | None = None) -> None:
 
     print(
         f"\n{'budget':>7} {'seed':>5} {'model':>14} {'steps':>7} {'chars/s':>8} {'carried':>8} {'bpc':>6} "
-        f"{f'win-{WINDOW}':>7} {'ref':>8} {'ref steps':>9} {'ref c/s':>8} {'lead':>8} {'baby GPT':>12}"
+        f"{f'win-{WINDOW}':>7} {'ref':>8} {'ref steps':>9} {'ref c/s':>8} {'lead':>8} {'baby GPT':>12} "
+        f"{'adapted':>8}"
     )
     for r in results:
         baby_gpt = ""
@@ -214,7 +231,8 @@ def main(argv: list[str] | None = None) -> None:
         print(
             f"{r.budget:>6.0f}s {r.seed:>5} {r.size:>14} {r.steps:>7,} {r.chars_per_sec:>8,.0f} "
             f"{r.carried:>8.4f} {r.carried / math.log(2):>6.3f} {r.windowed:>7.4f} {ref:>8} "
-            f"{r.reference_steps:>9,} {r.reference_chars_per_sec:>8,.0f} {lead:>8} {baby_gpt:>12}"
+            f"{r.reference_steps:>9,} {r.reference_chars_per_sec:>8,.0f} {lead:>8} {baby_gpt:>12} "
+            f"{'' if r.adapted is None else f'{r.adapted:.4f}':>8}"
         )
     leads = [r.lead for r in results if r.lead is not None]
     if leads:
