@@ -212,15 +212,19 @@ def run_server(
 ) -> None:
     """Serve a run until Ctrl-C or SIGTERM: the run loaded once, its model in one generation loop.
     On stopping, streams still running end with an error event."""
+    import torch
     import uvicorn
 
     from chargen.checkpoint import describe, load_model_weights, load_run
+    from chargen.device import resolve_precision
     from chargen.serve.requests import check_binding
 
     check_binding(host, token, insecure_no_token)
     limits = limits or Limits()
     run = load_run(run_dir)
-    engine = Engine(load_model_weights(run, "cpu"), run.vocab, run.text_config, limits)
+    cpu = torch.device("cpu")  # the loop's tensors live on the CPU (docs/serve.md)
+    autocast = resolve_precision(run.train_config.precision, cpu)
+    engine = Engine(load_model_weights(run, cpu), run.vocab, run.text_config, limits, autocast)
     app = create_app(engine, describe(run).to_dict(), token, limits)
 
     class Server(uvicorn.Server):

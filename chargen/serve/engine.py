@@ -34,6 +34,7 @@ import torch
 import torch.nn.functional as F
 
 from chargen.config import TextConfig
+from chargen.device import autocast_to
 from chargen.errors import ChargenError, CorpusError, ServerBusy
 from chargen.evaluate import LossStats
 from chargen.item_sample import Item
@@ -113,8 +114,16 @@ class Engine:
     """The loop's thread, its queue of arriving requests and the batch it steps."""
 
     def __init__(
-        self, model: CharRNN, vocab: Tokenizer, text_config: TextConfig, limits: Limits | None = None
+        self,
+        model: CharRNN,
+        vocab: Tokenizer,
+        text_config: TextConfig,
+        limits: Limits | None = None,
+        autocast: torch.dtype | None = None,
     ) -> None:
+        """`autocast`: the precision scoring computes in (the run's, as `chargen score` uses); generation
+        is fp32, for picks that do not depend on the batch."""
+        self.autocast = autocast
         self.model, self.vocab, self.text_config = model.eval(), vocab, text_config
         self.limits = limits or Limits()
         self.listed = text_config.items is not None
@@ -503,7 +512,7 @@ class Engine:
         ids = np.concatenate(encoded) if encoded else np.zeros(0, dtype=self.vocab.dtype)
         if len(ids) < 2:
             raise CorpusError("`text` must have at least 2 characters to score")
-        logprobs = position_logprobs(self.model, ids)  # (n - 1,): symbol j + 1's
+        logprobs = position_logprobs(self.model, ids, "cpu", self.autocast)  # (n - 1,): symbol j + 1's
         chars, sums = _per_unit(logprobs, ends)
         units = [
             {"text": line.rstrip("\r\n"), "chars": int(n), "logprob": float(s), "bpc": _bpc(float(s), int(n))}
@@ -524,7 +533,8 @@ class Engine:
             )
             unknown += missing
             context = torch.from_numpy(np.concatenate([[self.end], ids, [self.end]]).astype(np.int64))
-            logits, _ = self.model(context[:-1].view(-1, 1))  # (T, 1, V) from a fresh state
+            with autocast_to(self.autocast, "cpu"):
+                logits, _ = self.model(context[:-1].view(-1, 1))  # (T, 1, V) from a fresh state
             lps = F.log_softmax(logits[:, 0].float(), -1).gather(1, context[1:].view(-1, 1)).squeeze(1)
             logprob = float(lps.double().sum())
             units.append(
