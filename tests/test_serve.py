@@ -44,6 +44,7 @@ class Served:
 
     def __init__(self, run: Path, *args: str) -> None:
         self.port = _free_port()
+        self.interrupted = False
         self.url = f"http://127.0.0.1:{self.port}"
         env = {**os.environ, "PYTHONPATH": str(REPO)}
         command = [
@@ -79,9 +80,14 @@ class Served:
                 return int(line.split()[1])
         raise AssertionError("no VmRSS")
 
-    def stop(self) -> tuple[int, str]:
-        if self.process.poll() is None:
+    def interrupt(self) -> None:
+        """Ctrl-C, once: a second one would make uvicorn quit without finishing its shutdown."""
+        if self.process.poll() is None and not self.interrupted:
             self.process.send_signal(signal.SIGINT)
+            self.interrupted = True
+
+    def stop(self) -> tuple[int, str]:
+        self.interrupt()
         try:
             _, err = self.process.communicate(timeout=30)
         except subprocess.TimeoutExpired:
@@ -380,21 +386,22 @@ def test_a_full_queue_answers_503_with_retry_after(tiny_run: TrainSummary) -> No
             for _ in range(2)
         ]
         responses = [s.__enter__() for s in streams]
-        for r in responses:
-            next(sse(r))
+        events = [sse(r) for r in responses]  # one reader each: dropping one would close its stream
+        for each in events:
+            next(each)
         busy = generate(served.url, {"length": 5}, headers=auth)
         assert busy.status_code == 503 and busy.headers["retry-after"] == "1"
         # Ctrl-C: the streams end with an error event, and the server exits
-        served.process.send_signal(signal.SIGINT)
-        for r in responses:
-            names = [name for name, _ in sse(r)]
+        served.interrupt()
+        for each in events:
+            names = [name for name, _ in each]
             assert names[-1] == "error", names[-3:]
         for s in streams:
             s.__exit__(None, None, None)
     finally:
         code, err = served.stop()
     assert code in (0, 130), err
-    assert "Traceback" not in err
+    assert "Traceback" not in err, err
 
 
 # --- the playground in a browser ----------------------------------------------------------------
