@@ -1,4 +1,4 @@
-"""python -m chargen.bench [speed|quality|items|gpu] ...: the speed benchmark unless another comes first."""
+"""python -m chargen.bench [speed|quality|items|gpu|serve] ...: speed unless another comes first."""
 
 import sys
 
@@ -13,6 +13,10 @@ try:
         from chargen.bench import items
 
         items.main(sys.argv[2:])
+    elif len(sys.argv) > 1 and sys.argv[1] == "serve":
+        from chargen.bench import serve
+
+        serve.main(sys.argv[2:])
     elif len(sys.argv) > 1 and sys.argv[1] == "gpu":
         from chargen.bench import gpu
 

@@ -23,6 +23,7 @@ import contextlib
 import math
 import queue
 import random
+import sys
 import threading
 import time
 from collections.abc import Callable
@@ -52,6 +53,7 @@ TOP = 5  # alternatives a stream reports per character
 STREAM_CHARS = 16  # a stream's event carries at most this many characters...
 STREAM_SECONDS = 0.03  # ...or what came in this long, whichever is first (the first character at once)
 
+Top = tuple[list[int], list[float]]  # the likeliest symbols' ids and probabilities at one step
 Sink = Callable[[str, dict[str, Any]], None]  # (event name, data); called from the loop's thread
 
 
@@ -62,7 +64,7 @@ class _Row:
     decoder: Any
     text: str = ""  # generated so far (for an item: its symbols' ids are kept instead)
     probs: list[float] = field(default_factory=list)  # per character of `text` (streams only)
-    tops: list[list[tuple[str, float]]] = field(default_factory=list)  # likeliest alternatives, per character
+    tops: list[Top | None] = field(default_factory=list)  # likeliest alternatives, per character
     sent: int = 0  # characters of `text` already sent
     done: bool = False
     ids: list[int] = field(default_factory=list)  # an item's symbols
@@ -83,6 +85,7 @@ class Job:
         self.generator = torch.Generator().manual_seed(seed)
         self.noise = torch.empty(0)
         self.used = CHUNK
+        self.live = list(range(len(self.rows)))  # rows not done
         self.t = 0  # steps taken
         self.cancelled = False  # set by the server when the client goes away
         self.began = time.perf_counter()
@@ -94,7 +97,8 @@ class Job:
         self.budget = config.length  # picks per row (an item: max_length less its prefix, plus its end)
 
     def alive(self) -> list[int]:
-        return [i for i, row in enumerate(self.rows) if not row.done]
+        """The rows still generating, in the batch's order (kept up to date by the loop)."""
+        return self.live
 
     def noise_rows(self, alive: list[int], vocab: int) -> torch.Tensor | None:
         """This step's Gumbel noise (times the temperature) for the rows still alive, drawn from the
@@ -195,6 +199,10 @@ class Engine:
 
     def _run(self) -> None:
         torch.set_num_threads(1)  # see the module's docstring
+        # This thread and the server's event loop share the GIL; with Python's default 5 ms switch
+        # interval, each time the loop wakes for a socket it may wait that long for this thread to
+        # let go, and 32 streams then crawled at a fraction of one's speed. 0.5 ms lets it in.
+        sys.setswitchinterval(0.0005)
         with torch.inference_mode():
             while self.closing is None:
                 self._admit(block=not self.jobs)
@@ -320,10 +328,14 @@ class Engine:
             picked = picked + torch.cat(noises)
         chosen = picked.argmax(dim=-1)  # (B,)
         logp = F.log_softmax(logits.float(), dim=-1)  # (B, V): the model's own probabilities
-        chosen_logp = logp.gather(1, chosen.view(-1, 1)).squeeze(1).tolist()
+        chosen_t = logp.gather(1, chosen.view(-1, 1)).squeeze(1)  # (B,)
+        chosen_logp = chosen_t.tolist()
+        chosen_p = torch.round(chosen_t.double().exp(), decimals=5).tolist()  # rounded here, not per row
         streaming = any(job.request.stream and not job.listed for job in self.jobs)
-        top_v, top_i = logp.topk(min(TOP, vocab), dim=-1) if streaming else (None, None)
-        tops = (top_v.exp().tolist(), top_i.tolist()) if top_v is not None and top_i is not None else None
+        tops = None
+        if streaming:
+            top_v, top_i = logp.topk(min(TOP, vocab), dim=-1)  # (B, TOP) each
+            tops = (torch.round(top_v.double().exp(), decimals=5).tolist(), top_i.tolist())
         ids = chosen.tolist()
         self.steps += 1
 
@@ -332,10 +344,8 @@ class Engine:
         for job, rows in zip(self.jobs, alive, strict=True):
             for j, i in enumerate(rows):
                 r = at + j
-                top = []
-                if tops is not None and job.request.stream:
-                    top = [(self.labels[x], p) for p, x in zip(tops[0][r], tops[1][r], strict=True)]
-                self._advance(job, job.rows[i], ids[r], chosen_logp[r], top)
+                top = (tops[1][r], tops[0][r]) if tops is not None and job.request.stream else None
+                self._advance(job, job.rows[i], ids[r], chosen_logp[r], chosen_p[r], top)
                 if not job.rows[i].done:
                     keep.append(r)
             at += len(rows)
@@ -344,6 +354,7 @@ class Engine:
                 for i in rows:
                     self._end_row(job, job.rows[i])
                 keep = [r for r in keep if not (at - len(rows) <= r < at)]
+            job.live = [i for i in rows if not job.rows[i].done]
             self._flush(job)
         finished = [job for job in self.jobs if not job.alive()]
         if len(keep) < len(ids):
@@ -358,9 +369,10 @@ class Engine:
             self.logits = self.stepper(x)[: len(keep)]  # (B', V)
 
     def _advance(
-        self, job: Job, row: _Row, symbol: int, logprob: float, top: list[tuple[str, float]]
+        self, job: Job, row: _Row, symbol: int, logprob: float, prob: float, top: Top | None
     ) -> None:
-        """Row `row` of `job` picked `symbol`, to which the model gave `logprob`."""
+        """Row `row` of `job` picked `symbol`, to which the model gave `logprob` (`prob`, rounded);
+        `top`: the likeliest symbols there and their probabilities, for a stream."""
         if job.first is None:
             job.first = time.perf_counter() - job.began
         if job.listed:
@@ -372,9 +384,9 @@ class Engine:
                 row.ids.append(symbol)
             return
         piece = row.decoder.decode([symbol])
-        self._extend(job, row, piece, math.exp(logprob), top)
+        self._extend(job, row, piece, prob, top)
 
-    def _extend(self, job: Job, row: _Row, piece: str, prob: float, top: list[tuple[str, float]]) -> None:
+    def _extend(self, job: Job, row: _Row, piece: str, prob: float, top: Top | None) -> None:
         searched = max(0, len(row.text) - len(job.config.stop or "") + 1)
         row.text += piece
         if job.request.stream:
@@ -393,7 +405,7 @@ class Engine:
         if job.listed:
             self._item(job, row, ended=False)
         else:
-            self._extend(job, row, row.decoder.decode([], final=True), 1.0, [])
+            self._extend(job, row, row.decoder.decode([], final=True), 1.0, None)
             row.done = True
 
     def _item(self, job: Job, row: _Row, ended: bool) -> None:
@@ -435,8 +447,8 @@ class Engine:
                 {
                     "row": i,
                     "text": row.text[row.sent : ready],
-                    "probs": [round(p, 5) for p in row.probs[row.sent : ready]],
-                    "top": [[[c, round(p, 5)] for c, p in top] for top in row.tops[row.sent : ready]],
+                    "probs": row.probs[row.sent : ready],
+                    "top": [self._named(top) for top in row.tops[row.sent : ready]],
                 },
             )
             row.sent = ready
@@ -479,6 +491,10 @@ class Engine:
         self._rebuild(keep, [])
         for job in jobs:
             self._finish(job, error)
+
+    def _named(self, top: Top | None) -> list[list[str | float]]:
+        """The alternatives as the API gives them: [[character, probability], ...], likeliest first."""
+        return [] if top is None else [[self.labels[i], p] for i, p in zip(*top, strict=True)]
 
     @staticmethod
     def _tell(sink: Sink, name: str, data: dict[str, Any]) -> None:
