@@ -427,7 +427,7 @@ def test_the_playground_streams_coloured_text_and_stops(server: Served) -> None:
         wait.until(lambda b: "parameters" in b.find_element(By.ID, "model").text)
         browser.find_element(By.ID, "prefix").send_keys("The lamp ")
         # long enough to be stopped long before its end, however fast the machine
-        browser.execute_script("const l = document.getElementById('length'); l.max = l.value = 100000")
+        browser.execute_script("const e = document.getElementById('length'); e.max = 1e5; e.value = 1e5")
         browser.find_element(By.ID, "generate").click()
         wait.until(lambda b: len(b.find_elements(By.CSS_SELECTOR, "#out span.c")) >= 20)
         first = browser.find_elements(By.CSS_SELECTOR, "#out span.c")[0]
