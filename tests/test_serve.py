@@ -448,3 +448,34 @@ def test_the_playground_streams_coloured_text_and_stops(server: Served) -> None:
         assert urls and all(u.startswith(server.url) for u in urls), urls
     finally:
         browser.quit()
+
+
+def test_a_list_run_serves_items_as_chargen_sample_makes_them(tmp_path: Path) -> None:
+    from chargen.config import TextConfig, TrainConfig
+    from chargen.training import train
+    from tests.conftest import TINY_MODEL, corpus_from_text
+
+    names = "\n".join(["emma", "olivia", "ava", "mia", "sophia", "isabella", "amelia", "harper"] * 30)
+    corpus = corpus_from_text(tmp_path, names, "names", TextConfig(items="lines"))
+    steps = TrainConfig(batch_size=8, bptt=32, max_steps=20, eval_every=20, log_every=10, seed=0)
+    run = train(corpus, TINY_MODEL, steps, out=tmp_path / "names-run").run_dir
+    served = Served(run)
+    try:
+        answer = generate(served.url, {"items": 6, "seed": 5, "prefix": "a"})
+        assert answer.status_code == 200, answer.text
+        items = answer.json()["items"]
+        result = CliRunner().invoke(
+            app, ["sample", "--model", str(run), "--items", "6", "--seed", "5", "--prefix", "a", "--json"]
+        )
+        assert result.exit_code == 0, result.output
+        expected = [json.loads(line) for line in result.output.splitlines() if line.startswith("{")]
+        assert [i["text"] for i in items] == [i["text"] for i in expected]
+        assert all(i["text"].startswith("a") for i in items)
+        with httpx.stream("POST", served.url + "/v1/generate", json={"items": 3, "stream": True}) as response:
+            events = list(sse(response))
+        assert [name for name, _ in events].count("item") == 3 and events[-1][0] == "done"
+        scored = httpx.post(served.url + "/v1/score", json={"text": "emma\nava\n"}).json()
+        assert [u["chars"] for u in scored["items"]] == [5, 4] and len(scored["symbols"]) == 9
+        assert generate(served.url, {"n": 2}).json()["field"] == "n"
+    finally:
+        served.stop()
