@@ -133,6 +133,7 @@ class Engine:
         self.listed = text_config.items is not None
         self.end = int(vocab.encode(END)[0]) if self.listed else -1
         self.labels = [vocab.decode([i]) for i in range(len(vocab))]  # each symbol's text, for alternatives
+        self.texts = None if vocab.kind == "bytes" else list(self.labels)
         if self.listed:
             self.labels[self.end] = "(end)"
         self.inbox: queue.SimpleQueue[Job | tuple[ScoreRequest, Sink] | None] = queue.SimpleQueue()
@@ -383,7 +384,8 @@ class Engine:
             elif job.t < job.budget - 1:
                 row.ids.append(symbol)
             return
-        piece = row.decoder.decode([symbol])
+        # A character vocabulary's symbols are whole characters: looked up, not decoded one by one.
+        piece = row.decoder.decode([symbol]) if self.texts is None else self.texts[symbol]
         self._extend(job, row, piece, prob, top)
 
     def _extend(self, job: Job, row: _Row, piece: str, prob: float, top: Top | None) -> None:
