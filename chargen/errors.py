@@ -61,3 +61,7 @@ class TrainingInterrupted(ChargenError):
             "resume() continues it exactly"
         )
         self.step, self.run_dir = step, run_dir
+
+
+class ServerBusy(ChargenError):
+    """The server holds as many requests as it may; the client should try again shortly."""

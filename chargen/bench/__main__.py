@@ -1,5 +1,5 @@
-"""python -m chargen.bench [speed|quality|items|gpu|adapt] ...: the speed benchmark unless another
-comes first."""
+"""python -m chargen.bench [speed|quality|items|adapt|serve|gpu] ...: the speed benchmark unless
+another comes first."""
 
 import sys
 
@@ -18,6 +18,10 @@ try:
         from chargen.bench import adapt
 
         adapt.main(sys.argv[2:])
+    elif len(sys.argv) > 1 and sys.argv[1] == "serve":
+        from chargen.bench import serve
+
+        serve.main(sys.argv[2:])
     elif len(sys.argv) > 1 and sys.argv[1] == "gpu":
         from chargen.bench import gpu
 

@@ -42,6 +42,7 @@ from chargen.cli.tables import (
 )
 from chargen.config import CELLS, AdaptConfig, ModelConfig, SampleConfig, TextConfig, TrainConfig
 from chargen.errors import ConfigError, RunError
+from chargen.serve.requests import Limits
 
 if TYPE_CHECKING:
     import torch
@@ -456,6 +457,55 @@ def plot(
         run_dirs = runs or [DEFAULT_RUN]
         written = plot_runs(run_dirs, out or run_dirs[0] / "plot.png")
         typer.echo(str(written))
+
+
+@app.command()
+def serve(
+    ctx: typer.Context,
+    model: Annotated[Path, typer.Option("--model", help="Run directory to serve.")] = DEFAULT_RUN,
+    host: Annotated[
+        str, typer.Option(help="Address to listen on; one beyond this machine needs --token.")
+    ] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port to listen on, 1-65535.")] = 8000,
+    token: Annotated[
+        str | None,
+        typer.Option(help="Secret every API call must send as 'Authorization: Bearer TOKEN'."),
+    ] = None,
+    insecure_no_token: Annotated[
+        bool, typer.Option("--insecure-no-token", help="Listen beyond this machine without a token.")
+    ] = False,
+    max_body: Annotated[int, typer.Option(help="Largest request body, in bytes.")] = Limits.max_body,
+    max_length: Annotated[
+        int, typer.Option(help="Most characters one sample (or item) may ask for.")
+    ] = Limits.max_length,
+    max_n: Annotated[int, typer.Option(help="Most samples one request may ask for.")] = Limits.max_n,
+    max_items: Annotated[
+        int, typer.Option(help="Most items one request may ask for (a list's run).")
+    ] = Limits.max_items,
+    max_queue: Annotated[
+        int, typer.Option(help="Requests generating or waiting at once; more are told to retry (503).")
+    ] = Limits.max_queue,
+) -> None:
+    """Serve a model over HTTP: a JSON API (generate, stream, score) and a playground page at /.
+
+    Example: `chargen serve --model runs/tm`, then open http://127.0.0.1:8000/ (docs/serve.md).
+    """
+    with user_errors(ctx):
+        from chargen.serve.requests import check_binding
+
+        check_binding(host, token, insecure_no_token)  # before anything heavy is imported
+        limits = Limits(max_body, max_length, max_n, max_items, max_queue)
+        try:
+            from chargen.serve.app import run_server
+        except ImportError as error:
+            raise ConfigError(
+                f"chargen serve needs the serve extra ({error}): pip install 'chargen[serve]'"
+            ) from None
+
+        def started(url: str) -> None:
+            err.print(f"serving {model} at {url} (Ctrl-C stops)", soft_wrap=True)
+
+        run_server(str(model), host, port, token, insecure_no_token, limits, started)
 
 
 @app.command()

@@ -1,0 +1,239 @@
+"""The HTTP side of `chargen serve`: a Starlette app over the generation loop (engine.py), and
+uvicorn to run it. Knows nothing about torch.
+
+Starlette, not FastAPI: five routes need no pydantic, dependency injection or generated schema, and
+Starlette is a small pure-Python package (with anyio) that FastAPI itself is built on. Bodies are
+checked by requests.py, field by field, so an error names the field as the JSON does.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import copy
+import hmac
+import json
+from collections.abc import AsyncIterator, Callable
+from importlib import resources
+from typing import Any
+
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import HTMLResponse, Response, StreamingResponse
+from starlette.routing import Route
+
+from chargen.errors import ChargenError, ConfigError, ServerBusy
+from chargen.serve.engine import Engine
+from chargen.serve.requests import Limits, parse_generate, parse_json, parse_score
+
+RETRY_AFTER = "1"  # seconds a client told the server is full should wait
+
+
+class Refused(Exception):
+    """A request answered with an HTTP error and a JSON body naming the problem."""
+
+    def __init__(self, status: int, message: str, field: str | None = None, headers: dict | None = None):
+        super().__init__(message)
+        self.status, self.field, self.headers = status, field, headers or {}
+
+
+def _json(data: Any, status: int = 200, headers: dict | None = None) -> Response:
+    body = json.dumps(data, ensure_ascii=False, allow_nan=False, default=str)
+    return Response(body, status, headers, media_type="application/json")
+
+
+def _error(status: int, message: str, field: str | None = None, headers: dict | None = None) -> Response:
+    return _json({"error": message, **({"field": field} if field else {})}, status, headers)
+
+
+def playground() -> str:
+    return resources.files("chargen.serve").joinpath("playground.html").read_text(encoding="utf-8")
+
+
+def create_app(engine: Engine, description: dict[str, Any], token: str | None, limits: Limits) -> Starlette:
+    """The app: the playground at /, /healthz, and the API under /v1 (which needs `token` if given)."""
+    page = playground()
+
+    def authorise(request: Request) -> None:
+        if token is None:
+            return
+        given = request.headers.get("authorization", "")
+        scheme, _, value = given.partition(" ")
+        if scheme.lower() != "bearer" or not hmac.compare_digest(value.strip().encode(), token.encode()):
+            raise Refused(
+                401,
+                "send the server's token as 'Authorization: Bearer TOKEN'",
+                None,
+                {"WWW-Authenticate": "Bearer"},
+            )
+
+    async def body(request: Request) -> dict[str, Any]:
+        declared = request.headers.get("content-length", "")
+        if declared.isdigit() and int(declared) > limits.max_body:
+            raise Refused(413, f"the body is over the server's `max_body`, {limits.max_body:,} bytes")
+        chunks, size = [], 0
+        async for chunk in request.stream():
+            size += len(chunk)
+            if size > limits.max_body:
+                raise Refused(413, f"the body is over the server's `max_body`, {limits.max_body:,} bytes")
+            chunks.append(chunk)
+        return parse_json(b"".join(chunks))
+
+    def answering(handler: Callable[[Request], Any]) -> Callable[[Request], Any]:
+        """Turn refusals and the library's errors into 4xx/503 answers with a JSON body."""
+
+        async def endpoint(request: Request) -> Response:
+            try:
+                if request.url.path.startswith("/v1/"):
+                    authorise(request)
+                return await handler(request)
+            except Refused as err:
+                return _error(err.status, str(err), err.field, err.headers)
+            except ServerBusy as err:
+                return _error(503, str(err), None, {"Retry-After": RETRY_AFTER})
+            except ConfigError as err:
+                return _error(422 if err.field else 400, str(err), err.field)
+            except ChargenError as err:  # a prefix with characters the model never saw, say
+                return _error(422, str(err), _field_named(str(err)))
+
+        return endpoint
+
+    async def home(request: Request) -> Response:
+        return HTMLResponse(page, headers={"Cache-Control": "no-store"})
+
+    async def health(request: Request) -> Response:
+        return _json(
+            {
+                "status": "ok",
+                "queue": engine.waiting,
+                "steps": engine.steps,
+                "alive": engine.thread.is_alive(),
+            }
+        )
+
+    async def model(request: Request) -> Response:
+        return _json(description)
+
+    async def generate(request: Request) -> Response:
+        parsed = parse_generate(await body(request), limits, engine.listed)
+        events, sink = _events()
+        job = engine.submit(parsed, sink)
+        if not parsed.stream:
+            try:
+                name, data = await events.get()
+            finally:
+                job.cancelled = True  # the answer is in, or the client went away: either way it is over
+            return (
+                _json(data)
+                if name == "done"
+                else _error(503, data["error"], None, {"Retry-After": RETRY_AFTER})
+            )
+
+        async def stream() -> AsyncIterator[str]:
+            try:
+                while True:
+                    name, data = await events.get()
+                    yield f"event: {name}\ndata: {json.dumps(data, ensure_ascii=False)}\n\n"
+                    if name in ("done", "error"):
+                        return
+            finally:
+                job.cancelled = True  # a client gone mid-stream frees its rows at the next step
+
+        headers = {"Cache-Control": "no-store", "X-Accel-Buffering": "no"}
+        return StreamingResponse(stream(), media_type="text/event-stream", headers=headers)
+
+    async def score(request: Request) -> Response:
+        parsed = parse_score(await body(request))
+        events, sink = _events()
+        engine.submit_score(parsed, sink)
+        name, data = await events.get()
+        if name == "error":
+            return _error(422, data["error"], data.get("field") or "text")
+        return _json(data)
+
+    async def not_found(request: Request, exc: Exception) -> Response:
+        status = exc.status_code if isinstance(exc, HTTPException) else 500
+        detail = exc.detail if isinstance(exc, HTTPException) else "internal error"
+        return _error(status, f"{detail}: {request.method} {request.url.path}")
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        engine.start()
+        yield
+        engine.close()
+
+    routes = [
+        Route("/", answering(home), methods=["GET"]),
+        Route("/healthz", answering(health), methods=["GET"]),
+        Route("/v1/model", answering(model), methods=["GET"]),
+        Route("/v1/generate", answering(generate), methods=["POST"]),
+        Route("/v1/score", answering(score), methods=["POST"]),
+    ]
+    return Starlette(routes=routes, lifespan=lifespan, exception_handlers={HTTPException: not_found})
+
+
+def _events() -> tuple[asyncio.Queue, Callable[[str, dict[str, Any]], None]]:
+    """A queue for one request's events, and the sink the engine's thread puts them in with."""
+    loop = asyncio.get_running_loop()
+    events: asyncio.Queue = asyncio.Queue()
+
+    def sink(name: str, data: dict[str, Any]) -> None:
+        loop.call_soon_threadsafe(events.put_nowait, (name, data))
+
+    return events, sink
+
+
+def _field_named(message: str) -> str | None:
+    """The first field a library message names in backquotes (`prefix`), if any."""
+    start = message.find("`")
+    end = message.find("`", start + 1)
+    return message[start + 1 : end].split("=")[0].split(" ")[0] if 0 <= start < end else None
+
+
+def log_config() -> dict[str, Any]:
+    """uvicorn's logging, every line to stderr (stdout is for results, here as everywhere)."""
+    from uvicorn.config import LOGGING_CONFIG
+
+    config = copy.deepcopy(LOGGING_CONFIG)
+    for handler in config["handlers"].values():
+        handler["stream"] = "ext://sys.stderr"
+    return config
+
+
+def run_server(
+    run_dir: str,
+    host: str = "127.0.0.1",
+    port: int = 8000,
+    token: str | None = None,
+    insecure_no_token: bool = False,
+    limits: Limits | None = None,
+    started: Callable[[str], None] | None = None,
+) -> None:
+    """Serve a run until Ctrl-C or SIGTERM: the run loaded once, its model in one generation loop.
+    On stopping, streams still running end with an error event."""
+    import torch
+    import uvicorn
+
+    from chargen.checkpoint import describe, load_model_weights, load_run
+    from chargen.device import resolve_precision
+    from chargen.serve.requests import check_binding
+
+    check_binding(host, token, insecure_no_token)
+    limits = limits or Limits()
+    run = load_run(run_dir)
+    cpu = torch.device("cpu")  # the loop's tensors live on the CPU (docs/serve.md)
+    autocast = resolve_precision(run.train_config.precision, cpu)
+    engine = Engine(load_model_weights(run, cpu), run.vocab, run.text_config, limits, autocast)
+    app = create_app(engine, describe(run).to_dict(), token, limits)
+
+    class Server(uvicorn.Server):
+        def handle_exit(self, sig: int, frame: Any) -> None:
+            engine.close(wait=0)  # streams end with an error event, so the graceful shutdown is quick
+            super().handle_exit(sig, frame)
+
+    config = uvicorn.Config(app, host=host, port=port, log_config=log_config(), timeout_graceful_shutdown=5)
+    server = Server(config)
+    if started is not None:
+        started(f"http://{host}:{port}/")
+    server.run()  # uvicorn says on stderr, and exits 1, when it cannot listen on the port

@@ -1,0 +1,596 @@
+"""The generation loop behind `chargen serve`: one thread owns the model, and each step advances every
+active stream of every request by one character in ONE batched cell call. A request joins at the
+next step (its prefix warmed in one model call, its state rows appended), and leaves when it is done
+or its client has gone (its rows dropped). Knows nothing about HTTP: results go to a sink.
+
+Each request picks with its own seeded torch.Generator, drawing Gumbel noise for its own rows only
+exactly as sample.Picker draws it, with its own temperature, top-k and top-p; only the network step
+is shared. Two things make a seed's text the same alone and beside others, to the bit:
+
+- the batch never has fewer than MIN_ROWS rows (zero rows pad it): on the CPUs we measured, a
+  matrix product of 1 to 3 rows takes another kernel than one of 4 or more, whose rows come out
+  bit-identical whatever their number;
+- torch computes on one thread: with two, rows are shared out by count and rounding depends on it.
+  One thread is also what stepping.py finds fastest for small steps on most machines.
+
+    rows:  | request A (n=2) | request B (n=1) | pad |      state: one (rows, H) tensor per layer
+           |  a0    a1       |  b0             |  0  |      logits: (rows without pad, V)
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import queue
+import random
+import sys
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from chargen.config import TextConfig
+from chargen.device import autocast_to
+from chargen.errors import ChargenError, CorpusError, ServerBusy
+from chargen.evaluate import LossStats
+from chargen.item_sample import Item
+from chargen.items import END
+from chargen.model import CellStepper, CharRNN
+from chargen.sample import _could_begin, encode_prefix, filter_logits
+from chargen.scoring import _per_unit, position_logprobs
+from chargen.serve.requests import GenerateRequest, Limits, ScoreRequest
+from chargen.text import Preparer, prepare
+from chargen.vocab import Tokenizer
+
+MIN_ROWS = 4  # see above: fewer rows would change the arithmetic
+CHUNK = 64  # steps of Gumbel noise drawn at a time, as sample.Picker draws it
+TOP = 5  # alternatives a stream reports per character
+STREAM_CHARS = 16  # a stream's event carries at most this many characters...
+STREAM_SECONDS = 0.03  # ...or what came in this long, whichever is first (the first character at once)
+
+Top = tuple[list[int], list[float]]  # the likeliest symbols' ids and probabilities at one step
+Sink = Callable[[str, dict[str, Any]], None]  # (event name, data); called from the loop's thread
+
+
+@dataclass
+class _Row:
+    """One sample (or item) of a request."""
+
+    decoder: Any
+    text: str = ""  # generated so far (for an item: its symbols' ids are kept instead)
+    probs: list[float] = field(default_factory=list)  # per character of `text` (streams only)
+    tops: list[Top | None] = field(default_factory=list)  # likeliest alternatives, per character
+    sent: int = 0  # characters of `text` already sent
+    done: bool = False
+    ids: list[int] = field(default_factory=list)  # an item's symbols
+    logprob: float = 0.0  # an item's, float64 as generate_items sums it
+
+
+class Job:
+    """One generate request in the loop: its rows, generator, noise and results."""
+
+    def __init__(self, request: GenerateRequest, context: np.ndarray, sink: Sink, engine: Engine) -> None:
+        config = request.sample
+        self.request, self.config, self.sink = request, config, sink
+        self.context = context
+        self.listed = request.items is not None
+        self.rows = [_Row(engine.vocab.decoder()) for _ in range(request.items or config.num_samples)]
+        seed = config.seed if config.seed is not None else random.SystemRandom().randrange(2**31)
+        self.seed = seed
+        self.generator = torch.Generator().manual_seed(seed)
+        self.noise = torch.empty(0)
+        self.used = CHUNK
+        self.live = list(range(len(self.rows)))  # rows not done
+        self.t = 0  # steps taken
+        self.cancelled = False  # set by the server when the client goes away
+        self.began = time.perf_counter()
+        self.first: float | None = None  # seconds to the first character
+        self.flushed = 0.0
+        self.prefix_text = ""  # an item's prefix, prepared
+        self.prefix_logprob = 0.0
+        self.prefix_chars = 0
+        self.budget = config.length  # picks per row (an item: max_length less its prefix, plus its end)
+
+    def alive(self) -> list[int]:
+        """The rows still generating, in the batch's order (kept up to date by the loop)."""
+        return self.live
+
+    def noise_rows(self, alive: list[int], vocab: int) -> torch.Tensor | None:
+        """This step's Gumbel noise (times the temperature) for the rows still alive, drawn from the
+        request's generator in the shape sample.Picker draws it, so a seed picks as `chargen sample`'s."""
+        if self.config.temperature == 0:
+            return None
+        if self.used == CHUNK:
+            uniform = torch.rand((CHUNK, len(self.rows), vocab), generator=self.generator)
+            self.noise = uniform.log_().neg_().log_().neg_().mul_(self.config.temperature)
+            self.used = 0
+        noise = self.noise[self.used]  # (rows, V)
+        self.used += 1
+        return noise if len(alive) == len(self.rows) else noise[alive]
+
+
+class Engine:
+    """The loop's thread, its queue of arriving requests and the batch it steps."""
+
+    def __init__(
+        self,
+        model: CharRNN,
+        vocab: Tokenizer,
+        text_config: TextConfig,
+        limits: Limits | None = None,
+        autocast: torch.dtype | None = None,
+    ) -> None:
+        """`autocast`: the precision scoring computes in (the run's, as `chargen score` uses); generation
+        is fp32, for picks that do not depend on the batch."""
+        self.autocast = autocast
+        self.model, self.vocab, self.text_config = model.eval(), vocab, text_config
+        self.limits = limits or Limits()
+        self.listed = text_config.items is not None
+        self.end = int(vocab.encode(END)[0]) if self.listed else -1
+        self.labels = [vocab.decode([i]) for i in range(len(vocab))]  # each symbol's text, for alternatives
+        self.texts = None if vocab.kind == "bytes" else list(self.labels)
+        if self.listed:
+            self.labels[self.end] = "(end)"
+        self.inbox: queue.SimpleQueue[Job | tuple[ScoreRequest, Sink] | None] = queue.SimpleQueue()
+        self.jobs: list[Job] = []  # in the batch's row order
+        self.stepper = CellStepper(model, model.init_state(MIN_ROWS))
+        self.logits = torch.empty(0, len(vocab))  # (rows, V): what each active row picks from next
+        self.waiting = 0  # requests submitted and not finished (the queue's length)
+        self.lock = threading.Lock()
+        self.closing: str | None = None
+        self.steps = 0
+        self.pad = MIN_ROWS  # zero rows after the active ones (none active yet)
+        self.thread = threading.Thread(target=self._run, name="chargen-generate", daemon=True)
+
+    # --- the server's side: called from the event loop's thread --------------------------------
+
+    def start(self) -> None:
+        self.thread.start()
+
+    def close(self, reason: str = "the server is shutting down", wait: float = 5.0) -> None:
+        """End every request with an error event naming `reason`, and stop the loop."""
+        if self.closing is None:
+            self.closing = reason
+            self.inbox.put(None)
+        if self.thread.is_alive() and threading.current_thread() is not self.thread:
+            self.thread.join(wait)
+
+    def _enter(self) -> None:
+        with self.lock:
+            if self.closing is not None:
+                raise ServerBusy(self.closing)
+            if self.waiting >= self.limits.max_queue:
+                raise ServerBusy(
+                    f"the server holds {self.waiting} requests, its `max_queue`; try again shortly"
+                )
+            self.waiting += 1
+
+    def _leave(self) -> None:
+        with self.lock:
+            self.waiting -= 1
+
+    def submit(self, request: GenerateRequest, sink: Sink) -> Job:
+        """Queue a generate request; its prefix is checked here (VocabError naming `prefix`), and
+        ServerBusy when the queue is full."""
+        context = self._context(request)
+        self._enter()
+        job = Job(request, context, sink, self)
+        self.inbox.put(job)
+        return job
+
+    def submit_score(self, request: ScoreRequest, sink: Sink) -> None:
+        self._enter()
+        self.inbox.put((request, sink))
+
+    def _context(self, request: GenerateRequest) -> np.ndarray:
+        config = request.sample
+        if not self.listed:
+            return encode_prefix(self.vocab, config.prefix, self.text_config, config.unknown)
+        prefix = self.vocab.encode(prepare(config.prefix, self.text_config), "`prefix`", config.unknown)
+        if self.end in prefix.tolist():
+            raise CorpusError("`prefix` holds the end-of-item symbol (NUL)")
+        return np.concatenate([[self.end], prefix])
+
+    # --- the loop's thread ----------------------------------------------------------------------
+
+    def _run(self) -> None:
+        torch.set_num_threads(1)  # see the module's docstring
+        # This thread and the server's event loop share the GIL; with Python's default 5 ms switch
+        # interval, each time the loop wakes for a socket it may wait that long for this thread to
+        # let go, and 32 streams then crawled at a fraction of one's speed. 0.5 ms lets it in.
+        sys.setswitchinterval(0.0005)
+        with torch.inference_mode():
+            while self.closing is None:
+                self._admit(block=not self.jobs)
+                if self.closing is not None:
+                    break
+                self._drop([job for job in self.jobs if job.cancelled], None)
+                if self.jobs:
+                    try:
+                        self._step()
+                    except Exception as err:  # the loop outlives any one step's failure; the
+                        # requests in that step end with an error event, and it serves the next
+                        self._drop(list(self.jobs), f"generation failed: {err}")
+            self._drop(list(self.jobs), self.closing)
+            while True:  # requests that arrived meanwhile
+                try:
+                    waiting = self.inbox.get_nowait()
+                except queue.Empty:
+                    break
+                if isinstance(waiting, Job):
+                    self._finish(waiting, self.closing)
+                elif waiting is not None:
+                    self._tell(waiting[1], "error", {"error": self.closing})
+                    self._leave()
+
+    def _admit(self, block: bool) -> None:
+        """Take what has arrived (waiting for it when nothing runs): score it, or warm it and add
+        its rows to the batch."""
+        joined: list[Job] = []
+        while True:
+            try:
+                waiting = self.inbox.get(timeout=0.5) if block and not joined else self.inbox.get_nowait()
+            except queue.Empty:
+                if block and not joined and self.closing is None:
+                    continue
+                break
+            if waiting is None:
+                break  # closing: those that joined leave with the rest
+            if isinstance(waiting, Job):
+                if waiting.cancelled:
+                    self._finish(waiting, None)
+                elif self._warm(waiting):
+                    joined.append(waiting)
+            else:
+                self._score(*waiting)
+                self._leave()
+            block = False
+        if joined:
+            self._rebuild(list(range(self._active_rows())), joined)
+
+    def _active_rows(self) -> int:
+        return self.logits.shape[0]
+
+    def _warm(self, job: Job) -> bool:
+        """The request's context through the model in one call; its first logits and state kept on
+        the job until it joins. False when it is already done (nothing to generate)."""
+        ids = torch.from_numpy(job.context.astype(np.int64))
+        logits, state = self.model(ids.view(-1, 1))  # (T, 1, V)
+        rows = len(job.rows)
+        if job.listed:
+            prefix = ids[1:]
+            job.prefix_text = self.vocab.decode(job.context[1:])
+            job.prefix_chars = len(prefix)
+            job.prefix_logprob = float(
+                F.log_softmax(logits[:-1, 0].float(), -1).gather(1, prefix.view(-1, 1)).sum()
+            )
+            job.budget = max(0, job.config.max_length - len(prefix)) + 1
+        elif job.budget == 0:
+            self._finish(job, None)
+            return False
+        h, c = state if isinstance(state, tuple) else (state, None)
+        job.first_logits = logits[-1].expand(rows, -1)  # type: ignore[attr-defined]  # (rows, V)
+        job.first_h = [t.expand(rows, -1) for t in h.unbind(0)]  # type: ignore[attr-defined]
+        job.first_c = [t.expand(rows, -1) for t in c.unbind(0)] if c is not None else []  # type: ignore[attr-defined]
+        return True
+
+    def _rebuild(self, keep: list[int], joined: list[Job]) -> None:
+        """The batch with only the rows `keep` of the present one, then the rows of `joined`, padded
+        to MIN_ROWS."""
+        index = torch.tensor(keep, dtype=torch.long)
+        rows = len(keep) + sum(len(job.rows) for job in joined)
+        pad = max(0, MIN_ROWS - rows)
+        hidden = self.model.config.hidden
+
+        def rebuilt(old: list[torch.Tensor], new: str) -> list[torch.Tensor]:
+            out = []
+            for k, tensor in enumerate(old):
+                parts = [tensor.index_select(0, index), *(getattr(job, new)[k] for job in joined)]
+                parts.append(torch.zeros(pad, hidden))
+                out.append(torch.cat(parts))  # (rows + pad, H)
+            return out
+
+        self.stepper.h = rebuilt(self.stepper.h, "first_h")
+        self.stepper.c = rebuilt(self.stepper.c, "first_c") if self.stepper.c else []
+        self.logits = torch.cat([self.logits.index_select(0, index), *(job.first_logits for job in joined)])
+        for job in joined:
+            del job.first_logits, job.first_h, job.first_c  # type: ignore[attr-defined]
+        self.jobs.extend(joined)
+        self.pad = pad
+
+    def _step(self) -> None:
+        """Pick one symbol for every active row, hand each request its own, then advance the rows
+        that go on by one batched cell call."""
+        logits = self.logits  # (B, V)
+        vocab = logits.shape[-1]
+        clean = torch.nan_to_num(logits.float(), nan=0.0, posinf=1e4, neginf=-1e4)  # as Picker does
+        blocks, noises, adjusted, noisy, at = [], [], False, False, 0
+        alive = [job.alive() for job in self.jobs]
+        for job, rows in zip(self.jobs, alive, strict=True):
+            block = clean[at : at + len(rows)]
+            at += len(rows)
+            config = job.config
+            if job.listed and job.t == 0 and job.prefix_chars == 0:  # an item has at least one character
+                block, adjusted = block.index_fill(1, torch.tensor([self.end]), -1e4), True
+            if config.temperature > 0 and (config.top_k is not None or config.top_p < 1.0):
+                filtered = filter_logits(block, config.temperature, config.top_k, config.top_p)
+                block, adjusted = filtered * config.temperature, True
+            blocks.append(block)
+            noise = job.noise_rows(rows, vocab)
+            noisy |= noise is not None
+            noises.append(noise if noise is not None else torch.zeros(len(rows), vocab))
+        picked = torch.cat(blocks) if adjusted else clean
+        if noisy:
+            picked = picked + torch.cat(noises)
+        chosen = picked.argmax(dim=-1)  # (B,)
+        logp = F.log_softmax(logits.float(), dim=-1)  # (B, V): the model's own probabilities
+        chosen_t = logp.gather(1, chosen.view(-1, 1)).squeeze(1)  # (B,)
+        chosen_logp = chosen_t.tolist()
+        chosen_p = torch.round(chosen_t.double().exp(), decimals=5).tolist()  # rounded here, not per row
+        streaming = any(job.request.stream and not job.listed for job in self.jobs)
+        tops = None
+        if streaming:
+            top_v, top_i = logp.topk(min(TOP, vocab), dim=-1)  # (B, TOP) each
+            tops = (torch.round(top_v.double().exp(), decimals=5).tolist(), top_i.tolist())
+        ids = chosen.tolist()
+        self.steps += 1
+
+        keep: list[int] = []
+        at = 0
+        for job, rows in zip(self.jobs, alive, strict=True):
+            for j, i in enumerate(rows):
+                r = at + j
+                top = (tops[1][r], tops[0][r]) if tops is not None and job.request.stream else None
+                self._advance(job, job.rows[i], ids[r], chosen_logp[r], chosen_p[r], top)
+                if not job.rows[i].done:
+                    keep.append(r)
+            at += len(rows)
+            job.t += 1
+            if job.t == job.budget:
+                for i in rows:
+                    self._end_row(job, job.rows[i])
+                keep = [r for r in keep if not (at - len(rows) <= r < at)]
+            job.live = [i for i in rows if not job.rows[i].done]
+            self._flush(job)
+        finished = [job for job in self.jobs if not job.alive()]
+        if len(keep) < len(ids):
+            self.jobs = [job for job in self.jobs if job not in finished]
+            self._rebuild(keep, [])
+        for job in finished:
+            self._finish(job, None)
+        if keep:
+            x = chosen.index_select(0, torch.tensor(keep)) if len(keep) < len(ids) else chosen
+            if self.pad:
+                x = torch.cat([x, torch.zeros(self.pad, dtype=torch.long)])
+            self.logits = self.stepper(x)[: len(keep)]  # (B', V)
+
+    def _advance(
+        self, job: Job, row: _Row, symbol: int, logprob: float, prob: float, top: Top | None
+    ) -> None:
+        """Row `row` of `job` picked `symbol`, to which the model gave `logprob` (`prob`, rounded);
+        `top`: the likeliest symbols there and their probabilities, for a stream."""
+        if job.first is None:
+            job.first = time.perf_counter() - job.began
+        if job.listed:
+            row.logprob += logprob
+            if symbol == self.end:
+                row.done = True
+                self._item(job, row, ended=True)
+            elif job.t < job.budget - 1:
+                row.ids.append(symbol)
+            return
+        # A character vocabulary's symbols are whole characters: looked up, not decoded one by one.
+        piece = row.decoder.decode([symbol]) if self.texts is None else self.texts[symbol]
+        self._extend(job, row, piece, prob, top)
+
+    def _extend(self, job: Job, row: _Row, piece: str, prob: float, top: Top | None) -> None:
+        searched = max(0, len(row.text) - len(job.config.stop or "") + 1)
+        row.text += piece
+        if job.request.stream:
+            row.probs.extend([prob] * len(piece))
+            row.tops.extend([top] * len(piece))
+        stop = job.config.stop
+        if stop is not None and (at := row.text.find(stop, searched)) >= 0:
+            row.text, row.probs, row.tops = row.text[:at], row.probs[:at], row.tops[:at]
+            row.done = True
+
+    def _end_row(self, job: Job, row: _Row) -> None:
+        """The row has all the symbols it may have."""
+        if row.done:
+            return
+        row.done = True
+        if job.listed:
+            self._item(job, row, ended=False)
+        else:
+            self._extend(job, row, row.decoder.decode([], final=True), 1.0, None)
+            row.done = True
+
+    def _item(self, job: Job, row: _Row, ended: bool) -> None:
+        item = Item(
+            job.prefix_text + self.vocab.decode(row.ids),
+            job.prefix_logprob + row.logprob,
+            job.prefix_chars + len(row.ids) + int(ended),
+            ended,
+        )
+        row.text = item.text
+        if job.request.stream:
+            self._tell(job.sink, "item", {"index": job.rows.index(row), **item.to_dict()})
+        row.item = item  # type: ignore[attr-defined]
+
+    def _flush(self, job: Job) -> None:
+        """Send a streaming request's new characters, a few at a time."""
+        if not job.request.stream or job.listed:
+            return
+        now = time.perf_counter()
+        done = not job.alive()
+        for i, row in enumerate(job.rows):
+            ready = (
+                len(row.text) if row.done else len(row.text) - _could_begin(row.text, job.config.stop or "")
+            )
+            pending = ready - row.sent
+            if pending <= 0:
+                continue
+            if not (
+                done
+                or row.done
+                or row.sent == 0
+                or pending >= STREAM_CHARS
+                or now - job.flushed >= STREAM_SECONDS
+            ):
+                continue
+            self._tell(
+                job.sink,
+                "piece",
+                {
+                    "row": i,
+                    "text": row.text[row.sent : ready],
+                    "probs": row.probs[row.sent : ready],
+                    "top": [self._named(top) for top in row.tops[row.sent : ready]],
+                },
+            )
+            row.sent = ready
+            job.flushed = now
+
+    def _finish(self, job: Job, error: str | None) -> None:
+        """The request leaves: its final event (the results, or an error) and its place in the queue."""
+        self._leave()
+        if job.cancelled:
+            return
+        if error is not None:
+            self._tell(job.sink, "error", {"error": error})
+            return
+        seconds = time.perf_counter() - job.began
+        chars = sum(len(row.text) for row in job.rows)
+        done: dict[str, Any] = {
+            "seed": job.seed,
+            "chars": chars,
+            "seconds": round(seconds, 4),
+            "first_char_seconds": None if job.first is None else round(job.first, 4),
+            "chars_per_sec": round(chars / seconds, 1) if seconds > 0 else None,
+        }
+        if job.listed:
+            done["items"] = [row.item.to_dict() for row in job.rows]  # type: ignore[attr-defined]
+        else:
+            done["texts"] = [row.text for row in job.rows]
+        self._tell(job.sink, "done", done)
+
+    def _drop(self, jobs: list[Job], error: str | None) -> None:
+        """Take `jobs` out of the batch (a client gone, a failed step, shutting down)."""
+        if not jobs:
+            return
+        keep, at = [], 0
+        for job in self.jobs:
+            rows = len(job.alive())
+            if job not in jobs:
+                keep.extend(range(at, at + rows))
+            at += rows
+        self.jobs = [job for job in self.jobs if job not in jobs]
+        self._rebuild(keep, [])
+        for job in jobs:
+            self._finish(job, error)
+
+    def _named(self, top: Top | None) -> list[list[str | float]]:
+        """The alternatives as the API gives them: [[character, probability], ...], likeliest first."""
+        return [] if top is None else [[self.labels[i], p] for i, p in zip(*top, strict=True)]
+
+    @staticmethod
+    def _tell(sink: Sink, name: str, data: dict[str, Any]) -> None:
+        with contextlib.suppress(RuntimeError):  # the server's event loop has closed: nobody listens
+            sink(name, data)
+
+    def _score(self, request: ScoreRequest, sink: Sink) -> None:
+        try:
+            result = self.score(request)
+        except ChargenError as err:
+            self._tell(sink, "error", {"error": str(err), "field": getattr(err, "field", None)})
+        else:
+            self._tell(sink, "done", result)
+
+    def score(self, request: ScoreRequest) -> dict[str, Any]:
+        """Per-symbol log-probabilities and bits per character of a text, as `chargen score` figures
+        them: a text's run reads it line by line with the state carried; a list's run each line as
+        an item from a fresh state, its end included."""
+        begun = time.perf_counter()
+        lines = request.text.splitlines(keepends=True)
+        if self.listed:
+            return self._score_items([line.rstrip("\r\n") for line in lines], request.unknown, begun)
+        prepare_piece, encoded, unknown = Preparer(self.text_config), [], 0
+        for number, line in enumerate(lines, 1):
+            ids, missing = self.vocab.encode_counting(
+                prepare_piece(line), f"`text` line {number}", request.unknown
+            )
+            encoded.append(ids)
+            unknown += missing
+        ends = np.cumsum([len(ids) for ids in encoded], dtype=np.int64)
+        ids = np.concatenate(encoded) if encoded else np.zeros(0, dtype=self.vocab.dtype)
+        if len(ids) < 2:
+            raise CorpusError("`text` must have at least 2 characters to score")
+        logprobs = position_logprobs(self.model, ids, "cpu", self.autocast)  # (n - 1,): symbol j + 1's
+        chars, sums = _per_unit(logprobs, ends)
+        units = [
+            {"text": line.rstrip("\r\n"), "chars": int(n), "logprob": float(s), "bpc": _bpc(float(s), int(n))}
+            for line, n, s in zip(lines, chars.tolist(), sums.tolist(), strict=True)
+        ]
+        symbols = [
+            [self.labels[i], float(lp)] for i, lp in zip(ids[1:].tolist(), logprobs.tolist(), strict=True)
+        ]
+        return self._scored(
+            float(logprobs.astype(np.float64).sum()), len(logprobs), unknown, begun, units, symbols
+        )
+
+    def _score_items(self, items: list[str], unknown_policy: str, begun: float) -> dict[str, Any]:
+        units, symbols, total, chars, unknown = [], [], 0.0, 0, 0
+        for number, item in enumerate(items, 1):
+            ids, missing = self.vocab.encode_counting(
+                prepare(item, self.text_config), f"`text` item {number}", unknown_policy
+            )
+            unknown += missing
+            context = torch.from_numpy(np.concatenate([[self.end], ids, [self.end]]).astype(np.int64))
+            with autocast_to(self.autocast, "cpu"):
+                logits, _ = self.model(context[:-1].view(-1, 1))  # (T, 1, V) from a fresh state
+            lps = F.log_softmax(logits[:, 0].float(), -1).gather(1, context[1:].view(-1, 1)).squeeze(1)
+            logprob = float(lps.double().sum())
+            units.append(
+                {"text": item, "chars": len(lps), "logprob": logprob, "bpc": _bpc(logprob, len(lps))}
+            )
+            symbols.extend(
+                [self.labels[i], lp] for i, lp in zip(context[1:].tolist(), lps.tolist(), strict=True)
+            )
+            total += logprob
+            chars += len(lps)
+        if not chars:
+            raise CorpusError("`text` has no items to score: one a line")
+        return self._scored(total, chars, unknown, begun, units, symbols, "items")
+
+    @staticmethod
+    def _scored(
+        logprob: float,
+        chars: int,
+        unknown: int,
+        begun: float,
+        units: list,
+        symbols: list,
+        name: str = "lines",
+    ) -> dict[str, Any]:
+        stats = LossStats(
+            chars=chars, loss=-logprob / chars, seconds=time.perf_counter() - begun, unknown=unknown
+        )
+        return {
+            "chars": chars,
+            "logprob": logprob,
+            "bpc": stats.bpc,
+            "perplexity": stats.perplexity,
+            "unknown": unknown,
+            "seconds": round(stats.seconds, 4),
+            name: units,
+            "symbols": symbols,
+        }
+
+
+def _bpc(logprob: float, chars: int) -> float | None:
+    return -logprob / chars / math.log(2) if chars else None

@@ -1,0 +1,481 @@
+"""chargen serve: the real server (uvicorn, in its own process, on a free loopback port), exercised
+with httpx over HTTP: every endpoint, streaming, the same seed alone and under load, a bounded load
+test with bad bodies and clients that leave mid-stream, tokens, Ctrl-C, and the playground in a
+headless Chromium."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from chargen.cli import app
+from chargen.errors import ConfigError
+from chargen.records import TrainSummary
+from chargen.serve.requests import Limits, check_binding, is_loopback, parse_generate
+
+httpx = pytest.importorskip("httpx")
+pytest.importorskip("uvicorn")
+pytest.importorskip("starlette")
+
+REPO = Path(__file__).resolve().parents[1]
+TOKEN = "s3cret-token"
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Served:
+    """`chargen serve` in a subprocess, as a user starts it."""
+
+    def __init__(self, run: Path, *args: str) -> None:
+        self.port = _free_port()
+        self.interrupted = False
+        self.url = f"http://127.0.0.1:{self.port}"
+        env = {**os.environ, "PYTHONPATH": str(REPO)}
+        command = [
+            sys.executable,
+            "-m",
+            "chargen",
+            "serve",
+            "--model",
+            str(run),
+            "--port",
+            str(self.port),
+            *args,
+        ]
+        self.process = subprocess.Popen(
+            command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+        )
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise AssertionError(f"the server exited: {self.process.stderr.read()}")  # type: ignore[union-attr]
+            try:
+                if httpx.get(self.url + "/healthz", timeout=2).status_code == 200:
+                    return
+            except httpx.HTTPError:
+                time.sleep(0.2)
+        self.stop()
+        raise AssertionError("the server did not start in 120 s")
+
+    def rss(self) -> int:
+        """Resident memory of the server process, in kB."""
+        for line in Path(f"/proc/{self.process.pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+        raise AssertionError("no VmRSS")
+
+    def interrupt(self) -> None:
+        """Ctrl-C, once: a second one would make uvicorn quit without finishing its shutdown."""
+        if self.process.poll() is None and not self.interrupted:
+            self.process.send_signal(signal.SIGINT)
+            self.interrupted = True
+
+    def stop(self) -> tuple[int, str]:
+        self.interrupt()
+        try:
+            _, err = self.process.communicate(timeout=30)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            _, err = self.process.communicate()
+        return self.process.returncode, err
+
+
+@pytest.fixture(scope="module")
+def server(tiny_run: TrainSummary) -> Iterator[Served]:
+    served = Served(tiny_run.run_dir, "--max-queue", "48", "--max-n", "4", "--max-length", "100000")
+    yield served
+    served.stop()
+
+
+def sse(response: httpx.Response) -> Iterator[tuple[str, dict]]:
+    """The (event, data) pairs of a Server-Sent Events response, as they arrive."""
+    name, data = "message", ""
+    for line in response.iter_lines():
+        if line.startswith("event: "):
+            name = line[7:]
+        elif line.startswith("data: "):
+            data += line[6:]
+        elif line == "" and data:
+            yield name, json.loads(data)
+            name, data = "message", ""
+
+
+def generate(url: str, body: dict, **kw) -> httpx.Response:
+    return httpx.post(url + "/v1/generate", json=body, timeout=60, **kw)
+
+
+def streamed(url: str, body: dict) -> tuple[str, list[dict], dict]:
+    """Row 0's text, its piece events and the final event of a streamed generation."""
+    pieces, final = [], {}
+    with httpx.stream("POST", url + "/v1/generate", json={**body, "stream": True}, timeout=60) as response:
+        assert response.status_code == 200, response.read()
+        assert response.headers["content-type"].startswith("text/event-stream")
+        for name, data in sse(response):
+            if name == "piece":
+                pieces.append(data)
+            else:
+                final = {"event": name, **data}
+    return "".join(p["text"] for p in pieces if p["row"] == 0), pieces, final
+
+
+# --- requests, no server ------------------------------------------------------------------------
+
+
+def test_requests_are_checked_field_by_field() -> None:
+    limits = Limits(max_length=100, max_n=2)
+    ok = parse_generate({"prefix": "a", "length": 5, "temperature": 1, "n": 2, "stream": True}, limits, False)
+    assert ok.sample.num_samples == 2 and ok.stream and ok.items is None
+    for body, field in [
+        ({"length": 101}, "length"),
+        ({"n": 3}, "n"),
+        ({"n": 0}, "n"),
+        ({"length": "5"}, "length"),
+        ({"length": True}, "length"),
+        ({"temperature": -1}, "temperature"),
+        ({"top_p": 0}, "top_p"),
+        ({"prefix": 5}, "prefix"),
+        ({"file": "/etc/passwd"}, "file"),
+        ({"model": "runs/other"}, "model"),
+        ({"items": 3}, "items"),
+        ({"stop": ""}, "stop"),
+    ]:
+        with pytest.raises(ConfigError) as caught:
+            parse_generate(body, limits, listed=False)
+        assert caught.value.field == field and f"`{field}`" in str(caught.value), (body, str(caught.value))
+    with pytest.raises(ConfigError, match="`n`"):
+        parse_generate({"n": 2}, limits, listed=True)
+
+
+def test_only_loopback_binds_without_a_token() -> None:
+    assert is_loopback("127.0.0.1") and is_loopback("::1") and is_loopback("localhost")
+    assert not is_loopback("0.0.0.0") and not is_loopback("192.168.1.2") and not is_loopback("example.org")
+    check_binding("127.0.0.1", None, False)
+    check_binding("0.0.0.0", "t", False)
+    check_binding("0.0.0.0", None, True)
+    with pytest.raises(ConfigError, match="`token"):
+        check_binding("0.0.0.0", None, False)
+
+
+def test_the_cli_refuses_a_public_address_without_a_token(tiny_run: TrainSummary) -> None:
+    result = CliRunner().invoke(app, ["serve", "--model", str(tiny_run.run_dir), "--host", "0.0.0.0"])
+    assert result.exit_code == 2, result.output
+    assert "--token" in result.output and "--insecure-no-token" in result.output
+    assert len(result.output.strip().splitlines()) == 1
+
+
+# --- the real server ----------------------------------------------------------------------------
+
+
+def test_health_model_and_page(server: Served, tiny_run: TrainSummary) -> None:
+    assert httpx.get(server.url + "/healthz").json()["status"] == "ok"
+    described = httpx.get(server.url + "/v1/model").json()
+    info = CliRunner().invoke(app, ["info", str(tiny_run.run_dir), "--json"])
+    expected = json.loads(info.output)
+    assert described["model"] == expected["model"] and described["vocab"] == expected["vocab"]
+    page = httpx.get(server.url + "/")
+    assert page.status_code == 200 and "<title>chargen playground</title>" in page.text
+    assert "http://" not in page.text and "https://" not in page.text  # nothing from elsewhere
+    missing = httpx.get(server.url + "/v1/nothing")
+    assert missing.status_code == 404 and "error" in missing.json()
+
+
+def test_generate_matches_chargen_sample(server: Served, tiny_run: TrainSummary) -> None:
+    body = {"prefix": "The ", "length": 80, "temperature": 0.9, "seed": 7, "n": 3}
+    answer = generate(server.url, body)
+    assert answer.status_code == 200, answer.text
+    data = answer.json()
+    assert len(data["texts"]) == 3 and all(len(t) == 80 for t in data["texts"]) and data["seed"] == 7
+    assert data["chars"] == 240
+    again = generate(server.url, body).json()
+    assert again["texts"] == data["texts"]
+    result = CliRunner().invoke(
+        app,
+        [
+            "sample",
+            "--model",
+            str(tiny_run.run_dir),
+            "--prefix",
+            "The ",
+            "--length",
+            "80",
+            "--temperature",
+            "0.9",
+            "--seed",
+            "7",
+            "--num-samples",
+            "3",
+        ],
+    )
+    assert result.exit_code == 0, result.output
+    # chargen sample prints each sample after the prefix; the server's picks come from the same
+    # generator and noise, so the texts agree (the batched arithmetic may differ in the last bit
+    # only for 1-3 rows, which padding avoids; here 3 rows in both).
+    for text in data["texts"]:
+        assert text in result.output
+
+
+def test_stop_and_top_k(server: Served) -> None:
+    data = generate(server.url, {"prefix": "The", "length": 400, "seed": 1, "stop": "e", "n": 2}).json()
+    assert all("e" not in text and len(text) < 400 for text in data["texts"]), data
+    greedy = generate(server.url, {"prefix": "The", "length": 50, "temperature": 0}).json()["texts"][0]
+    assert (
+        generate(server.url, {"prefix": "The", "length": 50, "temperature": 0, "seed": 9}).json()["texts"][0]
+        == greedy
+    )
+    top1 = generate(
+        server.url, {"prefix": "The", "length": 50, "top_k": 1, "seed": 4, "temperature": 1.5}
+    ).json()
+    assert top1["texts"][0] == greedy
+
+
+def test_streaming_sends_pieces_with_probabilities_then_counts(server: Served) -> None:
+    body = {"prefix": "The ", "length": 100, "temperature": 0.8, "seed": 11}
+    text, pieces, final = streamed(server.url, body)
+    assert final["event"] == "done" and final["chars"] == 100 and final["first_char_seconds"] >= 0
+    assert len(pieces) >= 2 and pieces[0]["text"]  # the first character comes at once, the rest in pieces
+    assert text == generate(server.url, body).json()["texts"][0]
+    for piece in pieces:
+        assert len(piece["probs"]) == len(piece["text"]) == len(piece["top"])
+        for char, p, top in zip(piece["text"], piece["probs"], piece["top"], strict=True):
+            assert 0 < p <= 1 and len(top) == 5
+            probs = [q for _, q in top]
+            assert probs == sorted(probs, reverse=True) and p <= probs[0] + 1e-6
+            if char in [c for c, _ in top]:
+                assert abs(dict(top)[char] - p) < 1e-4
+
+
+def test_score_gives_per_character_logprobs_as_chargen_score(
+    server: Served, tiny_run: TrainSummary, tmp_path: Path
+) -> None:
+    text = "The lamp at the point\nwas lit at dusk.\n"
+    data = httpx.post(server.url + "/v1/score", json={"text": text}).json()
+    assert data["chars"] == len(text) - 1 and len(data["symbols"]) == len(text) - 1
+    assert abs(sum(lp for _, lp in data["symbols"]) - data["logprob"]) < 1e-3
+    (tmp_path / "t.txt").write_text(text)
+    result = CliRunner().invoke(
+        app, ["score", "--model", str(tiny_run.run_dir), str(tmp_path / "t.txt"), "--json"]
+    )
+    assert result.exit_code == 0, result.output
+    lines = [json.loads(line) for line in result.output.splitlines() if line.startswith("{")]
+    for ours, theirs in zip(data["lines"], lines, strict=True):
+        assert ours["chars"] == theirs["chars"] and abs(ours["logprob"] - theirs["logprob"]) < 1e-3
+    bad = httpx.post(server.url + "/v1/score", json={"text": "\u4e00\u4e01"})
+    assert bad.status_code == 422 and bad.json()["field"] == "text"
+
+
+def test_bad_requests_are_refused_naming_the_problem(server: Served) -> None:
+    cases = [
+        ({"length": 100001}, 422, "length"),
+        ({"n": 5}, 422, "n"),
+        ({"temperature": "hot"}, 422, "temperature"),
+        ({"path": "/etc/passwd"}, 422, "path"),
+        ({"prefix": "\u4e00"}, 422, "prefix"),
+    ]
+    for body, status, field in cases:
+        answer = generate(server.url, body)
+        assert answer.status_code == status and answer.json()["field"] == field, (body, answer.text)
+    for raw in [b"{", b"[1, 2]", b"\xff\xfe", b""]:
+        answer = httpx.post(server.url + "/v1/generate", content=raw)
+        assert answer.status_code == 400 and "error" in answer.json(), raw
+    huge = httpx.post(server.url + "/v1/score", json={"text": "a" * 300_000})
+    assert huge.status_code == 413 and "max_body" in huge.json()["error"]
+    assert httpx.get(server.url + "/v1/generate").status_code == 405
+    assert httpx.get(server.url + "/healthz").json()["status"] == "ok"
+
+
+def test_the_same_seed_gives_the_same_text_alone_and_under_load(server: Served) -> None:
+    body = {"prefix": "The lamp ", "length": 300, "temperature": 1.0, "top_p": 0.95, "seed": 1234}
+    alone = generate(server.url, body).json()["texts"][0]
+    others = [
+        {"prefix": p, "length": 200 + 37 * i, "temperature": 0.7 + 0.1 * (i % 4), "seed": i, "n": 1 + i % 3}
+        for i, p in enumerate(["a", "The ", "", "was ", "at ", "he "] * 2)
+    ]
+    with ThreadPoolExecutor(16) as pool:
+        background = [pool.submit(generate, server.url, b) for b in others]
+        time.sleep(0.05)
+        loaded = [pool.submit(streamed, server.url, body) for _ in range(3)]
+        texts = [f.result()[0] for f in loaded]
+        assert all(f.result().status_code == 200 for f in background)
+    assert texts == [alone] * 3
+
+
+def _one(url: str, i: int) -> tuple[str, object]:
+    """One request of the load test: good, bad, or leaving mid-stream, by i."""
+    kind = i % 5
+    if kind == 0:
+        answer = generate(url, {"prefix": "The ", "length": 60, "seed": i, "n": 2})
+        ok = answer.status_code == 200 and [len(t) for t in answer.json()["texts"]] == [60, 60]
+        return "good", ok or answer.text
+    if kind == 1:
+        text, _, final = streamed(url, {"prefix": "at ", "length": 80, "seed": i})
+        return "good", (len(text) == 80 and final["event"] == "done") or final
+    if kind == 2:
+        body = [{"length": -1}, {"n": "two"}, {"seed": 1.5}, {"colour": 1}][i % 4]
+        answer = generate(url, body)
+        field = next(iter(body))
+        return "bad", (answer.status_code == 422 and answer.json().get("field") == field) or answer.text
+    if kind == 3:
+        with httpx.stream(
+            "POST", url + "/v1/generate", json={"length": 3000, "stream": True, "seed": i}, timeout=60
+        ) as r:
+            for name, _ in sse(r):
+                if name == "piece":
+                    break  # leave mid-stream: the server must free the rows
+        return "left", True
+    answer = httpx.post(url + "/v1/score", json={"text": "The lamp was lit.\nAt dusk.\n"}, timeout=60)
+    return "good", (answer.status_code == 200 and answer.json()["chars"] > 0) or answer.text
+
+
+def test_bounded_load_answers_all_and_keeps_memory_flat(server: Served) -> None:
+    def round_(start: int) -> list[tuple[str, object]]:
+        with ThreadPoolExecutor(32) as pool:
+            return list(pool.map(lambda i: _one(server.url, i), range(start, start + 100)))
+
+    first = round_(0)
+    rss_first = server.rss()
+    second = round_(100)
+    rss_second = server.rss()
+    results = first + second
+    assert len(results) == 200
+    failures = [(kind, result) for kind, result in results if result is not True]
+    assert not failures, failures[:5]
+    # Every slot freed, clients that left included: the queue drains to nothing.
+    deadline = time.monotonic() + 10
+    while httpx.get(server.url + "/healthz").json()["queue"] and time.monotonic() < deadline:
+        time.sleep(0.1)
+    health = httpx.get(server.url + "/healthz").json()
+    assert health == {**health, "status": "ok", "queue": 0, "alive": True}
+    assert rss_second - rss_first < 20_000, (rss_first, rss_second)  # kB: no growth beyond noise
+
+
+def test_a_full_queue_answers_503_with_retry_after(tiny_run: TrainSummary) -> None:
+    served = Served(tiny_run.run_dir, "--max-queue", "2", "--token", TOKEN, "--max-length", "100000")
+    try:
+        auth = {"Authorization": f"Bearer {TOKEN}"}
+        # tokens: none, wrong, right
+        assert httpx.get(served.url + "/v1/model").status_code == 401
+        wrong = httpx.get(served.url + "/v1/model", headers={"Authorization": "Bearer nope"})
+        assert wrong.status_code == 401 and "error" in wrong.json()
+        assert generate(served.url, {"length": 5}).status_code == 401
+        assert httpx.get(served.url + "/v1/model", headers=auth).status_code == 200
+        # two long streams fill the queue; a third is told to come back
+        streams = [
+            httpx.stream(
+                "POST",
+                served.url + "/v1/generate",
+                json={"length": 100000, "stream": True},
+                headers=auth,
+                timeout=60,
+            )
+            for _ in range(2)
+        ]
+        responses = [s.__enter__() for s in streams]
+        events = [sse(r) for r in responses]  # one reader each: dropping one would close its stream
+        for each in events:
+            next(each)
+        busy = generate(served.url, {"length": 5}, headers=auth)
+        assert busy.status_code == 503 and busy.headers["retry-after"] == "1"
+        # Ctrl-C: the streams end with an error event, and the server exits
+        served.interrupt()
+        for each in events:
+            names = [name for name, _ in each]
+            assert names[-1] == "error", names[-3:]
+        for s in streams:
+            s.__exit__(None, None, None)
+    finally:
+        code, err = served.stop()
+    assert code in (0, 130), err
+    assert "Traceback" not in err, err
+
+
+# --- the playground in a browser ----------------------------------------------------------------
+
+
+def test_the_playground_streams_coloured_text_and_stops(server: Served) -> None:
+    if not (shutil.which("chromium") or shutil.which("chromium-browser")) or not shutil.which("chromedriver"):
+        pytest.skip("chromium and chromedriver are not installed (apt-get install chromium chromium-driver)")
+    webdriver = pytest.importorskip("selenium.webdriver")
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    options = webdriver.ChromeOptions()
+    for flag in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--disable-gpu"):
+        options.add_argument(flag)
+    options.binary_location = shutil.which("chromium") or shutil.which("chromium-browser") or ""
+    options.set_capability("goog:loggingPrefs", {"performance": "ALL"})
+    service = webdriver.ChromeService(executable_path=shutil.which("chromedriver"))
+    browser = webdriver.Chrome(options=options, service=service)
+    try:
+        browser.get(server.url + "/")
+        wait = WebDriverWait(browser, 30)
+        wait.until(lambda b: "parameters" in b.find_element(By.ID, "model").text)
+        browser.find_element(By.ID, "prefix").send_keys("The lamp ")
+        # long enough to be stopped long before its end, however fast the machine
+        browser.execute_script("const e = document.getElementById('length'); e.max = 1e5; e.value = 1e5")
+        browser.find_element(By.ID, "generate").click()
+        wait.until(lambda b: len(b.find_elements(By.CSS_SELECTOR, "#out span.c")) >= 20)
+        first = browser.find_elements(By.CSS_SELECTOR, "#out span.c")[0]
+        assert first.get_attribute("style").startswith("background")
+        assert "likeliest" in first.get_attribute("title")
+        browser.find_element(By.ID, "stop").click()
+        wait.until(lambda b: b.find_element(By.ID, "status").text == "stopped")
+        count = len(browser.find_elements(By.CSS_SELECTOR, "#out span.c"))
+        assert 20 <= count < 100000
+        time.sleep(0.5)
+        assert len(browser.find_elements(By.CSS_SELECTOR, "#out span.c")) == count  # nothing more came
+        assert browser.find_element(By.ID, "generate").is_enabled()
+        urls = set()
+        for entry in browser.get_log("performance"):
+            message = json.loads(entry["message"])["message"]
+            if message["method"] == "Network.requestWillBeSent":
+                urls.add(message["params"]["request"]["url"])
+        assert urls and all(u.startswith(server.url) for u in urls), urls
+    finally:
+        browser.quit()
+
+
+def test_a_list_run_serves_items_as_chargen_sample_makes_them(tmp_path: Path) -> None:
+    from chargen.config import TextConfig, TrainConfig
+    from chargen.training import train
+    from tests.conftest import TINY_MODEL, corpus_from_text
+
+    names = "\n".join(["emma", "olivia", "ava", "mia", "sophia", "isabella", "amelia", "harper"] * 30)
+    corpus = corpus_from_text(tmp_path, names, "names", TextConfig(items="lines"))
+    steps = TrainConfig(batch_size=8, bptt=32, max_steps=20, eval_every=20, log_every=10, seed=0)
+    run = train(corpus, TINY_MODEL, steps, out=tmp_path / "names-run").run_dir
+    served = Served(run)
+    try:
+        answer = generate(served.url, {"items": 6, "seed": 5, "prefix": "a"})
+        assert answer.status_code == 200, answer.text
+        items = answer.json()["items"]
+        result = CliRunner().invoke(
+            app, ["sample", "--model", str(run), "--items", "6", "--seed", "5", "--prefix", "a", "--json"]
+        )
+        assert result.exit_code == 0, result.output
+        expected = [json.loads(line) for line in result.output.splitlines() if line.startswith("{")]
+        assert [i["text"] for i in items] == [i["text"] for i in expected]
+        assert all(i["text"].startswith("a") for i in items)
+        with httpx.stream("POST", served.url + "/v1/generate", json={"items": 3, "stream": True}) as response:
+            events = list(sse(response))
+        assert [name for name, _ in events].count("item") == 3 and events[-1][0] == "done"
+        scored = httpx.post(served.url + "/v1/score", json={"text": "emma\nava\n"}).json()
+        assert [u["chars"] for u in scored["items"]] == [5, 4] and len(scored["symbols"]) == 9
+        assert generate(served.url, {"n": 2}).json()["field"] == "n"
+    finally:
+        served.stop()
