@@ -193,7 +193,7 @@ def item_losses(
     spans = ItemSpans.of(ids, end_id)
     world = world or World()
     order = np.argsort(spans.steps, kind="stable")
-    groups = [order[k : k + batch] for k in range(0, len(order), batch)]
+    groups = _groups(order, spans.steps, batch)
     ids = np.asarray(ids)
     losses = np.zeros(len(spans), dtype=np.float64)
     was_training = model.training
@@ -217,6 +217,19 @@ def item_losses(
         losses[group] = total.cpu().numpy()
     model.train(was_training)
     return losses
+
+
+def _groups(order: np.ndarray, steps: np.ndarray, batch: int, cells: int = 1 << 22) -> list[np.ndarray]:
+    """Items in order of length, cut into groups of at most `batch`, and of at most `cells` padded
+    positions (a group of long documents holds fewer, so memory stays bounded)."""
+    groups, start = [], 0
+    while start < len(order):
+        end = min(start + batch, len(order))
+        while end - start > 1 and (end - start) * int(steps[order[end - 1]]) > cells:
+            end = start + max(1, (end - start) // 2)
+        groups.append(order[start:end])
+        start = end
+    return groups
 
 
 def evaluate_items(

@@ -284,3 +284,14 @@ def test_asking_for_more_new_items_than_the_model_finds_is_one_line(word_file: P
     assert result.stderr.startswith("Error: found only") and result.stderr.count("\n") == 1
     result = CliRunner().invoke(app, ["sample", "--model", str(run), "--items", "0"])
     assert result.exit_code != 0 and "--items" in result.stderr
+
+
+def test_long_items_are_scored_in_smaller_groups() -> None:
+    from chargen.evaluate import _groups
+
+    steps = np.array([5] * 10 + [1000] * 10)
+    order = np.argsort(steps, kind="stable")
+    groups = _groups(order, steps, batch=8, cells=4000)
+    assert sorted(np.concatenate(groups).tolist()) == list(range(20))  # every item once
+    assert all(len(g) * steps[g].max() <= 4000 or len(g) == 1 for g in groups)
+    assert max(len(g) for g in groups) == 8  # short ones still side by side

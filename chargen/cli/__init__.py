@@ -6,6 +6,7 @@ tables.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import sys
 from pathlib import Path
@@ -262,6 +263,7 @@ def sample(
     with user_errors(ctx, {"prefix": "--prefix-file"} if prefix_file and not both else None):
         from chargen.checkpoint import load_model_weights, load_run
         from chargen.device import resolve_device
+        from chargen.items import default_max_length
         from chargen.runs import adapt_run_on, novelty_index, verbatim_shares
         from chargen.sample import decode_prefix, encode_prefix, read_prefix, sample_batch, sample_stream
 
@@ -281,6 +283,8 @@ def sample(
         torch_device = resolve_device(device)
         net = load_model_weights(run, torch_device)
         if listed and adapt_on is None:
+            if "max_length" not in opt.given(ctx, leave_out=()):  # a document is longer than a line
+                config = dataclasses.replace(config, max_length=default_max_length(run.text_config.items))
             _sample_items(run, net, config, 10 if items is None else items, new, as_json, torch_device)
             return
         index = novelty_index(run) if novelty else None  # a missing training text fails before sampling

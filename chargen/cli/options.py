@@ -171,7 +171,12 @@ NewItems = Annotated[
     ),
 ]
 MaxLength = Annotated[
-    int, typer.Option(help="With --items: cut an item off after this many characters, >= 1.")
+    int,
+    typer.Option(
+        help="With --items: cut an item off after this many characters, >= 1. Default: 200 for a list "
+        "of lines, 4,000 for files, paragraphs or separated items.",
+        show_default=False,
+    ),
 ]
 ItemsJson = Annotated[
     bool,
