@@ -60,7 +60,7 @@ def generate_items(
     if count < 1:
         raise ConfigError(f"`items` must be at least 1, not {count}", "items")
     end = int(vocab.encode(END)[0])
-    prefix = vocab.encode(prepare(config.prefix, text_config or TextConfig()), "prefix", config.unknown)
+    prefix = vocab.encode(prepare(config.prefix, text_config or TextConfig()), "`prefix`", config.unknown)
     if end in prefix.tolist():
         raise SampleError("the prefix holds the end-of-item symbol")
     context = torch.from_numpy(np.concatenate([[end], prefix]).astype(np.int64)).to(device)

@@ -40,7 +40,8 @@ class Position:
     step: int = 0  # optimiser steps taken
     epoch_index: int = 0  # whole passes over the training split
     window: int = 0  # windows taken in the current pass
-    offset: int = -1  # where the current pass's windows start, in [0, bptt); -1 before it starts
+    offset: int = -1  # where the current pass's windows start, in [0, bptt), or a list's seed for the
+    # order of its items in this pass (data.ItemBatches); -1 before it starts
     chars: int = 0  # training characters seen, by all processes together
     train_seconds: float = 0.0  # time spent training, evaluation excluded (as of the last save)
     best: LossStats | None = None  # the lowest validation loss so far (characters and loss only)
