@@ -12,7 +12,7 @@ import numpy as np
 import torch
 
 from chargen.errors import CorpusError
-from chargen.items import ItemSpans
+from chargen.items import IGNORE, ItemSpans
 
 
 def split_ids(ids: np.ndarray, val_fraction: float) -> tuple[np.ndarray, np.ndarray]:
@@ -100,9 +100,6 @@ class StreamBatches:
             x = np.ascontiguousarray(inputs[start : start + self.bptt], dtype=np.int64)  # (T, B)
             y = np.ascontiguousarray(targets[start : start + self.bptt], dtype=np.int64)  # (T, B)
             yield Window(torch.from_numpy(x), torch.from_numpy(y), None, len(x) * self.batch_size)
-
-
-IGNORE = -100  # a target the loss leaves out: cross_entropy's default ignore_index
 
 
 class Window(NamedTuple):
@@ -196,7 +193,7 @@ class ItemBatches:
             if window + n <= start_window:
                 window += n
                 continue
-            x, y = self._lay_out(batch, n * self.bptt)  # (n * bptt, B)
+            x, y = self.spans.padded(self.ids, batch, n * self.bptt, self.end_id)  # (n * bptt, B)
             for k in range(n):
                 if window >= start_window:
                     xk, yk = x[k * self.bptt : (k + 1) * self.bptt], y[k * self.bptt : (k + 1) * self.bptt]
@@ -209,17 +206,6 @@ class ItemBatches:
                         int(counted.sum()),
                     )
                 window += 1
-
-    def _lay_out(self, batch: np.ndarray, length: int) -> tuple[np.ndarray, np.ndarray]:
-        """Inputs and targets (length, B) of a batch's items, each from its END, padded."""
-        starts, steps = self.spans.starts[batch], self.spans.steps[batch]
-        t = np.arange(length)[:, None]  # (L, 1)
-        inside = t < steps[None, :]  # (L, B)
-        positions = np.where(inside, starts[None, :] - 1 + t, 0)  # the END before each item, then on
-        ids = np.asarray(self.ids)
-        x = np.where(inside, ids[positions].astype(np.int64), self.end_id)
-        y = np.where(inside, ids[np.minimum(positions + 1, len(ids) - 1)].astype(np.int64), IGNORE)
-        return x, y
 
 
 Batches = StreamBatches | ItemBatches

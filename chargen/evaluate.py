@@ -194,18 +194,12 @@ def item_losses(
     world = world or World()
     order = np.argsort(spans.steps, kind="stable")
     groups = _groups(order, spans.steps, batch)
-    ids = np.asarray(ids)
     losses = np.zeros(len(spans), dtype=np.float64)
     was_training = model.training
     model.eval()
     for group in groups[world.share(len(groups))]:
-        steps = spans.steps[group]
-        t = np.arange(int(steps.max()))[:, None]  # (L, 1)
-        inside = t < steps[None, :]  # (L, B)
-        positions = np.where(inside, spans.starts[group][None, :] - 1 + t, 0)
-        x = torch.from_numpy(np.where(inside, ids[positions].astype(np.int64), end_id)).to(device)
-        targets = np.where(inside, ids[np.where(inside, positions + 1, 0)].astype(np.int64), -100)
-        y = torch.from_numpy(targets).to(device)  # -100: not scored
+        inputs, targets = spans.padded(ids, group, int(spans.steps[group].max()), end_id)  # (L, B)
+        x, y = torch.from_numpy(inputs).to(device), torch.from_numpy(targets).to(device)
         state, total = None, torch.zeros(len(group), dtype=torch.float64, device=device)
         for start in range(0, x.shape[0], window):
             with autocast_to(autocast, torch.device(device).type):

@@ -5,7 +5,6 @@ so that the old characters' predictions are unchanged at the start. Knows nothin
 
 from __future__ import annotations
 
-import hashlib
 import math
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -14,6 +13,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from chargen.catalogue import file_sha256
 from chargen.checkpoint import BEST, CHECKPOINT, Run, load_model_weights, load_run
 from chargen.config import ModelConfig, TextConfig
 from chargen.corpus import Corpus, Source, load_corpus
@@ -152,11 +152,8 @@ def grown_weights(
 
 def parent_record(run: Run) -> Parent:
     file = run.path / BEST if (run.path / BEST).exists() else run.path / CHECKPOINT
-    digest = hashlib.sha256()
     try:
-        with open(file, "rb") as f:
-            for block in iter(lambda: f.read(1 << 20), b""):
-                digest.update(block)
+        digest = file_sha256(file)
     except OSError as err:
         raise RunError(f"cannot read {file}: {err.strerror}") from err
-    return Parent(str(run.path.resolve()), digest.hexdigest(), file.name)
+    return Parent(str(run.path.resolve()), digest, file.name)

@@ -14,7 +14,7 @@ END is the NUL character: text.py refuses NUL in every corpus, so it never stand
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -25,6 +25,7 @@ from chargen.errors import CorpusError
 from chargen.text import Preparer, prepare, read_chunks, read_text
 
 END = "\x00"
+IGNORE = -100  # a target the loss leaves out: cross_entropy's default ignore_index
 SPLIT_SEED = 0  # the held-out items are the same for every run of a list, whatever its seed
 # How long a sampled item may grow before it is cut off, unless asked: a line is short, a file or a
 # paragraph may be a page.
@@ -155,6 +156,23 @@ class ItemSpans:
     def steps(self) -> np.ndarray:
         """(N,) characters each item predicts: its own and its END."""
         return self.ends - self.starts + 1
+
+    def texts(self, ids: np.ndarray, decode: Callable[[np.ndarray], str]) -> list[str]:
+        """Every item's text (without its END), decoded by `decode` (a vocabulary's)."""
+        return [decode(ids[s:e]) for s, e in zip(self.starts.tolist(), self.ends.tolist(), strict=True)]
+
+    def padded(
+        self, ids: np.ndarray, chosen: np.ndarray, length: int, end_id: int
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Inputs and targets (length, B) int64 of the `chosen` items side by side, each read from
+        its END; past an item's end the input is END and the target IGNORE."""
+        ids = np.asarray(ids)
+        t = np.arange(length)[:, None]  # (L, 1)
+        inside = t < self.steps[chosen][None, :]  # (L, B)
+        positions = np.where(inside, self.starts[chosen][None, :] - 1 + t, 0)  # the END, then on
+        x = np.where(inside, ids[positions].astype(np.int64), end_id)
+        y = np.where(inside, ids[np.where(inside, positions + 1, 0)].astype(np.int64), IGNORE)
+        return x, y
 
     @classmethod
     def of(cls, ids: np.ndarray, end_id: int) -> ItemSpans:

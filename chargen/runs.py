@@ -233,10 +233,7 @@ def listed_items(run: Run) -> set[str]:
     if end is None:
         raise RunError(f"{run.path} was trained on one text, not on a list of items")
     ids = _corpus_ids(run)
-    spans = ItemSpans.of(ids, end)
-    return {
-        run.vocab.decode(ids[s:e]) for s, e in zip(spans.starts.tolist(), spans.ends.tolist(), strict=True)
-    }
+    return set(ItemSpans.of(ids, end).texts(ids, run.vocab.decode))
 
 
 def novelty_index(run: Run) -> NgramIndex:

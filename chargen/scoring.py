@@ -165,7 +165,7 @@ def score_items(
     start = time.perf_counter()
     spans = ItemSpans.of(ids, end_id)
     losses = item_losses(model, ids, end_id, device, autocast)
-    units = [vocab.decode(ids[s:e]) for s, e in zip(spans.starts.tolist(), spans.ends.tolist(), strict=True)]
+    units = spans.texts(ids, vocab.decode)
     return Scores(units, spans.steps, -losses, unknown, time.perf_counter() - start, unit="item")
 
 
