@@ -154,12 +154,19 @@ def test_requests_are_checked_field_by_field() -> None:
         ({"model": "runs/other"}, "model"),
         ({"items": 3}, "items"),
         ({"stop": ""}, "stop"),
+        ({"alternatives": "yes", "stream": True}, "alternatives"),
+        ({"alternatives": 1, "stream": True}, "alternatives"),
+        ({"alternatives": True}, "alternatives"),  # they come only with a stream
     ]:
         with pytest.raises(ConfigError) as caught:
             parse_generate(body, limits, listed=False)
         assert caught.value.field == field and f"`{field}`" in str(caught.value), (body, str(caught.value))
     with pytest.raises(ConfigError, match="`n`"):
         parse_generate({"n": 2}, limits, listed=True)
+    with pytest.raises(ConfigError, match="`alternatives`"):
+        parse_generate({"alternatives": True, "stream": True}, limits, listed=True)
+    asked = parse_generate({"stream": True, "alternatives": True}, limits, False)
+    assert asked.alternatives and not parse_generate({"stream": True}, limits, False).alternatives
 
 
 def test_only_loopback_binds_without_a_token() -> None:
@@ -250,6 +257,13 @@ def test_streaming_sends_pieces_with_probabilities_then_counts(server: Served) -
     assert final["event"] == "done" and final["chars"] == 100 and final["first_char_seconds"] >= 0
     assert len(pieces) >= 2 and pieces[0]["text"]  # the first character comes at once, the rest in pieces
     assert text == generate(server.url, body).json()["texts"][0]
+    for piece in pieces:  # no alternatives unless asked for: a bot does not pay for them
+        assert len(piece["probs"]) == len(piece["text"]) and "top" not in piece
+    probs = [p for piece in pieces for p in piece["probs"]]
+    # Asked for, the alternatives come beside the same text and probabilities.
+    text_too, pieces, final = streamed(server.url, {**body, "alternatives": True})
+    assert text_too == text and [p for piece in pieces for p in piece["probs"]] == probs
+    assert final["event"] == "done" and final["chars"] == 100
     for piece in pieces:
         assert len(piece["probs"]) == len(piece["text"]) == len(piece["top"])
         for char, p, top in zip(piece["text"], piece["probs"], piece["top"], strict=True):

@@ -49,7 +49,7 @@ from chargen.vocab import Tokenizer
 
 MIN_ROWS = 4  # see above: fewer rows would change the arithmetic
 CHUNK = 64  # steps of Gumbel noise drawn at a time, as sample.Picker draws it
-TOP = 5  # alternatives a stream reports per character
+TOP = 5  # alternatives a stream reports per character, when its request asks
 STREAM_CHARS = 16  # a stream's event carries at most this many characters...
 STREAM_SECONDS = 0.03  # ...or what came in this long, whichever is first (the first character at once)
 
@@ -64,7 +64,7 @@ class _Row:
     decoder: Any
     text: str = ""  # generated so far (for an item: its symbols' ids are kept instead)
     probs: list[float] = field(default_factory=list)  # per character of `text` (streams only)
-    tops: list[Top | None] = field(default_factory=list)  # likeliest alternatives, per character
+    tops: list[Top | None] = field(default_factory=list)  # likeliest alternatives, per character (if asked)
     sent: int = 0  # characters of `text` already sent
     done: bool = False
     ids: list[int] = field(default_factory=list)  # an item's symbols
@@ -332,11 +332,18 @@ class Engine:
         chosen_t = logp.gather(1, chosen.view(-1, 1)).squeeze(1)  # (B,)
         chosen_logp = chosen_t.tolist()
         chosen_p = torch.round(chosen_t.double().exp(), decimals=5).tolist()  # rounded here, not per row
-        streaming = any(job.request.stream and not job.listed for job in self.jobs)
-        tops = None
-        if streaming:
-            top_v, top_i = logp.topk(min(TOP, vocab), dim=-1)  # (B, TOP) each
-            tops = (torch.round(top_v.double().exp(), decimals=5).tolist(), top_i.tolist())
+        # The alternatives only for the rows of requests that asked for them (the playground does).
+        asked, at = [], 0
+        for job, rows in zip(self.jobs, alive, strict=True):
+            if job.request.alternatives:
+                asked.extend(range(at, at + len(rows)))
+            at += len(rows)
+        tops: dict[int, Top] = {}
+        if asked:
+            wanted = logp if len(asked) == len(logp) else logp.index_select(0, torch.tensor(asked))
+            top_v, top_i = wanted.topk(min(TOP, vocab), dim=-1)  # (rows asking, TOP) each
+            top_p = torch.round(top_v.double().exp(), decimals=5).tolist()
+            tops = dict(zip(asked, zip(top_i.tolist(), top_p, strict=True), strict=True))
         ids = chosen.tolist()
         self.steps += 1
 
@@ -345,8 +352,7 @@ class Engine:
         for job, rows in zip(self.jobs, alive, strict=True):
             for j, i in enumerate(rows):
                 r = at + j
-                top = (tops[1][r], tops[0][r]) if tops is not None and job.request.stream else None
-                self._advance(job, job.rows[i], ids[r], chosen_logp[r], chosen_p[r], top)
+                self._advance(job, job.rows[i], ids[r], chosen_logp[r], chosen_p[r], tops.get(r))
                 if not job.rows[i].done:
                     keep.append(r)
             at += len(rows)
@@ -393,6 +399,7 @@ class Engine:
         row.text += piece
         if job.request.stream:
             row.probs.extend([prob] * len(piece))
+        if job.request.alternatives:
             row.tops.extend([top] * len(piece))
         stop = job.config.stop
         if stop is not None and (at := row.text.find(stop, searched)) >= 0:
@@ -443,16 +450,10 @@ class Engine:
                 or now - job.flushed >= STREAM_SECONDS
             ):
                 continue
-            self._tell(
-                job.sink,
-                "piece",
-                {
-                    "row": i,
-                    "text": row.text[row.sent : ready],
-                    "probs": row.probs[row.sent : ready],
-                    "top": [self._named(top) for top in row.tops[row.sent : ready]],
-                },
-            )
+            piece = {"row": i, "text": row.text[row.sent : ready], "probs": row.probs[row.sent : ready]}
+            if job.request.alternatives:
+                piece["top"] = [self._named(top) for top in row.tops[row.sent : ready]]
+            self._tell(job.sink, "piece", piece)
             row.sent = ready
             job.flushed = now
 

@@ -68,6 +68,7 @@ class GenerateRequest:
     sample: SampleConfig
     items: int | None  # a list's run: how many items (None for a text run)
     stream: bool
+    alternatives: bool = False  # a stream's pieces carry the five likeliest symbols per character
 
 
 @dataclass(frozen=True)
@@ -99,9 +100,10 @@ GENERATE_FIELDS: dict[str, tuple[tuple[type, ...], str]] = {
     "max_length": _INT,
     "unknown": _STRING,
     "stream": _BOOL,
+    "alternatives": _BOOL,
 }
 SCORE_FIELDS: dict[str, tuple[tuple[type, ...], str]] = {"text": _STRING, "unknown": _STRING}
-TEXT_ONLY = ("length", "n", "stop")  # fields that make no sense for a list's run
+TEXT_ONLY = ("length", "n", "stop", "alternatives")  # fields that make no sense for a list's run
 LIST_ONLY = ("items", "max_length")  # and the other way round
 
 
@@ -156,13 +158,17 @@ def parse_generate(data: dict[str, Any], limits: Limits, listed: bool) -> Genera
         raise ConfigError(f"`items` must be at least 1, not {data['items']}", "items")
     if "seed" in data and not 0 <= data["seed"] < 2**63:
         raise ConfigError(f"`seed` must be in [0, 2**63), not {data['seed']}", "seed")
-    settings = {k: v for k, v in data.items() if k not in ("n", "items", "stream")}
+    if data.get("alternatives") and not data.get("stream"):
+        raise ConfigError(
+            "`alternatives` come with a streamed answer: send `stream: true` too", "alternatives"
+        )
+    settings = {k: v for k, v in data.items() if k not in ("n", "items", "stream", "alternatives")}
     try:
         sample = SampleConfig(**settings, num_samples=data.get("n", 1))
     except ConfigError as err:
         raise ConfigError(str(err).replace("`num_samples`", "`n`"), err.field) from None
     items = data.get("items", 10) if listed else None
-    return GenerateRequest(sample, items, data.get("stream", False))
+    return GenerateRequest(sample, items, data.get("stream", False), data.get("alternatives", False))
 
 
 def parse_score(data: dict[str, Any]) -> ScoreRequest:
