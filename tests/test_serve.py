@@ -316,16 +316,26 @@ def test_bad_requests_are_refused_naming_the_problem(server: Served) -> None:
 def test_the_same_seed_gives_the_same_text_alone_and_under_load(server: Served) -> None:
     body = {"prefix": "The lamp ", "length": 300, "temperature": 1.0, "top_p": 0.95, "seed": 1234}
     alone = generate(server.url, body).json()["texts"][0]
+    # A request with `stop` goes character by character, one without from arrays: both alone and
+    # beside each other, streamed or not, with the alternatives or without.
+    stopped = {"prefix": "at ", "length": 400, "seed": 77, "stop": "qz", "n": 2}
+    stopped_alone = generate(server.url, stopped).json()["texts"]
     others = [
         {"prefix": p, "length": 200 + 37 * i, "temperature": 0.7 + 0.1 * (i % 4), "seed": i, "n": 1 + i % 3}
         for i, p in enumerate(["a", "The ", "", "was ", "at ", "he "] * 2)
     ]
+    for i, other in enumerate(others[::3]):
+        other["stop"] = "th" if i % 2 else "e "
     with ThreadPoolExecutor(16) as pool:
         background = [pool.submit(generate, server.url, b) for b in others]
+        background += [pool.submit(streamed, server.url, {**b, "alternatives": True}) for b in others[:4]]
         time.sleep(0.05)
-        loaded = [pool.submit(streamed, server.url, body) for _ in range(3)]
+        loaded = [pool.submit(streamed, server.url, body) for _ in range(2)]
+        loaded.append(pool.submit(streamed, server.url, {**body, "alternatives": True}))
+        loaded_stopped = pool.submit(generate, server.url, stopped)
         texts = [f.result()[0] for f in loaded]
-        assert all(f.result().status_code == 200 for f in background)
+        assert all(isinstance(f.result(), tuple) or f.result().status_code == 200 for f in background)
+        assert loaded_stopped.result().json()["texts"] == stopped_alone
     assert texts == [alone] * 3
 
 

@@ -95,6 +95,30 @@ class Job:
         self.prefix_logprob = 0.0
         self.prefix_chars = 0
         self.budget = config.length  # picks per row (an item: max_length less its prefix, plus its end)
+        # A plain request (a text's run, no `stop`, each symbol one character) keeps its picks in
+        # arrays, a step a line, and makes text of them only when it sends or ends: no Python per
+        # row and step. Its rows all end together, at `budget`. The others go character by character.
+        self.plain = not self.listed and config.stop is None and engine.whole_chars
+        self.sent = 0  # steps of a plain request already sent
+        if self.plain:
+            shape, streamed = (self.budget, len(self.rows)), request.stream
+            self.picked = np.empty(shape, dtype=np.int32)  # (steps, rows): symbol ids
+            self.probs = np.empty(shape) if streamed else None  # (steps, rows): as sent, rounded
+            asked = request.alternatives
+            self.top_ids = np.empty((*shape, TOP), dtype=np.int32) if asked else None  # (steps, rows, TOP)
+            self.top_probs = np.empty((*shape, TOP)) if asked else None
+
+    def record(
+        self, ids: np.ndarray, probs: np.ndarray, top_ids: np.ndarray | None, top_probs: np.ndarray | None
+    ) -> None:
+        """A plain request's picks at this step, one per row: ids and rounded probabilities (rows,),
+        and the alternatives (rows, TOP) if it asked for them."""
+        self.picked[self.t] = ids
+        if self.probs is not None:
+            self.probs[self.t] = probs
+        if self.top_ids is not None:
+            self.top_ids[self.t], self.top_probs[self.t] = top_ids, top_probs  # type: ignore[index]
+        self.t += 1
 
     def alive(self) -> list[int]:
         """The rows still generating, in the batch's order (kept up to date by the loop)."""
@@ -134,8 +158,11 @@ class Engine:
         self.end = int(vocab.encode(END)[0]) if self.listed else -1
         self.labels = [vocab.decode([i]) for i in range(len(vocab))]  # each symbol's text, for alternatives
         self.texts = None if vocab.kind == "bytes" else list(self.labels)
+        # Plain requests make their text from arrays of ids, one character per id (Job.plain).
+        self.whole_chars = self.texts is not None and all(len(text) == 1 for text in self.texts)
         if self.listed:
             self.labels[self.end] = "(end)"
+        self.label_array = np.array(self.labels, dtype=object)  # the labels, to look up arrays of ids
         self.inbox: queue.SimpleQueue[Job | tuple[ScoreRequest, Sink] | None] = queue.SimpleQueue()
         self.jobs: list[Job] = []  # in the batch's row order
         self.stepper = CellStepper(model, model.init_state(MIN_ROWS))
@@ -310,9 +337,12 @@ class Engine:
         vocab = logits.shape[-1]
         clean = torch.nan_to_num(logits.float(), nan=0.0, posinf=1e4, neginf=-1e4)  # as Picker does
         blocks, noises, adjusted, noisy, at = [], [], False, False, 0
+        asked: list[int] = []  # the rows of requests that want the alternatives (the playground does)
         alive = [job.alive() for job in self.jobs]
         for job, rows in zip(self.jobs, alive, strict=True):
             block = clean[at : at + len(rows)]
+            if job.request.alternatives:
+                asked.extend(range(at, at + len(rows)))
             at += len(rows)
             config = job.config
             if job.listed and job.t == 0 and job.prefix_chars == 0:  # an item has at least one character
@@ -330,39 +360,51 @@ class Engine:
         chosen = picked.argmax(dim=-1)  # (B,)
         logp = F.log_softmax(logits.float(), dim=-1)  # (B, V): the model's own probabilities
         chosen_t = logp.gather(1, chosen.view(-1, 1)).squeeze(1)  # (B,)
-        chosen_logp = chosen_t.tolist()
-        chosen_p = torch.round(chosen_t.double().exp(), decimals=5).tolist()  # rounded here, not per row
-        # The alternatives only for the rows of requests that asked for them (the playground does).
-        asked, at = [], 0
-        for job, rows in zip(self.jobs, alive, strict=True):
-            if job.request.alternatives:
-                asked.extend(range(at, at + len(rows)))
-            at += len(rows)
-        tops: dict[int, Top] = {}
+        chosen_p = torch.round(chosen_t.double().exp(), decimals=5)  # (B,): rounded here, not per row
+        top_ids = top_probs = np.empty((0, TOP))
         if asked:
             wanted = logp if len(asked) == len(logp) else logp.index_select(0, torch.tensor(asked))
             top_v, top_i = wanted.topk(min(TOP, vocab), dim=-1)  # (rows asking, TOP) each
-            top_p = torch.round(top_v.double().exp(), decimals=5).tolist()
-            tops = dict(zip(asked, zip(top_i.tolist(), top_p, strict=True), strict=True))
-        ids = chosen.tolist()
+            top_ids, top_probs = top_i.numpy(), torch.round(top_v.double().exp(), decimals=5).numpy()
+        ids, probs = chosen.numpy(), chosen_p.numpy()  # (B,) each
+        per_row: tuple[list[int], list[float], list[float]] | None = None  # for the requests not plain
         self.steps += 1
+        now = time.perf_counter()
 
         keep: list[int] = []
-        at = 0
+        at = top = 0  # the job's first row in the batch, and among the rows asking for alternatives
         for job, rows in zip(self.jobs, alive, strict=True):
-            for j, i in enumerate(rows):
-                r = at + j
-                self._advance(job, job.rows[i], ids[r], chosen_logp[r], chosen_p[r], tops.get(r))
-                if not job.rows[i].done:
-                    keep.append(r)
-            at += len(rows)
-            job.t += 1
-            if job.t == job.budget:
-                for i in rows:
-                    self._end_row(job, job.rows[i])
-                keep = [r for r in keep if not (at - len(rows) <= r < at)]
-            job.live = [i for i in rows if not job.rows[i].done]
-            self._flush(job)
+            n, asks = len(rows), job.request.alternatives
+            if job.first is None:
+                job.first = now - job.began
+            if job.plain:
+                tops = (top_ids[top : top + n], top_probs[top : top + n]) if asks else (None, None)
+                job.record(ids[at : at + n], probs[at : at + n], *tops)
+                if job.t < job.budget:
+                    keep.extend(range(at, at + n))
+                else:
+                    for i in rows:
+                        job.rows[i].text, job.rows[i].done = self.vocab.decode(job.picked[:, i]), True
+                    job.live = []
+            else:
+                if per_row is None:
+                    per_row = (ids.tolist(), chosen_t.tolist(), probs.tolist())
+                symbols, logprobs, rounded = per_row
+                for j, i in enumerate(rows):
+                    r = at + j
+                    alternatives = (top_ids[top + j].tolist(), top_probs[top + j].tolist()) if asks else None
+                    self._advance(job, job.rows[i], symbols[r], logprobs[r], rounded[r], alternatives)
+                    if not job.rows[i].done:
+                        keep.append(r)
+                job.t += 1
+                if job.t == job.budget:
+                    for i in rows:
+                        self._end_row(job, job.rows[i])
+                    keep = [r for r in keep if not (at <= r < at + n)]
+                job.live = [i for i in rows if not job.rows[i].done]
+            at += n
+            top += n if asks else 0
+            self._flush(job, now)
         finished = [job for job in self.jobs if not job.alive()]
         if len(keep) < len(ids):
             self.jobs = [job for job in self.jobs if job not in finished]
@@ -380,8 +422,6 @@ class Engine:
     ) -> None:
         """Row `row` of `job` picked `symbol`, to which the model gave `logprob` (`prob`, rounded);
         `top`: the likeliest symbols there and their probabilities, for a stream."""
-        if job.first is None:
-            job.first = time.perf_counter() - job.began
         if job.listed:
             row.logprob += logprob
             if symbol == self.end:
@@ -429,11 +469,13 @@ class Engine:
             self._tell(job.sink, "item", {"index": job.rows.index(row), **item.to_dict()})
         row.item = item  # type: ignore[attr-defined]
 
-    def _flush(self, job: Job) -> None:
+    def _flush(self, job: Job, now: float) -> None:
         """Send a streaming request's new characters, a few at a time."""
         if not job.request.stream or job.listed:
             return
-        now = time.perf_counter()
+        if job.plain:
+            self._flush_plain(job, now)
+            return
         done = not job.alive()
         for i, row in enumerate(job.rows):
             ready = (
@@ -456,6 +498,33 @@ class Engine:
             self._tell(job.sink, "piece", piece)
             row.sent = ready
             job.flushed = now
+
+    def _flush_plain(self, job: Job, now: float) -> None:
+        """_flush for a plain request: its rows move together, so they are sent together."""
+        pending = job.t - job.sent
+        if pending <= 0 or not (
+            job.sent == 0
+            or job.t == job.budget
+            or pending >= STREAM_CHARS
+            or now - job.flushed >= STREAM_SECONDS
+        ):
+            return
+        steps = slice(job.sent, job.t)
+        for i in range(len(job.rows)):
+            piece = {
+                "row": i,
+                "text": self.vocab.decode(job.picked[steps, i]),
+                "probs": job.probs[steps, i].tolist(),  # type: ignore[index]
+            }
+            if job.top_ids is not None:
+                labels = self.label_array[job.top_ids[steps, i]].tolist()  # (steps, TOP)
+                probs = job.top_probs[steps, i].tolist()  # type: ignore[index]
+                piece["top"] = [
+                    [[label, p] for label, p in zip(ls, ps, strict=True)]
+                    for ls, ps in zip(labels, probs, strict=True)
+                ]
+            self._tell(job.sink, "piece", piece)
+        job.sent, job.flushed = job.t, now
 
     def _finish(self, job: Job, error: str | None) -> None:
         """The request leaves: its final event (the results, or an error) and its place in the queue."""
