@@ -83,8 +83,7 @@ class Job:
         seed = config.seed if config.seed is not None else random.SystemRandom().randrange(2**31)
         self.seed = seed
         self.generator = torch.Generator().manual_seed(seed)
-        self.noise = torch.empty(0)
-        self.used = CHUNK
+        self.used = CHUNK  # steps of its noise in the engine's bank already used (none drawn yet)
         self.live = list(range(len(self.rows)))  # rows not done
         self.t = 0  # steps taken
         self.cancelled = False  # set by the server when the client goes away
@@ -124,18 +123,12 @@ class Job:
         """The rows still generating, in the batch's order (kept up to date by the loop)."""
         return self.live
 
-    def noise_rows(self, alive: list[int], vocab: int) -> torch.Tensor | None:
-        """This step's Gumbel noise (times the temperature) for the rows still alive, drawn from the
-        request's generator in the shape sample.Picker draws it, so a seed picks as `chargen sample`'s."""
-        if self.config.temperature == 0:
-            return None
-        if self.used == CHUNK:
-            uniform = torch.rand((CHUNK, len(self.rows), vocab), generator=self.generator)
-            self.noise = uniform.log_().neg_().log_().neg_().mul_(self.config.temperature)
-            self.used = 0
-        noise = self.noise[self.used]  # (rows, V)
-        self.used += 1
-        return noise if len(alive) == len(self.rows) else noise[alive]
+    def draw(self, vocab: int) -> torch.Tensor:
+        """The next CHUNK steps of Gumbel noise (times the temperature) for every row of the request,
+        dead ones included, drawn from its generator in the shape sample.Picker draws them, so a seed
+        picks as `chargen sample`'s."""
+        uniform = torch.rand((CHUNK, len(self.rows), vocab), generator=self.generator)
+        return uniform.log_().neg_().log_().neg_().mul_(self.config.temperature)  # (CHUNK, rows, V)
 
 
 class Engine:
@@ -167,6 +160,11 @@ class Engine:
         self.jobs: list[Job] = []  # in the batch's row order
         self.stepper = CellStepper(model, model.init_state(MIN_ROWS))
         self.logits = torch.empty(0, len(vocab))  # (rows, V): what each active row picks from next
+        # Each active row's current CHUNK steps of noise, and where it is in them as a line of the
+        # bank seen as (rows * CHUNK, V): one index_select a step picks every row's noise, whatever
+        # step of its own chunk each request is at.
+        self.bank = torch.zeros(0, CHUNK, len(vocab))  # (rows, CHUNK, V); zero for temperature 0
+        self.cursor = torch.zeros(0, dtype=torch.long)  # (rows,): row * CHUNK + its step in the chunk
         self.waiting = 0  # requests submitted and not finished (the queue's length)
         self.lock = threading.Lock()
         self.closing: str | None = None
@@ -325,6 +323,12 @@ class Engine:
         self.stepper.h = rebuilt(self.stepper.h, "first_h")
         self.stepper.c = rebuilt(self.stepper.c, "first_c") if self.stepper.c else []
         self.logits = torch.cat([self.logits.index_select(0, index), *(job.first_logits for job in joined)])
+        added = rows - len(keep)  # a joining request draws its noise at its first step
+        self.bank = torch.cat(
+            [self.bank.index_select(0, index), self.bank.new_zeros(added, *self.bank.shape[1:])]
+        )
+        steps = self.cursor.index_select(0, index) - index * CHUNK  # each kept row's step in its chunk
+        self.cursor = torch.cat([steps, steps.new_zeros(added)]) + torch.arange(rows) * CHUNK
         for job in joined:
             del job.first_logits, job.first_h, job.first_c  # type: ignore[attr-defined]
         self.jobs.extend(joined)
@@ -336,27 +340,38 @@ class Engine:
         logits = self.logits  # (B, V)
         vocab = logits.shape[-1]
         clean = torch.nan_to_num(logits.float(), nan=0.0, posinf=1e4, neginf=-1e4)  # as Picker does
-        blocks, noises, adjusted, noisy, at = [], [], False, False, 0
+        picked, noisy, at = clean, False, 0
         asked: list[int] = []  # the rows of requests that want the alternatives (the playground does)
-        alive = [job.alive() for job in self.jobs]
-        for job, rows in zip(self.jobs, alive, strict=True):
-            block = clean[at : at + len(rows)]
+        for job in self.jobs:
+            rows, config = job.live, job.config
+            n = len(rows)
+            if job.used == CHUNK:  # the request's next chunk of noise into its rows of the bank
+                job.used = 0
+                self.cursor[at : at + n] = torch.arange(at * CHUNK, (at + n) * CHUNK, CHUNK)
+                if config.temperature > 0:
+                    chunk = job.draw(vocab)  # (CHUNK, all its rows, V)
+                    self.bank[at : at + n] = (chunk if n == len(job.rows) else chunk[:, rows]).transpose(0, 1)
+            job.used += 1
+            noisy |= config.temperature > 0
+            first_item = job.listed and job.t == 0 and job.prefix_chars == 0
+            filtered = config.temperature > 0 and (config.top_k is not None or config.top_p < 1.0)
+            if first_item or filtered:  # only these requests' rows differ from the clean logits
+                block = clean[at : at + n]
+                if first_item:  # an item has at least one character
+                    block = block.index_fill(1, torch.tensor([self.end]), -1e4)
+                if filtered:
+                    block = (
+                        filter_logits(block, config.temperature, config.top_k, config.top_p)
+                        * config.temperature
+                    )
+                picked = clean.clone() if picked is clean else picked
+                picked[at : at + n] = block
             if job.request.alternatives:
-                asked.extend(range(at, at + len(rows)))
-            at += len(rows)
-            config = job.config
-            if job.listed and job.t == 0 and job.prefix_chars == 0:  # an item has at least one character
-                block, adjusted = block.index_fill(1, torch.tensor([self.end]), -1e4), True
-            if config.temperature > 0 and (config.top_k is not None or config.top_p < 1.0):
-                filtered = filter_logits(block, config.temperature, config.top_k, config.top_p)
-                block, adjusted = filtered * config.temperature, True
-            blocks.append(block)
-            noise = job.noise_rows(rows, vocab)
-            noisy |= noise is not None
-            noises.append(noise if noise is not None else torch.zeros(len(rows), vocab))
-        picked = torch.cat(blocks) if adjusted else clean
+                asked.extend(range(at, at + n))
+            at += n
         if noisy:
-            picked = picked + torch.cat(noises)
+            picked = picked + self.bank.view(-1, vocab).index_select(0, self.cursor)  # (B, V)
+            self.cursor += 1
         chosen = picked.argmax(dim=-1)  # (B,)
         logp = F.log_softmax(logits.float(), dim=-1)  # (B, V): the model's own probabilities
         chosen_t = logp.gather(1, chosen.view(-1, 1)).squeeze(1)  # (B,)
@@ -373,8 +388,9 @@ class Engine:
 
         keep: list[int] = []
         at = top = 0  # the job's first row in the batch, and among the rows asking for alternatives
-        for job, rows in zip(self.jobs, alive, strict=True):
-            n, asks = len(rows), job.request.alternatives
+        for job in self.jobs:
+            rows, asks = job.live, job.request.alternatives
+            n = len(rows)
             if job.first is None:
                 job.first = now - job.began
             if job.plain:
@@ -404,7 +420,8 @@ class Engine:
                 job.live = [i for i in rows if not job.rows[i].done]
             at += n
             top += n if asks else 0
-            self._flush(job, now)
+            if job.request.stream and not job.listed:
+                self._flush(job, now)
         finished = [job for job in self.jobs if not job.alive()]
         if len(keep) < len(ids):
             self.jobs = [job for job in self.jobs if job not in finished]
@@ -471,8 +488,6 @@ class Engine:
 
     def _flush(self, job: Job, now: float) -> None:
         """Send a streaming request's new characters, a few at a time."""
-        if not job.request.stream or job.listed:
-            return
         if job.plain:
             self._flush_plain(job, now)
             return
