@@ -50,8 +50,8 @@ from chargen.vocab import Tokenizer
 MIN_ROWS = 4  # see above: fewer rows would change the arithmetic
 CHUNK = 64  # steps of Gumbel noise drawn at a time, as sample.Picker draws it
 TOP = 5  # alternatives a stream reports per character, when its request asks
-STREAM_CHARS = 16  # a stream's event carries at most this many characters...
-STREAM_SECONDS = 0.03  # ...or what came in this long, whichever is first (the first character at once)
+STREAM_CHARS = 256  # a stream's event carries at most this many characters...
+STREAM_SECONDS = 0.04  # ...or what came in this long, whichever is first (the first character at once)
 
 Top = tuple[list[int], list[float]]  # the likeliest symbols' ids and probabilities at one step
 Sink = Callable[[str, dict[str, Any]], None]  # (event name, data); called from the loop's thread
@@ -89,7 +89,6 @@ class Job:
         self.cancelled = False  # set by the server when the client goes away
         self.began = time.perf_counter()
         self.first: float | None = None  # seconds to the first character
-        self.flushed = 0.0
         self.prefix_text = ""  # an item's prefix, prepared
         self.prefix_logprob = 0.0
         self.prefix_chars = 0
@@ -165,6 +164,7 @@ class Engine:
         # step of its own chunk each request is at.
         self.bank = torch.zeros(0, CHUNK, len(vocab))  # (rows, CHUNK, V); zero for temperature 0
         self.cursor = torch.zeros(0, dtype=torch.long)  # (rows,): row * CHUNK + its step in the chunk
+        self.flushed = 0.0  # when the streams last sent what they had (all at once: fewer wake-ups)
         self.waiting = 0  # requests submitted and not finished (the queue's length)
         self.lock = threading.Lock()
         self.closing: str | None = None
@@ -385,6 +385,9 @@ class Engine:
         per_row: tuple[list[int], list[float], list[float]] | None = None  # for the requests not plain
         self.steps += 1
         now = time.perf_counter()
+        tick = now - self.flushed >= STREAM_SECONDS  # time for every stream to send what it has
+        if tick:
+            self.flushed = now
 
         keep: list[int] = []
         at = top = 0  # the job's first row in the batch, and among the rows asking for alternatives
@@ -421,7 +424,7 @@ class Engine:
             at += n
             top += n if asks else 0
             if job.request.stream and not job.listed:
-                self._flush(job, now)
+                self._flush(job, tick)
         finished = [job for job in self.jobs if not job.alive()]
         if len(keep) < len(ids):
             self.jobs = [job for job in self.jobs if job not in finished]
@@ -486,10 +489,11 @@ class Engine:
             self._tell(job.sink, "item", {"index": job.rows.index(row), **item.to_dict()})
         row.item = item  # type: ignore[attr-defined]
 
-    def _flush(self, job: Job, now: float) -> None:
-        """Send a streaming request's new characters, a few at a time."""
+    def _flush(self, job: Job, tick: bool) -> None:
+        """Send a streaming request's new characters: the first at once, then what came since the
+        last `tick` (at most STREAM_CHARS at a time), the rest at its end."""
         if job.plain:
-            self._flush_plain(job, now)
+            self._flush_plain(job, tick)
             return
         done = not job.alive()
         for i, row in enumerate(job.rows):
@@ -499,30 +503,18 @@ class Engine:
             pending = ready - row.sent
             if pending <= 0:
                 continue
-            if not (
-                done
-                or row.done
-                or row.sent == 0
-                or pending >= STREAM_CHARS
-                or now - job.flushed >= STREAM_SECONDS
-            ):
+            if not (done or row.done or row.sent == 0 or pending >= STREAM_CHARS or tick):
                 continue
             piece = {"row": i, "text": row.text[row.sent : ready], "probs": row.probs[row.sent : ready]}
             if job.request.alternatives:
                 piece["top"] = [self._named(top) for top in row.tops[row.sent : ready]]
             self._tell(job.sink, "piece", piece)
             row.sent = ready
-            job.flushed = now
 
-    def _flush_plain(self, job: Job, now: float) -> None:
+    def _flush_plain(self, job: Job, tick: bool) -> None:
         """_flush for a plain request: its rows move together, so they are sent together."""
         pending = job.t - job.sent
-        if pending <= 0 or not (
-            job.sent == 0
-            or job.t == job.budget
-            or pending >= STREAM_CHARS
-            or now - job.flushed >= STREAM_SECONDS
-        ):
+        if pending <= 0 or not (tick or job.sent == 0 or job.t == job.budget or pending >= STREAM_CHARS):
             return
         steps = slice(job.sent, job.t)
         for i in range(len(job.rows)):
@@ -539,7 +531,7 @@ class Engine:
                     for ls, ps in zip(labels, probs, strict=True)
                 ]
             self._tell(job.sink, "piece", piece)
-        job.sent, job.flushed = job.t, now
+        job.sent = job.t
 
     def _finish(self, job: Job, error: str | None) -> None:
         """The request leaves: its final event (the results, or an error) and its place in the queue."""
