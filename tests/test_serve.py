@@ -503,3 +503,51 @@ def test_a_list_run_serves_items_as_chargen_sample_makes_them(tmp_path: Path) ->
         assert generate(served.url, {"n": 2}).json()["field"] == "n"
     finally:
         served.stop()
+
+
+def test_a_byte_run_streams_whole_characters_as_chargen_sample_makes_them(
+    lamp_text: str, tmp_path: Path
+) -> None:
+    """A byte vocabulary goes pick by pick through its decoder (a character may take several
+    picks); its text is the same alone, streamed beside other requests, and from `chargen sample`."""
+    from chargen.config import TextConfig, TrainConfig
+    from chargen.training import train
+    from tests.conftest import TINY_MODEL, corpus_from_text
+
+    text = lamp_text[:20_000].replace("the", "thé")  # two-byte characters for the model to learn
+    corpus = corpus_from_text(tmp_path, text, "bytes", TextConfig(tokenizer="bytes"))
+    steps = TrainConfig(batch_size=8, bptt=32, max_steps=30, eval_every=30, log_every=10, seed=0)
+    run = train(corpus, TINY_MODEL, steps, out=tmp_path / "bytes-run").run_dir
+    served = Served(run)
+    try:
+        body = {"prefix": "thé ", "length": 120, "seed": 3, "temperature": 0.9}
+        alone = generate(served.url, body).json()["texts"][0]
+        with ThreadPoolExecutor(4) as pool:
+            others = [pool.submit(generate, served.url, {"length": 300, "seed": i, "n": 2}) for i in range(3)]
+            text_streamed, pieces, final = pool.submit(
+                streamed, served.url, {**body, "alternatives": True}
+            ).result()
+            assert all(f.result().status_code == 200 for f in others)
+        assert text_streamed == alone and final["texts"][0] == alone
+        for piece in pieces:
+            assert len(piece["probs"]) == len(piece["text"]) == len(piece["top"])
+        result = CliRunner().invoke(
+            app,
+            [
+                "sample",
+                "--model",
+                str(run),
+                "--prefix",
+                "thé ",
+                "--length",
+                "120",
+                "--seed",
+                "3",
+                "--temperature",
+                "0.9",
+            ],
+        )
+        assert result.exit_code == 0, result.output
+        assert alone in result.output
+    finally:
+        served.stop()
