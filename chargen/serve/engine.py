@@ -51,7 +51,7 @@ MIN_ROWS = 4  # see above: fewer rows would change the arithmetic
 CHUNK = 64  # steps of Gumbel noise drawn at a time, as sample.Picker draws it
 TOP = 5  # alternatives a stream reports per character, when its request asks
 STREAM_CHARS = 256  # a stream's event carries at most this many characters...
-STREAM_SECONDS = 0.04  # ...or what came in this long, whichever is first (the first character at once)
+STREAM_SECONDS = 0.04  # ...and every stream sends what it has this often, all on one step (the first at once)
 
 Top = tuple[list[int], list[float]]  # the likeliest symbols' ids and probabilities at one step
 Sink = Callable[[str, dict[str, Any]], None]  # (event name, data); called from the loop's thread
