@@ -15,6 +15,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
+from chargen import recipe
 from chargen.config import CELLS, ModelConfig, TrainConfig
 from chargen.corpus import Corpus
 from chargen.distributed import World
@@ -118,6 +119,7 @@ def compare(
     # slower cell would get a smaller model in the same time). A text too short for the batch is
     # refused here, before anything is written.
     world = World()
+    config = recipe.with_batch(config, corpus.end_id is not None)
     first = replace(model_config, cell=cells[0])
     decided, _ = prepare(corpus, first, config, world, choose_device(config, world))  # may time steps
     config, model_config = decided.train, decided.model

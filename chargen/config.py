@@ -147,8 +147,8 @@ class ModelConfig(_Stored):
 
 @dataclass
 class TrainConfig(_Stored):
-    batch_size: int = 32  # parallel streams through the text, >= 1
-    bptt: int = 32  # characters per window of truncated backpropagation through time, >= 1
+    batch_size: int | None = None  # parallel streams (or items) per step, >= 1; None: planned (recipe.py)
+    bptt: int = 64  # characters per window of truncated backpropagation through time, >= 1
     lr: float | None = None  # peak learning rate of AdamW, > 0; None: planned from the width (recipe.py)
     weight_decay: float = 0.01  # AdamW decoupled weight decay on matrices, >= 0
     warmup_steps: int = 50  # linear warm-up of the learning rate, then cosine decay, >= 0
@@ -171,7 +171,7 @@ class TrainConfig(_Stored):
     def __post_init__(self) -> None:
         for field in ("batch_size", "bptt", "eval_every", "save_every", "log_every"):
             value = getattr(self, field)
-            _require(value >= 1, field, f"must be at least 1, not {value}")
+            _require(value is None or value >= 1, field, f"must be at least 1, not {value}")
         _require(
             self.patience >= 0,
             "patience",

@@ -29,6 +29,8 @@ from chargen.step import make_optimizer, train_step
 # the 2-core EPYC (fp32, seed 0): 2x384 at 0.65 characters per parameter lost to 2x256 at twice the
 # steps (1.5236 vs 1.5087), at 1.05 it won (1.4652 vs 1.4911), at 1.2 too (1.4598 vs 1.4778).
 # Earlier, with the handicap: in 3 minutes 2x512 at 1.2 beat 2x384 at 3.9; at 0.6 it did no better.
+# With 16 x 64 windows (2026-11-30), at 1.26: 2x384 1.4525, 2x256 after as long 1.4542, level; on The
+# Time Machine, read about 14 times over, 2x384 at 1.14 won (2.073 bpc against 2.090 at best).
 CHARS_PER_PARAMETER = 0.75
 # A model begins to learn its text by heart, and to need dropout, once the passes over the text
 # times its parameters reach this (docs/recipe.md: on tinyshakespeare 2x384, 1.9M parameters, did best
@@ -45,6 +47,12 @@ PROBE_STEPS = 8  # timed training steps per candidate size, after two untimed on
 # 0.004 and 1.4841 at 0.006; 2x384 after 2,250 steps 1.4614 / 1.4598 / 1.4733 at 0.004 / 0.006 / 0.008;
 # 2x512 after 3,700 steps did better at 0.004 than at 0.003 or 0.006 (1.4506 / 1.4603 / 1.4621).
 LR_AT_256 = 6e-3
+# Streams per step of a text, with the default --bptt 64: 1,024 characters a step. docs/recipe.md:
+# 2x256 after 4,300 steps (fp32, seed 0) reached 1.4542 with 16 x 64 against 1.4755 with 32 x 32.
+TEXT_BATCH = 16
+# Items per step of a list (--items): names are short, so a step of 16 would be mostly overhead;
+# issue 16's figures were measured with 32.
+ITEMS_BATCH = 32
 
 
 @dataclass
@@ -86,6 +94,7 @@ def resolve(
 
     `window` is the run's typical window: its steps and the targets it counts (a list's windows
     are as long as its items and hold padding); by default `bptt` steps of `batch_size` streams."""
+    assert config.batch_size is not None, "decide the batch first (with_batch)"
     if model_config.is_resolved:
         return model_config, None
     names = list(SIZES) if model_config.size == "auto" else [model_config.size]
@@ -121,6 +130,14 @@ def learning_rate(model_config: ModelConfig) -> float:
     """The planned peak learning rate for a model of this width (resolved: `hidden` is known)."""
     assert model_config.hidden is not None, "the size is not decided yet"
     return round(LR_AT_256 * math.sqrt(min(1.0, 256 / model_config.hidden)), 5)
+
+
+def with_batch(config: TrainConfig, listed: bool) -> TrainConfig:
+    """`config` with its batch decided: as given, else TEXT_BATCH streams for a text or ITEMS_BATCH
+    items for a list (`listed`)."""
+    if config.batch_size is not None:
+        return config
+    return replace(config, batch_size=ITEMS_BATCH if listed else TEXT_BATCH)
 
 
 def with_learning_rate(

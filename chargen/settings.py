@@ -87,6 +87,7 @@ def prepare(
     The seed is drawn once (by rank 0) and seeds every generator. Rank 0 decides the model's size
     and dropout, timing candidates if need be, and every process takes its decision.
     """
+    assert config.batch_size is not None, "decide the batch first (recipe.with_batch)"
     seed = seed_everything(world.from_main(config.seed if config.seed is not None else random_seed()))
     config = replace(config, seed=seed)
     streams = world.share(config.batch_size)

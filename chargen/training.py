@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from chargen import checkpoint as ckpt
+from chargen import recipe
 from chargen.config import ModelConfig, SampleConfig, TrainConfig
 from chargen.corpus import Corpus, load_corpus
 from chargen.distributed import World, process_group, world_from_env
@@ -56,6 +57,7 @@ def train(
     processes train together: `config.batch_size` is the global batch, shared out between them.
     """
     world = world_from_env()
+    config = recipe.with_batch(config, corpus.end_id is not None)
     device = choose_device(config, world)
     with process_group(world, device) as world:
         settings, layout = prepare(corpus, model_config, config, world, device, fine_tune=start is not None)

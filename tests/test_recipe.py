@@ -2,7 +2,7 @@ import torch
 
 from chargen.config import SIZES, ModelConfig, TrainConfig
 from chargen.model import CharRNN
-from chargen.recipe import CHARS_PER_PARAMETER, dropout_for, resolve
+from chargen.recipe import CHARS_PER_PARAMETER, ITEMS_BATCH, TEXT_BATCH, dropout_for, resolve, with_batch
 
 CPU = torch.device("cpu")
 VOCAB = 65
@@ -45,7 +45,7 @@ def test_dropout_grows_with_the_passes_and_comes_sooner_for_a_bigger_model() -> 
     assert dropout_for(4, large) > dropout_for(4, medium)  # the same passes, more to memorise with
     assert 0 < dropout_for(6, medium) < dropout_for(20, medium) < dropout_for(60, medium)
     assert dropout_for(60, medium) <= dropout_for(10_000, medium) == 0.5
-    resolved, plan = _resolve(ModelConfig(vocab_size=VOCAB), TrainConfig(epochs=30))
+    resolved, plan = _resolve(ModelConfig(vocab_size=VOCAB), TrainConfig(batch_size=16, epochs=30))
     assert plan["epochs"] == 30 and resolved.dropout == dropout_for(30, _parameters(plan["size"]))
 
 
@@ -68,3 +68,28 @@ def test_a_time_budget_is_planned_from_measured_speed_without_touching_the_seede
     assert plan["chars_per_sec"] > 0 and plan["chars"] == plan["chars_per_sec"] * 1.0
     assert torch.equal(torch.rand(3), expected)
     assert resolved.dropout == dropout_for(plan["epochs"], CharRNN(resolved).num_parameters())
+
+
+def test_the_batch_is_planned_for_a_text_and_for_a_list_unless_given() -> None:
+    assert with_batch(TrainConfig(max_steps=1), listed=False).batch_size == TEXT_BATCH == 16
+    assert with_batch(TrainConfig(max_steps=1), listed=True).batch_size == ITEMS_BATCH == 32
+    assert with_batch(TrainConfig(max_steps=1, batch_size=5), listed=True).batch_size == 5
+    assert TrainConfig().bptt == 64
+
+
+def test_a_text_run_and_a_list_run_take_their_planned_batches(tmp_path) -> None:
+    from chargen.checkpoint import load_run
+    from chargen.config import TextConfig
+    from chargen.corpus import load_corpus
+    from chargen.training import train
+
+    text = tmp_path / "text.txt"
+    text.write_text("the quick brown fox jumps over the lazy dog. " * 200, encoding="utf-8")
+    names = tmp_path / "names.txt"
+    names.write_text("\n".join(f"name{i % 50}ab" for i in range(400)), encoding="utf-8")
+    small = ModelConfig(layers=1, hidden=8, dropout=0.0)
+    for path, items, batch in ((text, None, TEXT_BATCH), (names, "lines", ITEMS_BATCH)):
+        corpus = load_corpus(path, TextConfig(items=items))
+        out = tmp_path / f"run-{path.stem}"
+        train(corpus, small, TrainConfig(max_steps=2, eval_every=2, seed=0), out=out)
+        assert load_run(out).train_config.batch_size == batch

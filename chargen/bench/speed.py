@@ -46,7 +46,7 @@ from chargen.data import StreamBatches
 from chargen.device import precision_name, resolve_precision
 from chargen.evaluate import evaluate_ids
 from chargen.model import CharRNN
-from chargen.recipe import with_learning_rate
+from chargen.recipe import with_batch, with_learning_rate
 from chargen.step import make_optimizer, train_step
 from chargen.training import train
 
@@ -159,7 +159,7 @@ def bench_default_training(
 ) -> list[Row]:
     """chargen's training at its default batch and window, against the quality benchmark's plain
     reference (reference.py) at its own, in each precision, in turn."""
-    defaults = with_learning_rate(TrainConfig(max_steps=1), config)
+    defaults = with_learning_rate(with_batch(TrainConfig(max_steps=1), listed=False), config)
     windows = [(w.x, w.y) for w in StreamBatches(ids, defaults.batch_size, defaults.bptt).epoch(0)][:12]
     plain = ReferenceConfig()
     flops = 3 * forward_flops_per_char(config)

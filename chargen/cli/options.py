@@ -67,7 +67,10 @@ Dropout = Annotated[
 TieWeights = Annotated[
     bool, typer.Option(help="Share embedding and output weights (needs --embed = --hidden).")
 ]
-BatchSize = Annotated[int, typer.Option(help="Parallel streams through the text, >= 1.")]
+BatchSize = Annotated[
+    int | None,
+    typer.Option(help="Parallel streams through the text per step, >= 1. Default: 16 (a list: 32 items)."),
+]
 Bptt = Annotated[int, typer.Option(help="Characters per backpropagation window, >= 1.")]
 Lr = Annotated[
     float | None,
