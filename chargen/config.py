@@ -150,7 +150,7 @@ class TrainConfig(_Stored):
     batch_size: int | None = None  # parallel streams (or items) per step, >= 1; None: planned (recipe.py)
     bptt: int = 64  # characters per window of truncated backpropagation through time, >= 1
     lr: float | None = None  # peak learning rate of AdamW, > 0; None: planned from the width (recipe.py)
-    weight_decay: float = 0.01  # AdamW decoupled weight decay on matrices, >= 0
+    weight_decay: float = 0.1  # AdamW decoupled weight decay on matrices, >= 0 (docs/recipe.md)
     warmup_steps: int = 50  # linear warm-up of the learning rate, then cosine decay, >= 0
     min_lr_ratio: float = 0.0  # the learning rate decays to lr * this by the end, in [0, 1]
     clip: float = 1.0  # gradient-norm clipping threshold; 0 disables clipping
