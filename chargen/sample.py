@@ -54,6 +54,15 @@ def filter_logits(logits: torch.Tensor, temperature: float, top_k: int | None, t
     return logits
 
 
+def gumbel_noise(shape: tuple[int, ...], generator: torch.Generator, temperature: float) -> torch.Tensor:
+    """Gumbel noise times `temperature`, drawn from `generator`: -log(-log(u)) is Gumbel; times the
+    temperature, added to the raw logits, it picks as it would added to logits / temperature.
+    u = 0 gives -inf: never picked, as it should. Picker and the server draw it here alike, so that
+    a seed picks the same characters in both."""
+    uniform = torch.rand(shape, generator=generator, device=generator.device)
+    return uniform.log_().neg_().log_().neg_().mul_(temperature)
+
+
 class Picker:
     """Draws one character id per stream from (B, V) logits at each step, by the Gumbel-max trick:
     the argmax of logits / temperature plus independent Gumbel noise is a draw from their softmax
@@ -76,10 +85,7 @@ class Picker:
         if config.temperature == 0:
             return logits.argmax(dim=-1)
         if self.used == self.CHUNK:
-            uniform = torch.rand(self.shape, generator=self.generator, device=self.generator.device)
-            # -log(-log(u)) is Gumbel; times the temperature, added to the raw logits, it picks as
-            # it would added to logits / temperature. u = 0 gives -inf: never picked, as it should.
-            self.noise = uniform.log_().neg_().log_().neg_().mul_(config.temperature)
+            self.noise = gumbel_noise(self.shape, self.generator, config.temperature)
             self.used = 0
         noise = self.noise[self.used]  # (B, V)
         self.used += 1

@@ -41,14 +41,14 @@ from chargen.evaluate import LossStats
 from chargen.item_sample import Item
 from chargen.items import END
 from chargen.model import CellStepper, CharRNN
-from chargen.sample import _could_begin, encode_prefix, filter_logits
+from chargen.sample import Picker, _could_begin, encode_prefix, filter_logits, gumbel_noise
 from chargen.scoring import _per_unit, position_logprobs
 from chargen.serve.requests import GenerateRequest, Limits, ScoreRequest
 from chargen.text import Preparer, prepare
 from chargen.vocab import Tokenizer
 
 MIN_ROWS = 4  # see above: fewer rows would change the arithmetic
-CHUNK = 64  # steps of Gumbel noise drawn at a time, as sample.Picker draws it
+CHUNK = Picker.CHUNK  # steps of Gumbel noise drawn at a time, as sample.Picker draws it
 TOP = 5  # alternatives a stream reports per character, when its request asks
 STREAM_CHARS = 256  # a stream's event carries at most this many characters...
 STREAM_SECONDS = 0.04  # ...and every stream sends what it has this often, all on one step (the first at once)
@@ -126,8 +126,7 @@ class Job:
         """The next CHUNK steps of Gumbel noise (times the temperature) for every row of the request,
         dead ones included, drawn from its generator in the shape sample.Picker draws them, so a seed
         picks as `chargen sample`'s."""
-        uniform = torch.rand((CHUNK, len(self.rows), vocab), generator=self.generator)
-        return uniform.log_().neg_().log_().neg_().mul_(self.config.temperature)  # (CHUNK, rows, V)
+        return gumbel_noise((CHUNK, len(self.rows), vocab), self.generator, self.config.temperature)
 
 
 class Engine:
