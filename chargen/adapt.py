@@ -71,6 +71,7 @@ def _learner(model: CharRNN) -> CharRNN:
     net.rnn.flatten_parameters()  # one contiguous block for cuDNN again, as the original had (no-op on a CPU)
     net.rnn.dropout = 0.0
     net.drop.p = 0.0
+    net.weight_drop = 0.0
     net.train()
     for p in net.parameters():
         p.requires_grad_(True)

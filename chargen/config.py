@@ -123,6 +123,8 @@ class ModelConfig(_Stored):
     layers: int | None = None  # stacked recurrent layers, >= 1; None: from the size
     dropout: float | None = None  # between layers and before the output layer, in [0, 1); None: planned
     tie_weights: bool = False  # share the embedding and output matrices (needs embed == hidden)
+    # DropConnect on the recurrent matrices in training, in [0, 1); None: the same as dropout
+    weight_drop: float | None = None
 
     def __post_init__(self) -> None:
         _require(self.cell in CELLS, "cell", f"must be one of {', '.join(CELLS)}, not {self.cell!r}")
@@ -133,6 +135,8 @@ class ModelConfig(_Stored):
             _require(value is None or value >= 1, field, f"must be at least 1, not {value}")
         dropout = self.dropout
         _require(dropout is None or 0 <= dropout < 1, "dropout", f"must be in [0, 1), not {dropout}")
+        drop = self.weight_drop
+        _require(drop is None or 0 <= drop < 1, "weight_drop", f"must be in [0, 1), not {drop}")
         _require(
             not self.tie_weights or self.hidden is None or self.embed == self.hidden,
             "tie_weights",
@@ -143,6 +147,26 @@ class ModelConfig(_Stored):
     def is_resolved(self) -> bool:
         """Whether layers, width and dropout are all decided, as a model needs them."""
         return self.layers is not None and self.hidden is not None and self.dropout is not None
+
+    @property
+    def recurrent_drop(self) -> float:
+        """The DropConnect rate on the recurrent matrices: `weight_drop`, or else the dropout."""
+        assert self.dropout is not None, "the dropout is not decided yet"
+        return self.dropout if self.weight_drop is None else self.weight_drop
+
+    @property
+    def label(self) -> str:
+        """A resolved model in a few characters, for tables: 2x384 d0.25 (w0.1 where the weight
+        drop is not the dropout's)."""
+        own = f" w{self.weight_drop:g}" if self.weight_drop is not None else ""
+        return f"{self.layers}x{self.hidden} d{self.dropout:g}{own}"
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> ModelConfig:
+        if data.get("dropout") is not None and "weight_drop" not in data:
+            # a run stored before weight_drop existed trained without it, and resumes so
+            data = {**data, "weight_drop": 0.0}
+        return super().from_dict(data)
 
 
 @dataclass

@@ -110,8 +110,13 @@ def start_from(
         new_chars = []
         corpus = load_corpus(source, text, vocab=old, unknown="replace" if unknown == "extend" else unknown)
     weights = grown_weights(model, old, corpus.vocab, run.validation_ids())
-    dropout = (given_model or {}).get("dropout")  # None: planned for this run
-    shape = replace(run.model_config, vocab_size=len(corpus.vocab), dropout=dropout)
+    given = given_model or {}
+    shape = replace(  # dropout None: planned for this run, and the weight drop with it
+        run.model_config,
+        vocab_size=len(corpus.vocab),
+        dropout=given.get("dropout"),
+        weight_drop=given.get("weight_drop"),
+    )
     return Start(corpus, shape, weights, parent_record(run), new_chars)
 
 

@@ -203,7 +203,7 @@ def _start_report(
     settings: RunSettings, model: CharRNN, layout: Layout, run_dir: Path, resumed_at: int
 ) -> StartReport:
     m, plan = settings.model, settings.plan
-    shape = f"{m.layers}x{m.hidden} {m.cell}, dropout {m.dropout:g}"
+    shape = f"{m.layers}x{m.hidden} {m.cell}, dropout {m.dropout:g}, weight drop {m.recurrent_drop:g}"
     if plan is not None:
         shape += f" (size {plan.size}: about {plan.chars / 1e6:.1f}M characters, {plan.epochs:.1f} passes)"
     return StartReport(

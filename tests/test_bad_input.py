@@ -35,6 +35,7 @@ CASES: list[tuple[list[str], int, str]] = [
     (["train", "good.txt", "--val-fraction", "0"], 2, "--val-fraction must be between 0 and 1"),
     (["train", "good.txt", "--val-fraction", "1"], 2, "--val-fraction must be between 0 and 1"),
     (["train", "good.txt", "--dropout", "1"], 2, "--dropout must be in [0, 1)"),
+    (["train", "good.txt", "--weight-drop", "1"], 2, "--weight-drop must be in [0, 1)"),
     (["train", "good.txt", "--lr", "0"], 2, "--lr must be positive"),
     (["train", "good.txt", "--lr", "fast"], 2, "Invalid value for '--lr'"),
     (["train", "good.txt", "--clip", "-1"], 2, "--clip must not be negative"),

@@ -193,6 +193,7 @@ def test_size_auto_plans_the_model_from_the_time_budget(corpus_file: Path) -> No
     assert plan["chars_per_sec"] > 0 and plan["chars"] == pytest.approx(2 * plan["chars_per_sec"])
     parameters = CharRNN(ModelConfig.from_dict(model)).num_parameters()
     assert model["dropout"] == dropout_for(plan["epochs"], parameters)
+    assert model["weight_drop"] is None  # the same as the dropout
     assert "2x256 lstm" in result.stderr and "size small" in result.stderr
     info = runner.invoke(app, ["info", "auto"])
     assert info.exit_code == 0 and "auto: small, planned for" in info.stdout

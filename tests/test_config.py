@@ -24,6 +24,7 @@ def test_bad_durations_name_the_field(text: str) -> None:
         (lambda: ModelConfig(cell="lstmx"), "cell"),
         (lambda: ModelConfig(hidden=0), "hidden"),
         (lambda: ModelConfig(dropout=1.0), "dropout"),
+        (lambda: ModelConfig(weight_drop=-0.1), "weight_drop"),
         (lambda: ModelConfig(tie_weights=True, embed=32, hidden=64), "tie_weights"),
         (lambda: TrainConfig(batch_size=0), "batch_size"),
         (lambda: TrainConfig(val_fraction=1.0), "val_fraction"),

@@ -85,3 +85,29 @@ def test_the_stepper_walks_a_sequence_as_the_fused_module_reads_it() -> None:
         pairs = zip(got, expected_state, strict=True) if cell == "lstm" else [(got, expected_state)]
         for a, b in pairs:
             assert torch.allclose(a, b, atol=1e-5), cell
+
+
+def test_weight_drop_thins_the_recurrent_matrices_in_training_only() -> None:
+    model = _model(weight_drop=0.5)
+    x = torch.randint(0, 20, (6, 3))
+    before = {name: p.detach().clone() for name, p in model.named_parameters()}
+    first, _ = model(x)
+    second, _ = model(x)
+    assert not torch.allclose(first, second)  # a fresh mask each call
+    first.sum().backward()
+    assert all(float(model.rnn.get_parameter(f"weight_hh_l{k}").grad.abs().sum()) > 0 for k in range(2))
+    assert all(torch.equal(p, before[name]) for name, p in model.named_parameters())  # masks leave weights be
+    model.eval()
+    plain = _model(weight_drop=0.0).eval()  # the same weights (seed 0), no weight drop at all
+    assert torch.equal(model(x)[0], model(x)[0]) and torch.allclose(model(x)[0], plain(x)[0])
+
+
+def test_the_weight_drop_is_the_dropout_unless_given() -> None:
+    assert ModelConfig(dropout=0.3).recurrent_drop == 0.3
+    assert ModelConfig(dropout=0.3, weight_drop=0.0).recurrent_drop == 0.0
+    assert _model("gru", weight_drop=None).weight_drop == 0.0  # _model's dropout is 0
+    # a run stored before weight drop existed trained without it, whatever its dropout
+    stored = ModelConfig(dropout=0.25, layers=2, hidden=16).to_dict()
+    del stored["weight_drop"]
+    assert ModelConfig.from_dict(stored).recurrent_drop == 0.0
+    assert ModelConfig.from_dict({**stored, "weight_drop": None}).recurrent_drop == 0.25

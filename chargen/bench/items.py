@@ -79,7 +79,7 @@ def run_budget(
     return Result(
         budget,
         seed,
-        f"{m.layers}x{m.hidden} d{m.dropout:g}",
+        m.label,
         summary.steps,
         test.loss,
         test.loss_per_item,

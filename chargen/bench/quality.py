@@ -100,7 +100,7 @@ def run_budget(
     summary = train(corpus, model_config or ModelConfig(), config, out=out)
     run = load_run(out)
     m = run.model_config
-    size = f"{m.layers}x{m.hidden} d{m.dropout:g}"
+    size = m.label
     model = load_model_weights(run)
     autocast = resolve_precision(precision, next(model.parameters()).device)
     val_ids = run.validation_ids()

@@ -91,6 +91,7 @@ def train(
     hidden: opt.Hidden = ModelConfig.hidden,
     embed: opt.Embed = ModelConfig.embed,
     dropout: opt.Dropout = ModelConfig.dropout,
+    weight_drop: opt.WeightDrop = ModelConfig.weight_drop,
     tie_weights: opt.TieWeights = ModelConfig.tie_weights,
     batch_size: opt.BatchSize = TrainConfig.batch_size,
     bptt: opt.Bptt = TrainConfig.bptt,

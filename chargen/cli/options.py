@@ -64,6 +64,13 @@ Dropout = Annotated[
         "the text the run will make and the bigger the model."
     ),
 ]
+WeightDrop = Annotated[
+    float | None,
+    typer.Option(
+        help="DropConnect on the recurrent weights in training, [0, 1): a fresh mask per window. "
+        "Default: the same as --dropout."
+    ),
+]
 TieWeights = Annotated[
     bool, typer.Option(help="Share embedding and output weights (needs --embed = --hidden).")
 ]

@@ -82,7 +82,7 @@ def print_run_info(model: Path, facts: RunDescription) -> None:
     table.add_row(
         "model",
         f"{m.layers}x{m.hidden} {m.cell}, embedding {m.embed}, "
-        f"dropout {m.dropout}, {facts.parameters:,} parameters",
+        f"dropout {m.dropout}, weight drop {m.recurrent_drop}, {facts.parameters:,} parameters",
     )
     if plan:
         speed = f" at {plan.chars_per_sec:,.0f} characters/s measured" if plan.chars_per_sec else ""
