@@ -156,8 +156,8 @@ class ModelConfig(_Stored):
 
     @property
     def label(self) -> str:
-        """A resolved model in a few characters, for tables: 2x384 d0.25 (w0.1 where the weight
-        drop is not the dropout's)."""
+        """A resolved model in a few characters, for tables: 2x384 d0.25, and w0.1 where a weight
+        drop of its own was given."""
         own = f" w{self.weight_drop:g}" if self.weight_drop is not None else ""
         return f"{self.layers}x{self.hidden} d{self.dropout:g}{own}"
 
