@@ -103,6 +103,18 @@ def test_a_step_of_zero_is_static_evaluation(run: Run, model: CharRNN, scale: Gr
         assert abs(adapted.loss - static.loss) < 1e-5
 
 
+def test_a_step_of_zero_is_static_evaluation_with_dropout_and_weight_drop_too(
+    run: Run, model: CharRNN, scale: GradientScale
+) -> None:
+    """The learner computes in training mode: every dropout, the weight drop included, must be off."""
+    dropped = CharRNN(dataclasses.replace(model.config, dropout=0.4, weight_drop=0.4))
+    dropped.load_state_dict(model.state_dict())
+    ids = run.validation_ids()[:600]
+    static = evaluate_ids(dropped.eval(), ids)
+    adapted = dynamic_evaluate(dropped, ids, dataclasses.replace(STRONG, lr=1e-12), scale)
+    assert abs(adapted.loss - static.loss) < 1e-5
+
+
 def test_adapting_lowers_the_loss_on_a_text_that_repeats(run: Run, model: CharRNN) -> None:
     ids = run.vocab.encode("The lamp at Pellow Point. " * 30)
     config = AdaptConfig()  # the defaults
