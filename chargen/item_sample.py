@@ -17,7 +17,7 @@ from chargen import stepping
 from chargen.config import SampleConfig, TextConfig
 from chargen.errors import ConfigError, SampleError
 from chargen.items import END
-from chargen.model import CellStepper, CharRNN, State, expand_state
+from chargen.model import CharRNN, State, expand_state, make_stepper
 from chargen.sample import Picker
 from chargen.text import prepare
 from chargen.vocab import Tokenizer
@@ -102,14 +102,15 @@ def _batch_of_items(
     """`batch` items side by side, each until its end symbol or `budget` more characters."""
     first, state = begun.logits, begun.state
     logits = first.expand(batch, -1)  # (B, V)
-    stepper = CellStepper(model, expand_state(state, batch))
+    settings = stepping.choose(model, batch, logits.device)
+    stepper = make_stepper(model, expand_state(state, batch), stepping.kernel(settings))
     pick = Picker(config, generator, batch, logits.shape[-1])
     steps: list[torch.Tensor] = []
     logprob = torch.zeros(batch, dtype=torch.float64, device=logits.device)
     ended = torch.zeros(batch, dtype=torch.bool, device=logits.device)
     lengths = torch.full((batch,), budget, dtype=torch.long, device=logits.device)
     no_end = torch.tensor([end], device=logits.device)
-    with stepping.applied(stepping.choose(model, batch, logits.device)):
+    with stepping.applied(settings):
         for t in range(budget + 1):
             # An item has at least one character: with no prefix, the first cannot be the end.
             chosen = pick(logits.index_fill(1, no_end, -torch.inf) if t == 0 and begun.chars == 0 else logits)

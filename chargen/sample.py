@@ -18,7 +18,7 @@ import torch
 from chargen import stepping
 from chargen.config import SampleConfig, TextConfig
 from chargen.errors import CorpusError
-from chargen.model import CellStepper, CharRNN, State, expand_state
+from chargen.model import CharRNN, State, expand_state, make_stepper
 from chargen.text import prepare
 from chargen.vocab import Tokenizer
 
@@ -154,10 +154,11 @@ def _generate(
     model.eval()
     logits, state = model(ids.view(-1, 1), state)  # the whole context in one call: (T, 1, V)
     logits = logits[-1].expand(config.num_samples, -1)  # (B, V)
-    stepper = CellStepper(model, expand_state(state, config.num_samples))
-    pick = Picker(config, generator, config.num_samples, logits.shape[-1])
     # One character per stream is little work: how it runs fastest depends on the chip (stepping.py).
-    with stepping.applied(stepping.choose(model, config.num_samples, device)):
+    settings = stepping.choose(model, config.num_samples, device)
+    stepper = make_stepper(model, expand_state(state, config.num_samples), stepping.kernel(settings))
+    pick = Picker(config, generator, config.num_samples, logits.shape[-1])
+    with stepping.applied(settings):
         for _ in range(config.length):
             step = pick(logits)  # (B,)
             yield step

@@ -3,9 +3,10 @@
 One character for a few streams is a few hundred microseconds of work, and whether it runs faster
 on one thread or on all of them, with oneDNN or without, depends on the chip: on one AMD EPYC of
 ours one thread without oneDNN was 3.6 times faster than the defaults, on an Intel Xeon two threads
-with oneDNN were 1.6 times faster than that. So the first generation with a model shape and batch
-size on a machine times each candidate for a fraction of a second and remembers the fastest in
-chargen_home(); later ones read it back. Knows nothing about sampling or text.
+with oneDNN were 1.6 times faster than that. Which stepper does the work is chosen alike (an LSTM's
+GemmStepper or torch's cell functions, model.make_stepper). So the first generation with a model
+shape and batch size on a machine times each candidate for a fraction of a second and remembers the
+fastest in chargen_home(); later ones read it back. Knows nothing about sampling or text.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ import torch
 from chargen.device import cpu_model
 from chargen.errors import StorageError
 from chargen.files import write_json
-from chargen.model import CharRNN
+from chargen.model import CharRNN, make_stepper
 from chargen.paths import chargen_home
 
 CACHE_NAME = "step-settings.json"
@@ -32,24 +33,31 @@ ROUNDS = 5  # timed rounds per candidate, taken in turn so that a busy moment hu
 # busy, a small step on several threads waits for the one that is not running, and we measured it
 # 5 times slower than on one thread, while it never gained more than 1.6 times on a quiet machine.
 THREADS_MARGIN = 1.25
+# Where several threads pay, a neighbour on a shared machine can still take a core away for a few
+# seconds (on ours about one second in seven, for 1 to 3 seconds at a time): a measurement that
+# falls in such a moment would pick one thread for good. So a choice is measured at its first three
+# uses and each candidate keeps its best rate: what it does when the machine is its own.
+MEASUREMENTS = 3
 
 
 @dataclass(frozen=True)
 class StepSettings:
     threads: int  # torch's intra-op threads
     onednn: bool  # whether torch may hand matrix products to oneDNN (mkldnn)
+    kernel: str  # the stepper: "gemm" (an LSTM's GemmStepper) or "cells" (CellStepper)
 
 
-def candidates() -> list[StepSettings]:
-    """One thread or all of them, oneDNN on or off: each the fastest on some machine we measured."""
+def candidates(model: CharRNN) -> list[StepSettings]:
+    """One thread or all of them, oneDNN on or off, and for an LSTM either stepper: each setting
+    the fastest on some machine we measured."""
     every = torch.get_num_threads()
+    kernels = ["gemm", "cells"] if model.config.cell == "lstm" else ["cells"]
     options = [
-        StepSettings(1, False),
-        StepSettings(1, True),
-        StepSettings(every, True),
-        StepSettings(every, False),
+        StepSettings(threads, onednn, kernel)
+        for kernel in kernels
+        for threads, onednn in ((1, False), (1, True), (every, True), (every, False))
     ]
-    return list(dict.fromkeys(options))  # one thread in all: two candidates, not four
+    return list(dict.fromkeys(options))  # one thread in all: half as many
 
 
 def cache_key(model: CharRNN, batch_size: int) -> str:
@@ -65,27 +73,42 @@ def cache_key(model: CharRNN, batch_size: int) -> str:
 
 def choose(model: CharRNN, batch_size: int, device: torch.device | str) -> StepSettings | None:
     """The fastest settings for `model` stepping `batch_size` streams on this CPU (None elsewhere:
-    a GPU's steps need no such choice), measured the first time and remembered."""
+    a GPU's steps need no such choice): measured at the first MEASUREMENTS uses, each candidate's
+    best rate kept, then remembered."""
     if torch.device(device).type != "cpu":
         return None
     path = chargen_home() / CACHE_NAME
     key = cache_key(model, batch_size)
     known = _read(path)
-    if key in known:
-        try:
-            return StepSettings(**known[key]["settings"])
-        except (TypeError, KeyError):
-            pass  # an entry of another shape: measure again
+    entry = known.get(key, {})
+    try:
+        settings = StepSettings(**entry["settings"])
+        if entry.get("measurements", MEASUREMENTS) >= MEASUREMENTS:  # an older entry has no count
+            return settings
+        best_seen = {s: float(entry["steps_per_sec"][label(s)]) for s in candidates(model)}
+    except (TypeError, KeyError, ValueError):
+        entry, best_seen = {}, {}  # none yet, or an entry of another shape: measure afresh
     rates = measure(model, batch_size)
+    rates = {s: max(rate, best_seen.get(s, 0.0)) for s, rate in rates.items()}
     best = max(rates, key=lambda s: rates[s] / (THREADS_MARGIN if s.threads > 1 else 1.0))
     known[key] = {
         "settings": asdict(best),
-        "steps_per_sec": {
-            f"{s.threads} threads, onednn {'on' if s.onednn else 'off'}": r for s, r in rates.items()
-        },
+        "measurements": entry.get("measurements", 0) + 1,
+        "steps_per_sec": {label(s): r for s, r in rates.items()},
     }
     _write(path, known)
     return best
+
+
+def label(settings: StepSettings) -> str:
+    """How the cache names a candidate's rate."""
+    onednn = "on" if settings.onednn else "off"
+    return f"{settings.kernel}, {settings.threads} threads, onednn {onednn}"
+
+
+def kernel(settings: StepSettings | None) -> str:
+    """The stepper `settings` name; torch's cell functions where there was no choice (a GPU)."""
+    return settings.kernel if settings is not None else "cells"
 
 
 @contextmanager
@@ -106,21 +129,23 @@ def applied(settings: StepSettings | None) -> Iterator[None]:
 
 @torch.inference_mode()
 def measure(model: CharRNN, batch_size: int) -> dict[StepSettings, float]:
-    """Steps per second of `model.step` for `batch_size` streams under each candidate: the median
-    of ROUNDS short rounds, after one untimed round each. The random generators are not touched."""
+    """Steps per second of each candidate's stepper for `batch_size` streams: the median of ROUNDS
+    short rounds, after one untimed round each. The random generators are not touched."""
     was_training = model.training
     model.eval()
     x = torch.zeros(batch_size, dtype=torch.long)
     steps = 32 if batch_size <= 8 else 8  # about 10 ms a round either way
-    options = candidates()
+    options = candidates(model)
+    kinds = {s.kernel for s in options}
+    steppers = {kind: make_stepper(model, model.init_state(batch_size), kind) for kind in kinds}
     seconds: dict[StepSettings, list[float]] = {s: [] for s in options}
     for round_ in range(ROUNDS + 1):
         for settings in options:
+            step = steppers[settings.kernel]
             with applied(settings):
-                state = model.init_state(batch_size)
                 began = time.perf_counter()
                 for _ in range(steps):
-                    _, state = model.step(x, state)
+                    step(x)
                 if round_ > 0:  # the first builds kernels and warms caches
                     seconds[settings].append(time.perf_counter() - began)
     model.train(was_training)

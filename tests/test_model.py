@@ -1,7 +1,7 @@
 import torch
 
 from chargen.config import ModelConfig
-from chargen.model import CellStepper, CharRNN, detach_state, mask_state
+from chargen.model import CellStepper, CharRNN, GemmStepper, detach_state, mask_state
 
 
 def _model(cell: str = "lstm", **kw) -> CharRNN:
@@ -85,6 +85,28 @@ def test_the_stepper_walks_a_sequence_as_the_fused_module_reads_it() -> None:
         pairs = zip(got, expected_state, strict=True) if cell == "lstm" else [(got, expected_state)]
         for a, b in pairs:
             assert torch.allclose(a, b, atol=1e-5), cell
+
+
+def test_the_gemm_stepper_walks_a_sequence_as_the_fused_module_reads_it() -> None:
+    for layers, streams in ((1, 1), (2, 3), (3, 2)):
+        torch.manual_seed(layers)
+        config = ModelConfig(vocab_size=20, embed=8, hidden=16, layers=layers, dropout=0.0)
+        model = CharRNN(config).eval()
+        x = torch.randint(0, 20, (9, streams))
+        with torch.no_grad():
+            _, start = model(x[:3])  # a state that is not zero
+            expected, expected_state = model(x[3:], start)
+            stepper = GemmStepper(model, start)
+            for t in range(6):
+                assert torch.allclose(stepper(x[3 + t]), expected[t], atol=1e-5), (layers, t)
+            got = stepper.state()
+            for a, b in zip(got, expected_state, strict=True):
+                assert torch.allclose(a, b, atol=1e-5), layers
+            stepper.load(start)  # back to the start: the same steps again
+            assert torch.allclose(stepper(x[3]), expected[0], atol=1e-5)
+            kept = got[0].clone()
+            stepper(x[4])
+        assert torch.equal(got[0], kept)  # state() is a copy: stepping on leaves it be
 
 
 def test_weight_drop_thins_the_recurrent_matrices_in_training_only() -> None:

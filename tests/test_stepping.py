@@ -17,21 +17,44 @@ def _model(hidden: int = 24) -> CharRNN:
     return CharRNN(ModelConfig(vocab_size=12, embed=8, hidden=hidden, layers=2, dropout=0.0))
 
 
-def test_the_first_choice_is_measured_and_remembered_then_read_back() -> None:
+def test_the_choice_is_measured_at_its_first_uses_keeping_the_best_rates_then_read_back() -> None:
     model = _model(hidden=28)
     chosen = stepping.choose(model, 1, "cpu")
-    assert chosen in stepping.candidates()
+    assert chosen in stepping.candidates(model)
+    assert {s.kernel for s in stepping.candidates(model)} == {"gemm", "cells"}  # an LSTM has both
     path = chargen_home() / stepping.CACHE_NAME
-    entry = json.loads(path.read_text())[stepping.cache_key(model, 1)]
-    assert len(entry["steps_per_sec"]) == len(stepping.candidates())
+    key = stepping.cache_key(model, 1)
+    entry = json.loads(path.read_text())[key]
+    assert entry["measurements"] == 1
+    assert len(entry["steps_per_sec"]) == len(stepping.candidates(model))
     assert all(rate > 0 for rate in entry["steps_per_sec"].values())
 
-    # What is remembered is used as it is, without measuring again: plant another choice.
-    planted = stepping.StepSettings(threads=1, onednn=not chosen.onednn)
+    # A young entry is measured again, and a candidate keeps the best rate it was ever seen at:
+    # plant one far above what any step can do, and it is chosen.
+    fast = stepping.StepSettings(threads=1, onednn=not chosen.onednn, kernel=chosen.kernel)
     data = json.loads(path.read_text())
-    data[stepping.cache_key(model, 1)]["settings"] = {"threads": 1, "onednn": planted.onednn}
+    data[key]["steps_per_sec"][stepping.label(fast)] = 1e12
+    path.write_text(json.dumps(data))
+    assert stepping.choose(model, 1, "cpu") == fast
+    entry = json.loads(path.read_text())[key]
+    assert entry["measurements"] == 2 and entry["steps_per_sec"][stepping.label(fast)] == 1e12
+    for _ in range(stepping.MEASUREMENTS - 2):
+        stepping.choose(model, 1, "cpu")
+    assert json.loads(path.read_text())[key]["measurements"] == stepping.MEASUREMENTS
+
+    # A settled choice is used as it is, without measuring again: plant another one.
+    other = "cells" if chosen.kernel == "gemm" else "gemm"
+    planted = stepping.StepSettings(threads=1, onednn=chosen.onednn, kernel=other)
+    data = json.loads(path.read_text())
+    data[key]["settings"] = {"threads": 1, "onednn": planted.onednn, "kernel": other}
     path.write_text(json.dumps(data))
     assert stepping.choose(model, 1, "cpu") == planted
+
+
+def test_a_gru_steps_with_torchs_cells() -> None:
+    torch.manual_seed(0)
+    gru = CharRNN(ModelConfig(vocab_size=12, embed=8, hidden=16, layers=2, dropout=0.0, cell="gru"))
+    assert {s.kernel for s in stepping.candidates(gru)} == {"cells"}
 
 
 def test_batches_of_one_size_class_share_an_entry_and_other_shapes_do_not() -> None:
@@ -44,7 +67,7 @@ def test_batches_of_one_size_class_share_an_entry_and_other_shapes_do_not() -> N
 def test_a_gpu_needs_no_choice_and_the_settings_are_put_back() -> None:
     assert stepping.choose(_model(), 1, "meta") is None
     threads, onednn = torch.get_num_threads(), torch.backends.mkldnn.enabled
-    with stepping.applied(stepping.StepSettings(threads=1, onednn=not onednn)):
+    with stepping.applied(stepping.StepSettings(threads=1, onednn=not onednn, kernel="cells")):
         assert torch.get_num_threads() == 1 and torch.backends.mkldnn.enabled != onednn
     assert torch.get_num_threads() == threads and torch.backends.mkldnn.enabled == onednn
 
@@ -54,7 +77,7 @@ def test_an_unreadable_cache_is_measured_again_and_replaced() -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text("not json")
     model = _model(hidden=20)
-    assert stepping.choose(model, 2, "cpu") in stepping.candidates()
+    assert stepping.choose(model, 2, "cpu") in stepping.candidates(model)
     assert stepping.cache_key(model, 2) in json.loads(path.read_text())
 
 

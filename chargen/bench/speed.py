@@ -31,6 +31,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from chargen import stepping
 from chargen.bench import machine
 from chargen.bench.machine import matmul_ceiling
 from chargen.bench.reference import (
@@ -262,6 +263,8 @@ def bench_sampling(name: str, corpus: Corpus, config: ModelConfig, reference: bo
         base = ["sample", "--model", str(run), "--seed", "0", "--prefix", "The "]
         for streams, length in ((1, 40_000), (64, 2_000)):
             many = ["--num-samples", str(streams)]
+            # The first uses measure the step settings (stepping.py): settle them, untimed.
+            command_seconds([*base, *many, "--length", "0"], repeats=stepping.MEASUREMENTS)
             start_up = command_seconds([*base, *many, "--length", "0"])
             seconds = command_seconds([*base, *many, "--length", str(length)])
             rate = streams * length / max(seconds - start_up, 1e-9)
