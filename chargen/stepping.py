@@ -143,6 +143,7 @@ def measure(model: CharRNN, batch_size: int) -> dict[StepSettings, float]:
         for settings in options:
             step = steppers[settings.kernel]
             with applied(settings):
+                step(x)  # untimed: the first step after a change of threads pays for the change
                 began = time.perf_counter()
                 for _ in range(steps):
                     step(x)

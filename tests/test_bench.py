@@ -57,3 +57,24 @@ def test_quality_trains_the_plain_reference_beside_chargen_and_prints_the_lead(t
     assert (
         figures["adapted"] is not None and abs(figures["adapted"] - figures["carried"]) < 1.0
     )  # eval --adapt's
+
+
+def test_the_speed_bench_alternates_the_order_of_its_turns_and_pairs_the_ratios() -> None:
+    from chargen.bench.speed import paired_ratio, turns
+
+    order: list[str] = []
+
+    def work(name: str):
+        def run() -> int:
+            order.append(name)
+            return 1000
+
+        return run
+
+    rates = turns({"a": work("a"), "b": work("b")}, repeats=4)
+    warm_ups, taken = order[:2], order[2:]
+    assert warm_ups == ["a", "b"] and taken == ["a", "b", "b", "a", "a", "b", "b", "a"]
+    assert all(len(r) == 4 and min(r) > 0 for r in rates.values())
+    # each turn's ratio, then their median: one slow turn for both works leaves it be
+    assert paired_ratio([10.0, 2.0, 11.0], [10.0, 2.0, 10.0]) == 1.0
+    assert paired_ratio([12.0, 2.0, 11.0], [10.0, 2.0, 10.0]) == 1.1

@@ -4,8 +4,9 @@ machine's own matrix-multiply ceiling and a d2l-style reference, in one process 
     python -m chargen.bench speed --corpus ../shared/corpora/timemachine.txt [--json bench.json]
 
 Not a test: timings on shared machines are noisy, so it reports medians over several runs, times
-the things it compares in turn (round-robin) so that a slow moment hurts both alike, and never
-runs in CI. Sampling is timed through the `chargen sample` command itself, start-up subtracted.
+the things it compares in turn (round-robin) so that a slow moment hurts both alike, gives a ratio
+to a reference as the median of the ratios within turns (paired_ratio), and never runs in CI.
+Sampling is timed through the `chargen sample` command itself, start-up subtracted.
 
 Each row's limit is the characters per second that the fp32 nn.Linear ceiling would allow (FLOPs
 per character counted, training taken as three times the forward pass); bf16 rows are also shown
@@ -54,18 +55,35 @@ from chargen.training import train
 GATES = {"lstm": 4, "gru": 3, "rnn": 1}
 
 
-def side_by_side(works: dict[str, Callable[[], int]], repeats: int = 5) -> dict[str, tuple[float, float]]:
-    """Median and spread (max - min) of items per second for each of `works`, which return how
-    many items they processed. One warm-up call each, then the works take turns, repeat by repeat."""
+def turns(works: dict[str, Callable[[], int]], repeats: int = 5) -> dict[str, list[float]]:
+    """Items per second of each of `works` (which return how many items they processed) at each
+    of `repeats` turns. One warm-up call each; then in every turn each work runs once, in reverse
+    order every other turn, so that neither is always the one that follows the other."""
     for work in works.values():
         work()
     rates: dict[str, list[float]] = {name: [] for name in works}
-    for _ in range(repeats):
-        for name, work in works.items():
+    for turn in range(repeats):
+        for name in list(works)[:: 1 if turn % 2 == 0 else -1]:
             start = time.perf_counter()
-            items = work()
+            items = works[name]()
             rates[name].append(items / (time.perf_counter() - start))
-    return {name: (statistics.median(r), max(r) - min(r)) for name, r in rates.items()}
+    return rates
+
+
+def median_spread(rates: list[float]) -> tuple[float, float]:
+    return statistics.median(rates), max(rates) - min(rates)
+
+
+def side_by_side(works: dict[str, Callable[[], int]], repeats: int = 5) -> dict[str, tuple[float, float]]:
+    """Median and spread (max - min) of items per second for each of `works`, taking turns."""
+    return {name: median_spread(r) for name, r in turns(works, repeats).items()}
+
+
+def paired_ratio(rates: list[float], reference: list[float]) -> float:
+    """The median over turns of one work's rate over the reference's in the same turn. A neighbour
+    that slows this shared machine for a second or two slows both works of a turn alike, so the
+    ratio within a turn varies much less than either rate does."""
+    return statistics.median(a / b for a, b in zip(rates, reference, strict=True))
 
 
 def forward_flops_per_char(config: ModelConfig) -> float:
@@ -91,6 +109,10 @@ class Row:
     limit: float | None  # characters per second the fp32 ceiling allows (the issue's yardstick)
     reference: float | None  # the d2l-style reference's characters per second, where there is one
     bf16_limit: float | None = None  # for a bf16 row: what the bf16 ceiling allows
+    paired: float | None = None  # paired_ratio against the reference, where both took turns
+
+    def ratio_of_medians(self) -> float | None:
+        return self.chars_per_sec / self.reference if self.reference else None
 
     def as_dict(self) -> dict:
         return {
@@ -101,7 +123,8 @@ class Row:
             "limit": self.limit,
             "fraction_of_limit": self.chars_per_sec / self.limit if self.limit else None,
             "fraction_of_bf16_limit": self.chars_per_sec / self.bf16_limit if self.bf16_limit else None,
-            "ratio_to_reference": self.chars_per_sec / self.reference if self.reference else None,
+            "ratio_to_reference": self.paired or self.ratio_of_medians(),
+            "ratio_of_medians": self.ratio_of_medians(),
         }
 
 
@@ -144,14 +167,16 @@ def bench_training(
     if reference:
         d2l = D2LStyleModel(config.vocab_size, config.hidden, config.layers)
         works["reference"] = lambda: d2l_train_windows(d2l, windows)
-    rates = side_by_side(works)
-    ref = rates.pop("reference", None)
+    every = turns(works, repeats=9 if reference else 5)
+    ref_turns = every.pop("reference", None)
+    ref = median_spread(ref_turns) if ref_turns else None
     what = f"train, B={batch} T={bptt} dropout {config.dropout:g}"
     rows = [Row(name, f"{what}, d2l-style reference", *ref, None, None)] if ref else []
-    for precision, (rate, spread) in rates.items():
+    for precision, rates in every.items():
         limit, bf16_limit = ceilings["fp32"] * 1e9 / flops, ceilings["bf16"] * 1e9 / flops
-        row = Row(name, f"{what}, {precision}", rate, spread, limit, ref[0] if ref else None)
-        rows.append(replace(row, bf16_limit=bf16_limit if precision == "bf16" else None))
+        row = Row(name, f"{what}, {precision}", *median_spread(rates), limit, ref[0] if ref else None)
+        paired = paired_ratio(rates, ref_turns) if ref_turns else None
+        rows.append(replace(row, bf16_limit=bf16_limit if precision == "bf16" else None, paired=paired))
     return rows
 
 
@@ -195,16 +220,18 @@ def bench_default_training(
     for p in precisions():
         works[f"chargen {precision_name(p)}"] = chargen_trainer(p)
         works[f"reference {precision_name(p)}"] = reference_trainer(p)
-    rates = side_by_side(works)
+    every = turns(works, repeats=9)
     rows = []
     for p in precisions():
         precision = precision_name(p)
-        ref, (rate, spread) = rates[f"reference {precision}"], rates[f"chargen {precision}"]
+        ref_turns, rates = every[f"reference {precision}"], every[f"chargen {precision}"]
+        ref = median_spread(ref_turns)
         limit = ceilings["fp32"] * 1e9 / flops
         what = f"B={plain.batch_size} T={plain.bptt}, plain reference (quality bench), {precision}"
         rows.append(Row(name, what, *ref, limit, None))
         what = f"train, defaults B={defaults.batch_size} T={defaults.bptt} dropout 0, {precision}"
-        rows.append(Row(name, what, rate, spread, limit, ref[0]))
+        paired = paired_ratio(rates, ref_turns)
+        rows.append(Row(name, what, *median_spread(rates), limit, ref[0], paired=paired))
     return rows
 
 
