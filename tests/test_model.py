@@ -1,7 +1,7 @@
 import torch
 
 from chargen.config import ModelConfig
-from chargen.model import CellStepper, CharRNN, GemmStepper, detach_state, mask_state
+from chargen.model import CellStepper, CharRNN, Dropout, GemmStepper, detach_state, mask_state, thinned
 
 
 def _model(cell: str = "lstm", **kw) -> CharRNN:
@@ -107,6 +107,20 @@ def test_the_gemm_stepper_walks_a_sequence_as_the_fused_module_reads_it() -> Non
             kept = got[0].clone()
             stepper(x[4])
         assert torch.equal(got[0], kept)  # state() is a copy: stepping on leaves it be
+
+
+def test_dropout_keeps_each_entry_with_probability_one_minus_p_scaled_in_training_only() -> None:
+    drop = Dropout(0.3)
+    x = torch.ones(200_000)
+    torch.manual_seed(0)
+    out = drop(x)
+    kept = out != 0
+    assert abs(float(kept.float().mean()) - 0.7) < 0.005
+    assert torch.allclose(out[kept], torch.full_like(out[kept], 1 / 0.7))
+    assert not torch.equal(drop(x), out)  # a fresh mask each call
+    drop.eval()
+    assert drop(x) is x
+    assert torch.equal(thinned(torch.arange(5.0), 0.0), torch.arange(5.0))
 
 
 def test_weight_drop_thins_the_recurrent_matrices_in_training_only() -> None:
