@@ -4,8 +4,8 @@ One character for a few streams is a few hundred microseconds of work, and wheth
 on one thread or on all of them, with oneDNN or without, depends on the chip: on one AMD EPYC of
 ours one thread without oneDNN was 3.6 times faster than the defaults, on an Intel Xeon two threads
 with oneDNN were 1.6 times faster than that. Which stepper does the work is chosen alike (an LSTM's
-GemmStepper or torch's cell functions, model.make_stepper). So the first generation with a model
-shape and batch size on a machine times each candidate for a fraction of a second and remembers the
+GemmStepper or torch's cell functions, model.make_stepper). So the first generations with a model
+shape and batch size on a machine time each candidate for a fraction of a second and remember the
 fastest in chargen_home(); later ones read it back. Knows nothing about sampling or text.
 """
 
@@ -83,7 +83,7 @@ def choose(model: CharRNN, batch_size: int, device: torch.device | str) -> StepS
     entry = known.get(key, {})
     try:
         settings = StepSettings(**entry["settings"])
-        if entry.get("measurements", MEASUREMENTS) >= MEASUREMENTS:  # an older entry has no count
+        if int(entry.get("measurements", 0)) >= MEASUREMENTS:
             return settings
         best_seen = {s: float(entry["steps_per_sec"][label(s)]) for s in candidates(model)}
     except (TypeError, KeyError, ValueError):
