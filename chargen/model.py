@@ -203,7 +203,8 @@ _LSTM_NAMES = ("weight_ih", "weight_hh", "bias_ih", "bias_hh")
 def make_stepper(model: CharRNN, state: State, kernel: str = "cells") -> CellStepper | GemmStepper:
     """The stepper for `kernel`: "cells" (torch's cell functions, any cell) or "gemm" (GemmStepper,
     an LSTM's on a CPU); stepping.py says which is faster where."""
-    return GemmStepper(model, state) if kernel == "gemm" else CellStepper(model, state)
+    gemm = kernel == "gemm" and model.config.cell == "lstm"  # a hand-edited cache may say otherwise
+    return GemmStepper(model, state) if gemm else CellStepper(model, state)
 
 
 def detach_state(state: State) -> State:

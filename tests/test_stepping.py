@@ -87,3 +87,18 @@ def test_the_same_seed_gives_the_same_sample_before_and_after_the_choice_is_reme
     config = SampleConfig(length=60, seed=3)
     first = sample_batch(model, vocab, config)  # measures
     assert sample_batch(model, vocab, config) == first  # reads the choice back
+
+
+def test_both_steppers_give_a_seed_the_same_sample_through_sample_batch() -> None:
+    vocab = Vocab.from_text("abcdefghij \n")
+    model = _model(hidden=40)
+    config = SampleConfig(length=80, seed=5, num_samples=3)
+    path = chargen_home() / stepping.CACHE_NAME
+    samples = []
+    for kernel in ("gemm", "cells"):
+        settled = {"threads": 1, "onednn": False, "kernel": kernel}
+        entry = {"settings": settled, "measurements": stepping.MEASUREMENTS, "steps_per_sec": {}}
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps({stepping.cache_key(model, 3): entry}))
+        samples.append(sample_batch(model, vocab, config))
+    assert samples[0] == samples[1] and all(len(text) == 80 for text in samples[0])
