@@ -1,7 +1,8 @@
 """CharRNN: embedding -> stacked LSTM/GRU/RNN -> linear to the vocabulary. Imports only torch.
 
 The recurrent layers are torch's fused modules (cuDNN on a GPU, oneDNN on a CPU), never a Python
-loop over time steps.
+loop over time steps. Generation, one character at a time, steps through CellStepper (torch's cell
+functions) or GemmStepper (an LSTM's, on a CPU); stepping.py says which is faster where.
 """
 
 from __future__ import annotations
