@@ -150,7 +150,7 @@ class GemmStepper:
             w_ih, w_hh, b_ih, b_hh = weights[0]
             table = F.linear(model.embed.weight.detach(), w_ih, b_ih + b_hh)  # (V, 4H)
             self.table = table[:, order] * doubled_g
-            column = doubled_g[:, None]  # a gate row of the matrices is a column of its transpose
+            column = doubled_g[:, None]  # (4H, 1): scales the gate rows of a (4H, K) matrix
             self.products = [(w_hh[order] * column).t().contiguous()]  # (H, 4H): the recurrent part
             self.biases: list[torch.Tensor] = []
             for w_ih, w_hh, b_ih, b_hh in weights[1:]:
