@@ -195,10 +195,13 @@ def test_a_folder_of_files_trains_as_items_or_as_one_text(tmp_path: Path, lamp_t
     )
     assert result.exit_code == 0, result.output
     result = runner.invoke(
-        app, ["sample", "--model", str(tmp_path / "items"), "--items", "3", "--max-length", "300"]
+        app,
+        ["sample", "--model", str(tmp_path / "items"), "--items", "3", "--max-length", "300", "--json"],
     )
     assert result.exit_code == 0, result.output
-    assert len(result.stdout.rstrip("\n").split("\n\n")) <= 3  # documents, a blank line between them
+    # three whole documents (as text they stand a blank line apart, but one may hold blank lines too)
+    documents = [json.loads(line) for line in result.stdout.splitlines()]
+    assert len(documents) == 3 and all(0 < len(d["text"]) <= 300 for d in documents)
     result = runner.invoke(app, [*args, "--out", str(tmp_path / "text")])
     assert result.exit_code == 0, result.output
     info = json.loads((tmp_path / "text" / "run.json").read_text())["corpus"]

@@ -23,7 +23,7 @@ def _parameters(name: str) -> int:
 def test_the_size_grows_with_the_characters_the_run_will_see() -> None:
     per_step = 32 * 32
     chosen = []
-    for chars in (100_000, 3_000_000, 100_000_000):
+    for chars in (100_000, 4_000_000, 100_000_000):
         config = TrainConfig(batch_size=32, bptt=32, max_steps=chars // per_step)
         resolved, plan = _resolve(ModelConfig(vocab_size=VOCAB), config)
         assert plan["chars"] == config.max_steps * per_step and plan["chars_per_sec"] is None
