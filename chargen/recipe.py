@@ -34,7 +34,7 @@ from chargen.step import make_optimizer, train_step
 # bpc against 2.026), and in bf16 in 95 s 2x384 at about 1.0 reached 1.489 where the plain reference's
 # 2x256 reached 1.469 to 1.483: so the larger size needed 1.3. Then (fp32, 3 minutes, seed 1) the
 # probe found the machine fast and 2x384 at 1.35 reached 1.4558, tying the reference (1.4551) where
-# 2x256 had reached 1.4459 for that seed, while bf16's 3-minute 2x384 at about 1.85 led by 0.02 to
+# 2x256 had reached 1.4459 for that seed, while bf16's 3-minute 2x384 at 1.8 to 2.1 led by 0.02 to
 # 0.04: 1.6 keeps the latter and leaves the former to 2x256 even when the probe reads a quarter fast.
 CHARS_PER_PARAMETER = 1.6
 # A model begins to learn its text by heart, and to need dropout, once the passes over the text
