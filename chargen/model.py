@@ -65,7 +65,7 @@ class CharRNN(nn.Module):
         if self.training and self.weight_drop > 0:
             # the fused module run with dropped copies of its recurrent matrices in their place
             dropped = {
-                f"weight_hh_l{k}": self._dropped(getattr(self.rnn, f"weight_hh_l{k}"))
+                f"weight_hh_l{k}": thinned(getattr(self.rnn, f"weight_hh_l{k}"), self.weight_drop)
                 for k in range(self.config.layers)
             }
             out, state = torch.func.functional_call(self.rnn, dropped, (emb, state))
@@ -73,9 +73,6 @@ class CharRNN(nn.Module):
             out, state = self.rnn(emb, state)  # (T, B, H)
         logits = self.head(self.drop(out))  # (T, B, V)
         return logits, state
-
-    def _dropped(self, weight: torch.Tensor) -> torch.Tensor:
-        return thinned(weight, self.weight_drop)
 
     def step(self, x: torch.Tensor, state: State) -> tuple[torch.Tensor, State]:
         """Logits (B, V) for one character per stream (B,) and the state after it (see CellStepper)."""
@@ -90,6 +87,13 @@ class CharRNN(nn.Module):
         return sum(p.numel() for p in self.parameters())  # parameters() lists a tied matrix once
 
 
+def layer_weights(model: CharRNN) -> list[tuple[torch.Tensor, ...]]:
+    """Each recurrent layer's (weight_ih, weight_hh, bias_ih, bias_hh), as torch's cell functions
+    take them: what both steppers step with."""
+    names = ("weight_ih", "weight_hh", "bias_ih", "bias_hh")
+    return [tuple(getattr(model.rnn, f"{n}_l{k}") for n in names) for k in range(model.config.layers)]
+
+
 class CellStepper:
     """One character per stream at a time, through torch's fused single-step cell functions: for
     generation, where nn.LSTM's per-call overhead outweighs one step's arithmetic. Same weights and
@@ -98,9 +102,7 @@ class CellStepper:
 
     def __init__(self, model: CharRNN, state: State) -> None:
         self.cell = model.config.cell
-        rnn = model.rnn
-        names = ("weight_ih", "weight_hh", "bias_ih", "bias_hh")
-        self.weights = [tuple(getattr(rnn, f"{n}_l{k}") for n in names) for k in range(model.config.layers)]
+        self.weights = layer_weights(model)
         self.embedding, self.head = model.embed.weight, model.head
         h, c = state if isinstance(state, tuple) else (state, None)
         self.h = list(h.unbind(0))  # (B, H) per layer
@@ -139,14 +141,14 @@ class GemmStepper:
 
     def __init__(self, model: CharRNN, state: State) -> None:
         assert model.config.cell == "lstm" and isinstance(state, tuple), "GemmStepper steps LSTMs"
-        rnn, hidden, layers = model.rnn, model.config.hidden, model.config.layers
+        hidden, layers = model.config.hidden, model.config.layers
         self.hidden, self.layers = hidden, layers
         order = torch.cat([torch.arange(2 * hidden), torch.arange(3 * hidden, 4 * hidden)])
         order = torch.cat([order, torch.arange(2 * hidden, 3 * hidden)])  # i, f, o, g
         doubled_g = torch.ones(4 * hidden)
         doubled_g[3 * hidden :] = 2.0  # so that g's sigmoid gives (tanh(g) + 1) / 2
         with torch.no_grad():
-            weights = [[getattr(rnn, f"{n}_l{k}").detach() for n in _LSTM_NAMES] for k in range(layers)]
+            weights = layer_weights(model)  # what is computed from them here needs no gradient
             w_ih, w_hh, b_ih, b_hh = weights[0]
             table = F.linear(model.embed.weight.detach(), w_ih, b_ih + b_hh)  # (V, 4H)
             self.table = table[:, order] * doubled_g
@@ -200,9 +202,6 @@ class GemmStepper:
     def state(self) -> State:
         """The state as CharRNN.forward takes it: a (layers, B, H) pair, copied out of the buffers."""
         return torch.stack(self.h), torch.stack(self.c)
-
-
-_LSTM_NAMES = ("weight_ih", "weight_hh", "bias_ih", "bias_hh")
 
 
 def make_stepper(model: CharRNN, state: State, kernel: str = "cells") -> CellStepper | GemmStepper:
