@@ -57,12 +57,18 @@ def train_step(
     (loss / (count or y.numel())).backward()
     if agree is not None:
         loss = agree(loss.detach())
-    grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), clip)  # with inf: only measures
+    grads = [p.grad for p in model.parameters() if p.grad is not None]
+    # On a CPU torch's foreach norm runs on one thread and the per-tensor norms on all of them
+    # (2x256 LSTM, AMD EPYC, two threads: 0.39 ms against 0.25 a step); on a GPU foreach is one kernel.
+    grad_norm = torch.nn.utils.get_total_norm(grads, foreach=x.device.type != "cpu")
     taken = torch.isfinite(loss) & torch.isfinite(grad_norm)
-    # Fused AdamW reads `found_inf` (the attribute torch's GradScaler sets) and skips the whole
-    # update on the device when it is 1, so a NaN never reaches the weights and no step waits for
-    # the host to look at the loss.
+    # Fused AdamW reads two attributes torch's GradScaler sets. `found_inf`: at 1 it skips the whole
+    # update on the device, so a NaN never reaches the weights and no step waits for the host to
+    # look at the loss. `grad_scale`: it divides every gradient by it as it reads them, which clips
+    # the norm to `clip` (with inf: never) inside the update instead of in a pass of its own over
+    # the gradients, which cost as much as the update itself (2x256 LSTM, AMD EPYC, fp32).
     optimizer.found_inf = (~taken).float()  # type: ignore[attr-defined]
+    optimizer.grad_scale = (grad_norm / clip).clamp(min=1.0)  # type: ignore[attr-defined]
     optimizer.step()
     new_state = keep_state_where(taken, detach_state(new_state), state)  # the graph ends at the window edge
     return loss.detach(), grad_norm, new_state, taken

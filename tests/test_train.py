@@ -5,6 +5,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 
 from chargen import checkpoint as ckpt
 from chargen.config import ModelConfig, TrainConfig
@@ -31,6 +32,41 @@ def test_train_step_detaches_but_carries_the_state() -> None:
         assert all(s.grad_fn is None for s in state)  # the graph ends at the window edge
         assert all(s.abs().sum() > 0 for s in state)  # ... but the values are not reset
         assert loss.grad_fn is None and grad_norm > 0
+
+
+@pytest.mark.parametrize("clip", [0.05, 1e6])  # one that clips, one that does not
+def test_the_step_clips_as_clip_grad_norm_then_adamw_would(clip: float) -> None:
+    """train_step clips inside the fused update (its grad_scale); the weights must come out as a
+    separate clip_grad_norm_ followed by torch's plain (for-loop) AdamW leaves them."""
+    torch.manual_seed(0)
+    model = CharRNN(ModelConfig(vocab_size=10, embed=8, hidden=16, layers=2, dropout=0.0))
+    twin = CharRNN(model.config)
+    twin.load_state_dict(model.state_dict())
+    config = TrainConfig(lr=1e-2)
+    optimizer = make_optimizer(model, config)
+    matrices = [p for p in twin.parameters() if p.dim() >= 2]
+    vectors = [p for p in twin.parameters() if p.dim() < 2]
+    plain = torch.optim.AdamW(
+        [{"params": matrices, "weight_decay": config.weight_decay}, {"params": vectors, "weight_decay": 0.0}],
+        lr=config.lr,
+        betas=(0.9, 0.99),
+        foreach=False,
+    )
+    x, y = torch.randint(0, 10, (6, 3)), torch.randint(0, 10, (6, 3))
+    state, twin_state = model.init_state(3), twin.init_state(3)
+    for _ in range(3):
+        _, grad_norm, state, _ = train_step(model, optimizer, x, y, state, clip)
+        logits, twin_state = twin(x, twin_state)
+        plain.zero_grad()
+        (F.cross_entropy(logits.flatten(0, 1), y.flatten(), reduction="sum") / y.numel()).backward()
+        twin_norm = torch.nn.utils.clip_grad_norm_(twin.parameters(), clip)
+        plain.step()
+        twin_state = tuple(s.detach() for s in twin_state)
+        assert float(grad_norm) == pytest.approx(float(twin_norm), rel=1e-5)  # the norm before clipping
+    if clip < 1:
+        assert float(twin_norm) > 2 * clip  # so the case above did clip
+    for (name, a), b in zip(model.state_dict().items(), twin.state_dict().values(), strict=True):
+        assert torch.allclose(a, b, rtol=1e-4, atol=1e-6), name
 
 
 def test_a_non_finite_step_leaves_weights_optimiser_and_state_alone() -> None:
