@@ -78,3 +78,23 @@ def test_the_speed_bench_alternates_the_order_of_its_turns_and_pairs_the_ratios(
     # each turn's ratio, then their median: one slow turn for both works leaves it be
     assert paired_ratio([10.0, 2.0, 11.0], [10.0, 2.0, 10.0]) == 1.0
     assert paired_ratio([12.0, 2.0, 11.0], [10.0, 2.0, 10.0]) == 1.1
+
+
+def test_the_speed_bench_times_chargen_beside_the_d2l_reference_and_with_the_reference_optimiser() -> None:
+    import numpy as np
+
+    from chargen.bench.speed import bench_training
+    from chargen.config import ModelConfig
+
+    ids = np.random.default_rng(0).integers(0, 12, 5000)
+    config = ModelConfig(vocab_size=12, embed=8, hidden=16, layers=2, dropout=0.0)
+    ceilings = {"fp32": 1.0, "bf16": 1.0}
+    rows = bench_training("tiny", config, ids, 4, 8, ceilings, reference=True, sgd_too=True)
+    what = "train, B=4 T=8 dropout 0"
+    assert [r.what for r in rows] == [
+        f"{what}, d2l-style reference",
+        f"{what}, fp32",
+        f"{what}, fp32, SGD in AdamW's place",
+    ]
+    assert all(r.chars_per_sec > 0 for r in rows)
+    assert rows[0].paired is None and all(r.paired and r.reference for r in rows[1:])

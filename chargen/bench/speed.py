@@ -144,15 +144,23 @@ def bench_training(
     bptt: int,
     ceilings: dict[str, float],
     reference: bool,
+    sgd_too: bool = False,
 ) -> list[Row]:
-    """Training steps of chargen at each precision and, if asked, of the d2l-style reference, in turn."""
+    """Training steps of chargen at each precision and, if asked, of the d2l-style reference, in turn.
+    `sgd_too`: also chargen's step in fp32 with the reference's optimiser, torch's SGD (fused), in
+    AdamW's place: what of the difference is the optimiser (AdamW reads and writes two moments per
+    weight besides the weight)."""
     windows = [(w.x, w.y) for w in StreamBatches(ids, batch, bptt).epoch(0)][:12]
     flops = 3 * forward_flops_per_char(config)
 
-    def chargen_trainer(autocast: torch.dtype | None) -> Callable[[], int]:
+    def chargen_trainer(autocast: torch.dtype | None, sgd: bool = False) -> Callable[[], int]:
         torch.manual_seed(0)
         model = CharRNN(config)
-        optimizer = make_optimizer(model, TrainConfig(batch_size=batch, bptt=bptt, max_steps=1, lr=1e-3))
+        optimizer: torch.optim.Optimizer = (
+            torch.optim.SGD(model.parameters(), lr=1e-3, fused=True)
+            if sgd
+            else make_optimizer(model, TrainConfig(batch_size=batch, bptt=bptt, max_steps=1, lr=1e-3))
+        )
 
         def work() -> int:
             state, chars = model.init_state(batch), 0
@@ -164,6 +172,8 @@ def bench_training(
         return work
 
     works = {precision_name(p): chargen_trainer(p) for p in precisions()}
+    if sgd_too:
+        works["fp32, SGD in AdamW's place"] = chargen_trainer(None, sgd=True)
     if reference:
         d2l = D2LStyleModel(config.vocab_size, config.hidden, config.layers)
         works["reference"] = lambda: d2l_train_windows(d2l, windows)
@@ -325,7 +335,7 @@ def main(argv: list[str] | None = None) -> None:
     lstm, d2l_config = base, replace(base, dropout=0.0)  # the d2l book's configuration has no dropout
     measurements: list[Callable[[], list[Row]]] = [
         lambda: bench_training("2x256 lstm", lstm, ids, 16, 64, ceilings, reference=True),
-        lambda: bench_training("2x256 lstm", d2l_config, ids, 32, 35, ceilings, reference=True),
+        lambda: bench_training("2x256 lstm", d2l_config, ids, 32, 35, ceilings, reference=True, sgd_too=True),
         lambda: bench_default_training("2x256 lstm", d2l_config, ids, ceilings),
         lambda: bench_evaluation("2x256 lstm", lstm, ids, ceilings),
         lambda: bench_sampling("2x256 lstm", corpus, lstm, reference=True),
