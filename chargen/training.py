@@ -15,6 +15,7 @@ from typing import Any
 
 from chargen import checkpoint as ckpt
 from chargen import recipe
+from chargen.allocator import keep_freed_memory
 from chargen.config import ModelConfig, SampleConfig, TrainConfig
 from chargen.corpus import Corpus, load_corpus
 from chargen.distributed import World, process_group, world_from_env
@@ -56,6 +57,7 @@ def train(
     TrainingInterrupted; `resume` continues from there exactly. Started by torchrun, the
     processes train together: `config.batch_size` is the global batch, shared out between them.
     """
+    keep_freed_memory()  # a fifth of a CPU step's time otherwise goes to fresh pages (allocator.py)
     world = world_from_env()
     config = recipe.with_batch(config, corpus.end_id is not None)
     device = choose_device(config, world)

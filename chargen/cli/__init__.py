@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 
 from chargen import __version__
+from chargen.allocator import keep_freed_memory
 from chargen.cli import options as opt
 from chargen.cli.render import (
     CompareProgress,
@@ -75,6 +76,7 @@ def _main(
     ] = False,
 ) -> None:
     """Character-level RNN language models: train on a text, sample from it, evaluate it."""
+    keep_freed_memory()  # every command computes with torch on the CPU at some point
 
 
 @app.command()
