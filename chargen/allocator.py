@@ -4,7 +4,7 @@ A training step on a CPU allocates and frees tens of megabytes of activations an
 malloc (Linux) serves blocks of 128 KiB and more from fresh pages or trims them from the top of
 its heap when they are freed, so every step touches its memory anew and the kernel zeroes each
 page on first touch: about 5,700 page faults a step, a fifth of a 2x256 LSTM's step time at
-batch 32 and window 35 (AMD EPYC, fp32, two threads: 44 ms a step, 35 without them). Raising both
+batch 32 and window 35 (AMD EPYC, fp32, two threads: 44 ms a step, 35 with the faults gone). Raising both
 thresholds (mallopt(3): M_MMAP_THRESHOLD to its 64-bit maximum, M_TRIM_THRESHOLD to 1 GiB) keeps
 freed blocks in the heap, where the next step reuses them. The usual advice for PyTorch on a CPU is
 another allocator (jemalloc or tcmalloc, through LD_PRELOAD: PyTorch's performance tuning guide);
