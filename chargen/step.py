@@ -71,10 +71,10 @@ def train_step(
     scale: torch.Tensor | None = (grad_norm / clip).clamp(min=1.0)
     if x.device.type == "cpu" and not bool(grad_norm > clip):
         # With a scale the update also writes every gradient back, and on a CPU that write can
-        # cost more than the rest of the update (gradients last written by the other core: 2x256
-        # LSTM, AMD EPYC, two threads, 2.2 ms against 0.8 in some processes). Where the clip does
-        # not bite (all but 0.1% of a default run's steps) there is nothing to scale, and on a CPU
-        # the norm is read without waiting on any device.
+        # cost more than the rest of the update (2x256 LSTM, AMD EPYC, two threads: 2.2 ms against
+        # 0.8 in some processes; docs/benchmarks.md). Where the clip does not bite (all but 0.1% of
+        # a default run's steps) there is nothing to scale, and on a CPU the norm is read without
+        # waiting on any device.
         scale = None
     optimizer.grad_scale = scale  # type: ignore[attr-defined]
     optimizer.step()
