@@ -68,15 +68,15 @@ def train_step(
     # the norm to `clip` (with inf: never) inside the update, not in a pass of its own over the
     # gradients (which read and wrote each of them once more).
     optimizer.found_inf = (~taken).float()  # type: ignore[attr-defined]
-    scale: torch.Tensor | None = (grad_norm / clip).clamp(min=1.0)
     if x.device.type == "cpu" and not bool(grad_norm > clip):
         # With a scale the update also writes every gradient back, and on a CPU that write can
         # cost more than the rest of the update (2x256 LSTM, AMD EPYC, two threads: 2.2 ms against
         # 0.8 in some processes; docs/benchmarks.md). Where the clip does not bite (all but 0.1% of
         # a default run's steps) there is nothing to scale, and on a CPU the norm is read without
         # waiting on any device.
-        scale = None
-    optimizer.grad_scale = scale  # type: ignore[attr-defined]
+        optimizer.grad_scale = None  # type: ignore[attr-defined]
+    else:
+        optimizer.grad_scale = (grad_norm / clip).clamp(min=1.0)  # type: ignore[attr-defined]
     optimizer.step()
     new_state = keep_state_where(taken, detach_state(new_state), state)  # the graph ends at the window edge
     return loss.detach(), grad_norm, new_state, taken
