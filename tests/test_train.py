@@ -210,7 +210,7 @@ def test_keeping_freed_memory_ends_the_page_faults_of_every_step() -> None:
     steps that this test took before once came out at 873 against 8,189)."""
     code = """
 import ctypes, resource, statistics, torch
-from chargen.allocator import keep_freed_memory
+from chargen.allocator import _M_MMAP_THRESHOLD, keep_freed_memory
 torch.manual_seed(0)
 torch.set_num_threads(1)
 rnn, x = torch.nn.LSTM(64, 256, 2), torch.randn(35, 32, 64)
@@ -221,7 +221,7 @@ def faults_per_step():
         rnn(x)[0].sum().backward()
         counts.append(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before)
     return statistics.median(counts[2:])  # after two steps that let the heap grow
-assert ctypes.CDLL(None).mallopt(-3, 128 * 1024) == 1  # M_MMAP_THRESHOLD, glibc's starting value
+assert ctypes.CDLL(None).mallopt(_M_MMAP_THRESHOLD, 128 * 1024) == 1  # glibc's starting value
 default = faults_per_step()
 assert keep_freed_memory()
 print(default, faults_per_step())
