@@ -48,10 +48,29 @@ def _clean(item: str) -> str:
     return item.lstrip("\r\n").rstrip()
 
 
-def _split(text: str, mode: str) -> list[str]:
+def _parts(text: str, mode: str) -> list[str]:
+    """A prepared text cut as `mode` (not `lines`) cuts it, blank parts included."""
+    if mode == "files":
+        return [text]
     if mode == "paragraphs":
         return _BLANK_LINES.split(text)
     return text.split(mode)
+
+
+def text_items(text: str, config: TextConfig) -> list[str]:
+    """The items of one text (as read, not yet prepared), each prepared as a run of `config` reads
+    them from a file; blank ones are left out. A text with no separator is one item (a file of a list
+    must have one, see item_texts; one text scored against a list's run need not)."""
+    mode = config.items
+    assert mode is not None
+    if mode == "lines":
+        return [prepare(line.strip(), config) for line in text.split("\n") if line.strip()]
+    return _kept(_parts(prepare(text, config), mode))
+
+
+def _kept(parts: list[str]) -> list[str]:
+    """The parts that are items: not blank, cleaned."""
+    return [_clean(part) for part in parts if part.strip()]
 
 
 def item_texts(paths: list[Path], config: TextConfig, what: str = "corpus") -> Iterator[str]:
@@ -69,16 +88,11 @@ def item_texts(paths: list[Path], config: TextConfig, what: str = "corpus") -> I
     for path in paths:
         if mode == "lines":
             for piece in read_chunks(path, config, what):  # pieces end at a line break
-                for line in piece.split("\n"):
-                    if line.strip():
-                        yield prepare(line.strip(), config)
+                yield from text_items(piece, config)
             continue
-        text = read_text(path, config, what)
-        parts = [text] if mode == "files" else _split(text, mode)
+        parts = _parts(read_text(path, config, what), mode)
         found_separator = found_separator or len(parts) > 1
-        for part in parts:
-            if part.strip():
-                yield _clean(part)
+        yield from _kept(parts)
     if mode not in ("lines", "files") and not found_separator:
         raise CorpusError(
             f"{what} does not contain the {describe_mode(mode)} anywhere, so it would be one item; "

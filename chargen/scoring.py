@@ -55,6 +55,10 @@ class Scores:
     unknown: int = 0  # characters outside the vocabulary (replaced or skipped before scoring)
     seconds: float = 0.0  # time taken to compute them
     unit: str = "line"  # what a unit is: a line of a text, or an item of a list
+    # A text's (score_units): the ids scored, in order (all but the first), and the log-probability
+    # of each; a list's leave them out (see score_items).
+    symbols: np.ndarray | None = None  # (N,) ids
+    symbol_logprobs: np.ndarray | None = None  # (N,) float32
 
     def __len__(self) -> int:
         return len(self.units)
@@ -147,8 +151,10 @@ def score_units(
         n_unknown += missing
     ends = np.cumsum([len(ids) for ids in encoded], dtype=np.int64)  # (U,)
     ids = np.concatenate(encoded) if encoded else np.zeros(0, dtype=vocab.dtype)
-    chars, logprobs = _per_unit(position_logprobs(model, ids, device, autocast), ends)
-    return Scores(units, chars, logprobs, n_unknown, time.perf_counter() - start)
+    each = position_logprobs(model, ids, device, autocast)  # (N,): ids[1:]'s
+    chars, logprobs = _per_unit(each, ends)
+    seconds = time.perf_counter() - start
+    return Scores(units, chars, logprobs, n_unknown, seconds, symbols=ids[1:], symbol_logprobs=each)
 
 
 def score_items(
@@ -169,16 +175,22 @@ def score_items(
     return Scores(units, spans.steps, -losses, unknown, time.perf_counter() - start, unit="item")
 
 
+def split_lines(text: str) -> list[str]:
+    """The units `chargen score` scores in a text: its lines, each with its line break (the last may
+    have none). Only "\\n" ends a line, as read_chunks cuts a file (str.splitlines would also cut at
+    "\\r", form feeds, U+2028 and others)."""
+    parts = text.split("\n")
+    return [part + "\n" for part in parts[:-1]] + ([parts[-1]] if parts[-1] else [])
+
+
 def read_lines(path: Path | str, config: TextConfig | None = None, what: str = "text") -> list[str]:
-    """The file's lines, each with its line break (the last may have none), decoded as `config`
-    says but not prepared; read_chunks' errors for a missing, empty or undecodable file."""
-    lines, carry = [], ""
+    """The file's lines as split_lines gives them, decoded as `config` says but not prepared;
+    read_chunks' errors for a missing, empty or undecodable file."""
+    lines: list[str] = []
     for piece in read_chunks(Path(path), config or TextConfig(), what):
-        parts = (carry + piece).split("\n")
-        lines.extend(part + "\n" for part in parts[:-1])
-        carry = parts[-1]
-    if carry:
-        lines.append(carry)
+        if lines and not lines[-1].endswith("\n"):
+            piece = lines.pop() + piece  # a line a chunk cut short goes on in the next
+        lines.extend(split_lines(piece))
     return lines
 
 

@@ -20,7 +20,7 @@ from chargen.data import IGNORE, ItemBatches
 from chargen.errors import TrainingInterrupted
 from chargen.evaluate import evaluate_ids, evaluate_items, item_losses
 from chargen.item_sample import generate_items
-from chargen.items import END, ItemSpans, split_items
+from chargen.items import END, ItemSpans, split_items, text_items
 from chargen.model import CharRNN
 from chargen.reports import StepReport
 from chargen.training import resume, train
@@ -75,6 +75,26 @@ def test_separators_paragraphs_and_files(tmp_path: Path) -> None:
     assert _items_of(files.ids, files.end_id, files.vocab.decode) == ["first\npoem", "şiir, ikinci"]
     whole = load_corpus(folder, cache=False)  # without items: one text, files joined by a line break
     assert whole.decode() == "first\npoem\n\nşiir, ikinci\n" and whole.name == "poems"
+
+
+def test_one_text_cut_into_items_as_a_file_of_the_list_would_be(tmp_path: Path) -> None:
+    """text_items (what `chargen serve` scores a text against a list's run with) cuts one text as
+    load_corpus cuts a file, in every mode, blank items left out; with no separator it is one item."""
+    cases = {
+        "lines": "  ayşe \n\nçağrı\r\n   \nİbrahim\n",
+        "paragraphs": "a poem\n  indented\n\n \n\nanother\n",
+        "<|endoftext|>": "one\nline<|endoftext|>two\n<|endoftext|>\nthree",
+    }
+    for mode, text in cases.items():
+        config = TextConfig(items=mode, normalize="nfkc")
+        (tmp_path / "list.txt").write_text(text, encoding="utf-8")
+        corpus = load_corpus(tmp_path / "list.txt", config, cache=False)
+        assert text_items(text, config) == _items_of(corpus.ids, corpus.end_id, corpus.vocab.decode), mode
+    assert text_items("just one poem\nof two lines\n", TextConfig(items="paragraphs")) == [
+        "just one poem\nof two lines"
+    ]
+    assert text_items("a whole file\n", TextConfig(items="files")) == ["a whole file"]
+    assert text_items("\n  \n", TextConfig(items="lines")) == []
 
 
 def test_the_held_out_items_are_a_seeded_random_tenth(words: list[str], tmp_path: Path) -> None:

@@ -19,7 +19,7 @@ from chargen.config import TextConfig
 from chargen.errors import CorpusError, VocabError
 from chargen.evaluate import evaluate_ids
 from chargen.records import TrainSummary
-from chargen.scoring import position_logprobs, read_lines, score_run, score_units
+from chargen.scoring import position_logprobs, read_lines, score_run, score_units, split_lines
 from chargen.training import train
 from tests.conftest import TINY_MODEL, TINY_TRAIN, corpus_from_text
 
@@ -102,6 +102,14 @@ def test_a_bytes_run_scores_bytes(lamp_text: str, tmp_path: Path) -> None:
 def test_read_lines_keeps_each_line_break_with_its_line(tmp_path: Path) -> None:
     (tmp_path / "a.txt").write_bytes("\ufeffone\r\ntwo\n\nthree".encode())
     assert read_lines(tmp_path / "a.txt") == ["one\r\n", "two\n", "\n", "three"]
+    # Only a line feed ends a line: a lone carriage return, a form feed or U+2028 do not.
+    text = "one\rtwo\x0cthree\u2028four\n\nfive\n"
+    (tmp_path / "b.txt").write_text(text, encoding="utf-8", newline="")
+    assert (
+        read_lines(tmp_path / "b.txt")
+        == split_lines(text)
+        == ["one\rtwo\x0cthree\u2028four\n", "\n", "five\n"]
+    )
 
 
 def _score(*args: str):

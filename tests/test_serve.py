@@ -289,6 +289,25 @@ def test_score_gives_per_character_logprobs_as_chargen_score(
     lines = [json.loads(line) for line in result.output.splitlines() if line.startswith("{")]
     for ours, theirs in zip(data["lines"], lines, strict=True):
         assert ours["chars"] == theirs["chars"] and abs(ours["logprob"] - theirs["logprob"]) < 1e-3
+    # Only a line feed ends a line, as in a file: not a form feed (replaced, being unknown here).
+    text = "The lamp\x0cat the point\nwas lit.\n"
+    data = httpx.post(server.url + "/v1/score", json={"text": text, "unknown": "replace"}).json()
+    (tmp_path / "f.txt").write_text(text, newline="")
+    result = CliRunner().invoke(
+        app,
+        [
+            "score",
+            "--model",
+            str(tiny_run.run_dir),
+            str(tmp_path / "f.txt"),
+            "--unknown",
+            "replace",
+            "--json",
+        ],
+    )
+    assert result.exit_code == 0, result.output
+    lines = [json.loads(line) for line in result.output.splitlines() if line.startswith("{")]
+    assert [u["chars"] for u in data["lines"]] == [u["chars"] for u in lines] and len(lines) == 2
     bad = httpx.post(server.url + "/v1/score", json={"text": "\u4e00\u4e01"})
     assert bad.status_code == 422 and bad.json()["field"] == "text"
 
@@ -498,8 +517,19 @@ def test_a_list_run_serves_items_as_chargen_sample_makes_them(tmp_path: Path) ->
         with httpx.stream("POST", served.url + "/v1/generate", json={"items": 3, "stream": True}) as response:
             events = list(sse(response))
         assert [name for name, _ in events].count("item") == 3 and events[-1][0] == "done"
-        scored = httpx.post(served.url + "/v1/score", json={"text": "emma\nava\n"}).json()
+        # Items cut and cleaned as `chargen score` reads a file of the list: a blank line is no item,
+        # blanks around a name are not part of it.
+        text = "emma\n\n  ava  \n"
+        scored = httpx.post(served.url + "/v1/score", json={"text": text}).json()
         assert [u["chars"] for u in scored["items"]] == [5, 4] and len(scored["symbols"]) == 9
+        (tmp_path / "some.txt").write_text(text)
+        result = CliRunner().invoke(app, ["score", "--model", str(run), str(tmp_path / "some.txt"), "--json"])
+        assert result.exit_code == 0, result.output
+        rows = [json.loads(line) for line in result.output.splitlines() if line.startswith("{")]
+        assert [(u["text"], u["chars"]) for u in scored["items"]] == [(u["text"], u["chars"]) for u in rows]
+        assert all(
+            abs(a["logprob"] - b["logprob"]) < 1e-3 for a, b in zip(scored["items"], rows, strict=True)
+        )
         assert generate(served.url, {"n": 2}).json()["field"] == "n"
     finally:
         served.stop()

@@ -20,7 +20,6 @@ is shared. Two things make a seed's text the same alone and beside others, to th
 from __future__ import annotations
 
 import contextlib
-import math
 import queue
 import random
 import sys
@@ -39,12 +38,12 @@ from chargen.device import autocast_to
 from chargen.errors import ChargenError, CorpusError, ServerBusy
 from chargen.evaluate import LossStats
 from chargen.item_sample import Item
-from chargen.items import END
+from chargen.items import END, describe_mode, text_items
 from chargen.model import CellStepper, CharRNN
 from chargen.sample import Picker, _could_begin, encode_prefix, filter_logits, gumbel_noise
-from chargen.scoring import _per_unit, position_logprobs
+from chargen.scoring import UnitScore, score_units, split_lines
 from chargen.serve.requests import GenerateRequest, Limits, ScoreRequest
-from chargen.text import Preparer, prepare
+from chargen.text import prepare
 from chargen.vocab import Tokenizer
 
 MIN_ROWS = 4  # see above: fewer rows would change the arithmetic
@@ -589,84 +588,62 @@ class Engine:
 
     def score(self, request: ScoreRequest) -> dict[str, Any]:
         """Per-symbol log-probabilities and bits per character of a text, as `chargen score` figures
-        them: a text's run reads it line by line with the state carried; a list's run each line as
-        an item from a fresh state, its end included."""
-        begun = time.perf_counter()
-        lines = request.text.splitlines(keepends=True)
+        them: a text's run reads it line by line with the state carried; a list's run item by item
+        (cut as the run's list was), each from a fresh state, its end included."""
         if self.listed:
-            return self._score_items([line.rstrip("\r\n") for line in lines], request.unknown, begun)
-        prepare_piece, encoded, unknown = Preparer(self.text_config), [], 0
-        for number, line in enumerate(lines, 1):
-            ids, missing = self.vocab.encode_counting(
-                prepare_piece(line), f"`text` line {number}", request.unknown
-            )
-            encoded.append(ids)
-            unknown += missing
-        ends = np.cumsum([len(ids) for ids in encoded], dtype=np.int64)
-        ids = np.concatenate(encoded) if encoded else np.zeros(0, dtype=self.vocab.dtype)
-        if len(ids) < 2:
-            raise CorpusError("`text` must have at least 2 characters to score")
-        logprobs = position_logprobs(self.model, ids, "cpu", self.autocast)  # (n - 1,): symbol j + 1's
-        chars, sums = _per_unit(logprobs, ends)
-        units = [
-            {"text": line.rstrip("\r\n"), "chars": int(n), "logprob": float(s), "bpc": _bpc(float(s), int(n))}
-            for line, n, s in zip(lines, chars.tolist(), sums.tolist(), strict=True)
-        ]
-        symbols = [
-            [self.labels[i], float(lp)] for i, lp in zip(ids[1:].tolist(), logprobs.tolist(), strict=True)
-        ]
-        return self._scored(
-            float(logprobs.astype(np.float64).sum()), len(logprobs), unknown, begun, units, symbols
+            return self._score_items(text_items(request.text, self.text_config), request.unknown)
+        scores = score_units(
+            self.model,
+            self.vocab,
+            split_lines(request.text),
+            self.text_config,
+            request.unknown,
+            "cpu",
+            self.autocast,
+            what="`text` line",
         )
+        assert scores.symbols is not None and scores.symbol_logprobs is not None
+        symbols = [
+            [self.labels[i], lp]
+            for i, lp in zip(scores.symbols.tolist(), scores.symbol_logprobs.tolist(), strict=True)
+        ]
+        units = [unit.to_dict() for unit in scores]
+        return self._scored(scores.stats, float(scores.logprobs.sum()), units, symbols, "lines")
 
-    def _score_items(self, items: list[str], unknown_policy: str, begun: float) -> dict[str, Any]:
+    def _score_items(self, items: list[str], unknown_policy: str) -> dict[str, Any]:
+        """`items` (prepared) scored one by one, keeping each symbol's log-probability (score_items
+        batches them and keeps only their sums)."""
+        begun = time.perf_counter()
         units, symbols, total, chars, unknown = [], [], 0.0, 0, 0
         for number, item in enumerate(items, 1):
-            ids, missing = self.vocab.encode_counting(
-                prepare(item, self.text_config), f"`text` item {number}", unknown_policy
-            )
+            ids, missing = self.vocab.encode_counting(item, f"`text` item {number}", unknown_policy)
             unknown += missing
             context = torch.from_numpy(np.concatenate([[self.end], ids, [self.end]]).astype(np.int64))
             with autocast_to(self.autocast, "cpu"):
                 logits, _ = self.model(context[:-1].view(-1, 1))  # (T, 1, V) from a fresh state
             lps = F.log_softmax(logits[:, 0].float(), -1).gather(1, context[1:].view(-1, 1)).squeeze(1)
-            logprob = float(lps.double().sum())
-            units.append(
-                {"text": item, "chars": len(lps), "logprob": logprob, "bpc": _bpc(logprob, len(lps))}
-            )
+            unit = UnitScore(item, len(lps), float(lps.double().sum()))
+            units.append(unit.to_dict())
             symbols.extend(
                 [self.labels[i], lp] for i, lp in zip(context[1:].tolist(), lps.tolist(), strict=True)
             )
-            total += logprob
-            chars += len(lps)
+            total += unit.logprob
+            chars += unit.chars
         if not chars:
-            raise CorpusError("`text` has no items to score: one a line")
-        return self._scored(total, chars, unknown, begun, units, symbols, "items")
+            mode = describe_mode(self.text_config.items or "lines")
+            raise CorpusError(f"`text` has no items to score when read as {mode}")
+        stats = LossStats(chars, -total / chars, time.perf_counter() - begun, unknown)
+        return self._scored(stats, total, units, symbols, "items")
 
     @staticmethod
-    def _scored(
-        logprob: float,
-        chars: int,
-        unknown: int,
-        begun: float,
-        units: list,
-        symbols: list,
-        name: str = "lines",
-    ) -> dict[str, Any]:
-        stats = LossStats(
-            chars=chars, loss=-logprob / chars, seconds=time.perf_counter() - begun, unknown=unknown
-        )
+    def _scored(stats: LossStats, logprob: float, units: list, symbols: list, name: str) -> dict[str, Any]:
         return {
-            "chars": chars,
+            "chars": stats.chars,
             "logprob": logprob,
             "bpc": stats.bpc,
             "perplexity": stats.perplexity,
-            "unknown": unknown,
+            "unknown": stats.unknown,
             "seconds": round(stats.seconds, 4),
             name: units,
             "symbols": symbols,
         }
-
-
-def _bpc(logprob: float, chars: int) -> float | None:
-    return -logprob / chars / math.log(2) if chars else None
