@@ -186,6 +186,24 @@ def test_the_cli_refuses_a_public_address_without_a_token(tiny_run: TrainSummary
     assert len(result.output.strip().splitlines()) == 1
 
 
+def test_a_port_in_use_or_out_of_range_and_an_unknown_host_are_one_line(tiny_run: TrainSummary) -> None:
+    run = str(tiny_run.run_dir)
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        busy = taken.getsockname()[1]
+        cases = [
+            (["--port", str(busy)], f"port {busy} is in use"),
+            (["--port", "70000"], "--port must be in 0-65535"),
+            (["--port", "-1"], "--port must be in 0-65535"),
+            (["--host", "no-such-host.invalid", "--token", "t"], "--host 'no-such-host.invalid' is not"),
+        ]
+        for args, message in cases:
+            result = CliRunner().invoke(app, ["serve", "--model", run, *args])
+            assert result.exit_code == 2 and message in result.output, (args, result.output)
+            assert len(result.output.strip().splitlines()) == 1, result.output
+
+
 # --- the real server ----------------------------------------------------------------------------
 
 
@@ -323,7 +341,8 @@ def test_bad_requests_are_refused_naming_the_problem(server: Served) -> None:
     for body, status, field in cases:
         answer = generate(server.url, body)
         assert answer.status_code == status and answer.json()["field"] == field, (body, answer.text)
-    for raw in [b"{", b"[1, 2]", b"\xff\xfe", b""]:
+    deep, digits = b"[" * 5000 + b"]" * 5000, b'{"seed": ' + b"9" * 5000 + b"}"  # Python refuses both
+    for raw in [b"{", b"[1, 2]", b"\xff\xfe", b"", deep, digits]:
         answer = httpx.post(server.url + "/v1/generate", content=raw)
         assert answer.status_code == 400 and "error" in answer.json(), raw
     huge = httpx.post(server.url + "/v1/score", json={"text": "a" * 300_000})

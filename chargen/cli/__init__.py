@@ -473,7 +473,7 @@ def serve(
     host: Annotated[
         str, typer.Option(help="Address to listen on; one beyond this machine needs --token.")
     ] = "127.0.0.1",
-    port: Annotated[int, typer.Option(help="Port to listen on, 1-65535.")] = 8000,
+    port: Annotated[int, typer.Option(help="Port to listen on, 0-65535 (0: any free one).")] = 8000,
     token: Annotated[
         str | None,
         typer.Option(help="Secret every API call must send as 'Authorization: Bearer TOKEN'."),

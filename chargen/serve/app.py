@@ -11,8 +11,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import copy
+import errno
 import hmac
 import json
+import socket
 from collections.abc import AsyncIterator, Callable
 from importlib import resources
 from typing import Any
@@ -220,6 +222,8 @@ def run_server(
     from chargen.serve.requests import check_binding
 
     check_binding(host, token, insecure_no_token)
+    sock = listen(host, port)  # before the model loads: a port in use is told at once
+    port = sock.getsockname()[1]  # the one the system chose, for port 0
     limits = limits or Limits()
     run = load_run(run_dir)
     cpu = torch.device("cpu")  # the loop's tensors live on the CPU (docs/serve.md)
@@ -235,5 +239,31 @@ def run_server(
     config = uvicorn.Config(app, host=host, port=port, log_config=log_config(), timeout_graceful_shutdown=5)
     server = Server(config)
     if started is not None:
-        started(f"http://{host}:{port}/")
-    server.run()  # uvicorn says on stderr, and exits 1, when it cannot listen on the port
+        started(f"http://{f'[{host}]' if ':' in host else host}:{port}/")
+    server.run(sockets=[sock])
+
+
+def listen(host: str, port: int) -> socket.socket:
+    """A socket bound to `host` and `port` (0: any free port), for uvicorn to serve on; ConfigError
+    naming `port` or `host` where it cannot be had."""
+    if not 0 <= port <= 65535:
+        raise ConfigError(f"`port` must be in 0-65535 (0: any free one), not {port}", "port")
+    try:
+        family, kind, proto, _, address = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0]
+    except (socket.gaierror, UnicodeError) as error:
+        raise ConfigError(f"`host` {host!r} is not an address of this machine ({error})", "host") from None
+    sock = socket.socket(family, kind, proto)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn does: a restart need not wait
+    try:
+        sock.bind(address)
+    except OSError as error:
+        sock.close()
+        if error.errno == errno.EADDRINUSE:
+            why = "is in use (another server?): stop it, or give another `port`"
+        elif error.errno == errno.EACCES:
+            why = "needs privileges this user lacks (below 1024, say): give another `port`"
+        else:
+            why = f"cannot be listened on ({error.strerror}): check `host`"
+        raise ConfigError(f"{host} port {port} {why}", "port" if "`port`" in why else "host") from None
+    sock.set_inheritable(True)
+    return sock

@@ -115,6 +115,8 @@ def parse_json(body: bytes) -> dict[str, Any]:
         raise ConfigError("the body is not UTF-8; send JSON") from None
     except json.JSONDecodeError as err:
         raise ConfigError(f"the body is not valid JSON ({err.msg} at character {err.pos})") from None
+    except (RecursionError, ValueError) as err:  # nested too deep; an integer of over 4,300 digits
+        raise ConfigError(f"the body is JSON Python will not read ({err})") from None
     if not isinstance(data, dict):
         raise ConfigError('the body must be a JSON object, such as {"prefix": "The "}')
     return data
