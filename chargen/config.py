@@ -24,6 +24,9 @@ DEVICES = ("auto", "cpu", "cuda", "mps")
 PRECISIONS = ("auto", "fp32", "bf16")
 # Model sizes for --size, smallest first: (layers, units per layer). `auto` chooses among them.
 SIZES = {"small": (2, 256), "medium": (2, 384), "large": (2, 512)}
+# Sampling temperatures above this are refused: at 1000 a character model's choices are already as
+# good as uniform, and far beyond it the noise times the temperature overflows float32 (1e39: inf).
+MAX_TEMPERATURE = 1000.0
 DEFAULT_TIME_BUDGET = 120.0  # seconds of training when no limit at all is given
 
 
@@ -270,9 +273,9 @@ class SampleConfig:
             "must not be empty; leave it out to generate `length` characters",
         )
         _require(
-            self.temperature >= 0,
+            0 <= self.temperature <= MAX_TEMPERATURE,
             "temperature",
-            f"must not be negative (0 is greedy), not {self.temperature}",
+            f"must be in [0, {MAX_TEMPERATURE:g}] (0 is greedy), not {self.temperature}",
         )
         _require(self.top_k is None or self.top_k >= 1, "top_k", f"must be at least 1, not {self.top_k}")
         _require(0 < self.top_p <= 1, "top_p", f"must be in (0, 1], not {self.top_p}")

@@ -50,6 +50,7 @@ def filter_logits(logits: torch.Tensor, temperature: float, top_k: int | None, t
         probs = sorted_logits.softmax(dim=-1)
         # Drop a character when the ones more likely than it already reach top_p (the first stays).
         drop = probs.cumsum(dim=-1) - probs >= top_p
+        drop[:, 0] = False  # even where top_p rounds to 0 in the logits' precision (1e-320, say)
         logits = logits.masked_fill(drop.scatter(-1, order, drop), float("-inf"))
     return logits
 

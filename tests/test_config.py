@@ -30,6 +30,8 @@ def test_bad_durations_name_the_field(text: str) -> None:
         (lambda: TrainConfig(val_fraction=1.0), "val_fraction"),
         (lambda: TrainConfig(clip=-1), "clip"),
         (lambda: SampleConfig(temperature=-0.5), "temperature"),
+        (lambda: SampleConfig(temperature=1e39), "temperature"),
+        (lambda: SampleConfig(temperature=float("inf")), "temperature"),
         (lambda: SampleConfig(top_p=0), "top_p"),
         (lambda: SampleConfig(top_k=0), "top_k"),
         (lambda: SampleConfig(length=-1), "length"),

@@ -59,6 +59,10 @@ def test_top_k_and_top_p_keep_the_right_characters() -> None:
     top_p = filter_logits(logits, 1.0, top_k=None, top_p=0.8)  # 0.5 + 0.3 reaches 0.8
     assert torch.isfinite(top_p).tolist() == [[True, True, False, False]]
     assert torch.isfinite(filter_logits(logits, 1.0, None, 0.1)).tolist() == [[True, False, False, False]]
+    # A top_p that float32 rounds to 0 still keeps the likeliest (it dropped every one, and argmax
+    # of all -inf took the first symbol), here not the first.
+    tiny = filter_logits(logits.flip(-1), 1.0, None, 1e-320)
+    assert torch.isfinite(tiny).tolist() == [[False, False, False, True]]
 
 
 def test_a_prefix_with_an_unknown_character_is_refused(loaded) -> None:

@@ -152,7 +152,7 @@ PrefixFile = Annotated[
     ),
 ]
 Length = Annotated[int, typer.Option(help="Characters to generate, >= 0.")]
-Temperature = Annotated[float, typer.Option(help="Randomness, >= 0; 0 is greedy, 1 the model's own.")]
+Temperature = Annotated[float, typer.Option(help="Randomness, 0-1000; 0 is greedy, 1 the model's own.")]
 TopK = Annotated[int | None, typer.Option(help="Sample among the k likeliest characters, >= 1.")]
 TopP = Annotated[float, typer.Option(help="Sample from the smallest set holding this probability, (0, 1].")]
 SampleSeed = Annotated[int | None, typer.Option(help="Random seed; the same seed gives the same text.")]
