@@ -60,3 +60,36 @@ def test_the_readme_is_short_and_leads_to_every_document_and_command() -> None:
     for name in commands:
         assert f"docs/commands.md#chargen-{name}" in links, f"README does not lead to chargen {name}"
     assert "./quickstart" in text and "bash .ci/run" in text
+
+
+def test_the_option_tables_give_the_defaults_the_commands_have() -> None:
+    """A row `| --flag | default | ... |` of docs/commands.md whose default is a plain number or a
+    quoted word must be the default of that option in a command that has it."""
+    import typer.main
+
+    defaults: dict[str, list[object]] = {}
+    for command in typer.main.get_command(app).commands.values():  # type: ignore[attr-defined]
+        for param in command.params:
+            for name in getattr(param, "opts", []):
+                defaults.setdefault(name, []).append(param.default)
+    checked = 0
+    text = (REPO / "docs" / "commands.md").read_text(encoding="utf-8")
+    for flag, default in re.findall(r"^\| `(--[\w-]+)(?: [A-Z]+)?` \| ([^|]+?) \|", text, flags=re.M):
+        literal = re.fullmatch(r"`([\w.-]+)`|([\d,.]+)", default)
+        if literal is None:  # off, planned, random, prose: said in words, not checked here
+            continue
+        assert flag in defaults, f"docs/commands.md documents {flag}, which no command has"
+        word, number = literal.groups()
+        if flag == "--items" and number == "10":  # sample's: None, which a list's run reads as 10
+            continue
+        if number is not None:
+            got = [
+                d
+                for d in defaults[flag]
+                if isinstance(d, int | float) and float(number.replace(",", "")) == d
+            ]
+        else:
+            got = [d for d in defaults[flag] if str(d) == word]
+        assert got, f"docs/commands.md gives {flag} the default {default}; the commands: {defaults[flag]}"
+        checked += 1
+    assert checked >= 15, checked
