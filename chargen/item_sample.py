@@ -59,11 +59,9 @@ def generate_items(
     items."""
     if count < 1:
         raise ConfigError(f"`items` must be at least 1, not {count}", "items")
-    end = int(vocab.encode(END)[0])
-    prefix = vocab.encode(prepare(config.prefix, text_config or TextConfig()), "`prefix`", config.unknown)
-    if end in prefix.tolist():
-        raise SampleError("the prefix holds the end-of-item symbol")
-    context = torch.from_numpy(np.concatenate([[end], prefix]).astype(np.int64)).to(device)
+    ids = item_context(vocab, config, text_config)
+    end, prefix = int(ids[0]), ids[1:]
+    context = torch.from_numpy(ids.astype(np.int64)).to(device)
     seed = config.seed if config.seed is not None else random.SystemRandom().randrange(2**31)
     generator = torch.Generator(device=device).manual_seed(seed)
     model.eval()
@@ -76,6 +74,23 @@ def generate_items(
         batch = min(BATCH, count - done)
         yield from _batch_of_items(model, vocab, config, begun, batch, generator, end, budget)
         done += batch
+
+
+def item_context(vocab: Tokenizer, config: SampleConfig, text_config: TextConfig | None = None) -> np.ndarray:
+    """What every item of `config` is generated from: the end symbol (an item begins), then the
+    prefix's ids, prepared as the list was. The prefix may not hold the end symbol, nor be longer
+    than `max_length`, which counts it."""
+    end = int(vocab.encode(END)[0])
+    prefix = vocab.encode(prepare(config.prefix, text_config or TextConfig()), "`prefix`", config.unknown)
+    if end in prefix.tolist():
+        raise SampleError("`prefix` holds the end-of-item symbol (NUL)")
+    if len(prefix) > config.max_length:
+        raise ConfigError(
+            f"`prefix` has {len(prefix)} characters, more than the {config.max_length} `max_length` "
+            "allows an item, its prefix included",
+            "max_length",
+        )
+    return np.concatenate([[end], prefix])
 
 
 @dataclass

@@ -200,6 +200,20 @@ def test_train_sample_new_items_and_eval_from_the_command_line(
     mean = -sum(s["logprob"] for s in scored) / sum(s["chars"] for s in scored)
     assert mean == pytest.approx(stats["loss"], rel=0.005)
 
+    # Options for a text's run are refused on a list's run, not ignored; and a prefix longer than
+    # --max-length (which counts it) would make only cut-off items.
+    refused = {
+        ("--length", "50"): "--length is for a run trained on a text",
+        ("--stop", "a"): "--stop is for a run trained on a text",
+        ("--num-samples", "2"): "--num-samples is for a run trained on a text",
+        ("--novelty",): "--novelty is for a run trained on a text",
+        ("--max-length", "1", "--prefix", "th"): "--prefix has 2 characters, more than the 1 --max-length",
+    }
+    for args, message in refused.items():
+        result = runner.invoke(app, ["sample", "--model", str(run), "--items", "3", *args])
+        assert result.exit_code != 0 and message in result.output, (args, result.output)
+        assert len(result.output.strip().splitlines()) == 1 and not result.stdout.strip(), result.output
+
 
 def test_a_folder_of_files_trains_as_items_or_as_one_text(tmp_path: Path, lamp_text: str) -> None:
     folder = tmp_path / "letters"

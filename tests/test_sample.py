@@ -212,6 +212,8 @@ def test_a_prefix_that_cannot_be_read_gets_one_line(tiny_run: TrainSummary, tmp_
         (["--prefix-file", str(tmp_path / "snow.txt")], 1, "--prefix-file has 1 character(s) the model"),
         (["--prefix", "-", "--prefix-file", str(tmp_path / "good.txt")], 2, "--prefix and --prefix-file"),
         (["--prefix", "", "--prefix-file", str(tmp_path / "good.txt")], 2, "were both given"),
+        (["--max-length", "5"], 1, "--max-length needs a run trained on a list"),  # not ignored
+        (["--items", "3"], 1, "--items needs a run trained on a list"),
     ):
         assert said in _one_line_error(runner.invoke(app, [*base, *args]), code), args
     piped = runner.invoke(app, [*base, "--prefix", "-"], input="caf\xe9".encode("latin-1"))

@@ -550,6 +550,8 @@ def test_a_list_run_serves_items_as_chargen_sample_makes_them(tmp_path: Path) ->
             abs(a["logprob"] - b["logprob"]) < 1e-3 for a, b in zip(scored["items"], rows, strict=True)
         )
         assert generate(served.url, {"n": 2}).json()["field"] == "n"
+        too_long = generate(served.url, {"items": 2, "prefix": "emm", "max_length": 2})
+        assert too_long.status_code == 422 and too_long.json()["field"] == "max_length", too_long.text
     finally:
         served.stop()
 

@@ -280,13 +280,22 @@ def sample(
         adapt_config = opt.adapt_config(ctx, "adapt_on", adapt_on is not None)
         run = load_run(model)
         listed = run.text_config.items is not None
-        if not listed and (items is not None or new or as_json):
-            given = "--items" if items is not None else "--new" if new else "--json"
-            raise RunError(f"{given} needs a run trained on a list (chargen train FILE --items lines)")
+        given = opt.given(ctx, leave_out=())
+        list_only = [items is not None, new, as_json, "max_length" in given]
+        if not listed and any(list_only):
+            flag = ("--items", "--new", "--json", "--max-length")[list_only.index(True)]
+            raise RunError(f"{flag} needs a run trained on a list (chargen train FILE --items lines)")
+        text_only = [name for name in ("length", "stop", "num_samples", "novelty") if name in given]
+        if listed and adapt_on is None and text_only:
+            flag = "--" + text_only[0].replace("_", "-")
+            raise RunError(
+                f"{flag} is for a run trained on a text; this one was trained on a list: "
+                "--items N samples whole items (--max-length cuts them off)"
+            )
         torch_device = resolve_device(device)
         net = load_model_weights(run, torch_device)
         if listed and adapt_on is None:
-            if "max_length" not in opt.given(ctx, leave_out=()):  # a document is longer than a line
+            if "max_length" not in given:  # a document is longer than a line
                 config = dataclasses.replace(config, max_length=default_max_length(run.text_config.items))
             _sample_items(run, net, config, 10 if items is None else items, new, as_json, torch_device)
             return

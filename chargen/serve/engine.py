@@ -37,13 +37,12 @@ from chargen.config import TextConfig
 from chargen.device import autocast_to
 from chargen.errors import ChargenError, CorpusError, ServerBusy
 from chargen.evaluate import LossStats
-from chargen.item_sample import Item
+from chargen.item_sample import Item, item_context
 from chargen.items import END, describe_mode, text_items
 from chargen.model import CellStepper, CharRNN
 from chargen.sample import Picker, _could_begin, encode_prefix, filter_logits, gumbel_noise
 from chargen.scoring import UnitScore, score_units, split_lines
 from chargen.serve.requests import GenerateRequest, Limits, ScoreRequest
-from chargen.text import prepare
 from chargen.vocab import Tokenizer
 
 MIN_ROWS = 4  # see above: fewer rows would change the arithmetic
@@ -214,10 +213,7 @@ class Engine:
         config = request.sample
         if not self.listed:
             return encode_prefix(self.vocab, config.prefix, self.text_config, config.unknown)
-        prefix = self.vocab.encode(prepare(config.prefix, self.text_config), "`prefix`", config.unknown)
-        if self.end in prefix.tolist():
-            raise CorpusError("`prefix` holds the end-of-item symbol (NUL)")
-        return np.concatenate([[self.end], prefix])
+        return item_context(self.vocab, config, self.text_config)
 
     # --- the loop's thread ----------------------------------------------------------------------
 
