@@ -126,11 +126,8 @@ def source_pieces(paths: list[Path], config: TextConfig, what: str = "corpus") -
             batch = []
     if batch:
         yield END.join(batch) + END
-    if count < 2:
-        raise CorpusError(
-            f"{what} has {count} item{'s' if count != 1 else ''} when read as "
-            f"{describe_mode(config.items)}: a list needs at least 2 (one to hold out)"
-        )
+    if count == 0:  # a list to train on needs 2 (split_items holds one out); one to score, 1
+        raise CorpusError(f"{what} has no items when read as {describe_mode(config.items)}")
 
 
 def list_files(paths: Iterable[Path], what: str = "corpus") -> list[Path]:

@@ -199,6 +199,11 @@ def test_train_sample_new_items_and_eval_from_the_command_line(
     )
     mean = -sum(s["logprob"] for s in scored) / sum(s["chars"] for s in scored)
     assert mean == pytest.approx(stats["loss"], rel=0.005)
+    test.write_text(words[1500] + "\n", encoding="utf-8")  # one item: nothing is held out to score it
+    for command in ("score", "eval"):
+        result = runner.invoke(app, [command, "--model", str(run), str(test), "--json"])
+        assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)["items"] == 1
 
     # Options for a text's run are refused on a list's run, not ignored; and a prefix longer than
     # --max-length (which counts it) would make only cut-off items.
@@ -290,7 +295,7 @@ def test_stopped_and_resumed_list_run_equals_the_uninterrupted_one(word_file: Pa
         ("  \n\n \t\n", [], "only white space"),
         ("one\ntwo\n", ["--items", "files"], "a single file"),
         ("one\ntwo\n", ["--items", "<|endoftext|>"], "does not contain the separator"),
-        ("only\n", [], "at least 2"),
+        ("only\n", [], "1 item: too few to hold one out"),
     ],
     ids=["empty", "blank", "files-on-one-file", "no-separator", "one-item"],
 )
