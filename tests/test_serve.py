@@ -426,6 +426,36 @@ def test_bounded_load_answers_all_and_keeps_memory_flat(server: Served) -> None:
     assert rss_second - rss_first < 20_000, (rss_first, rss_second)  # kB: no growth beyond noise
 
 
+def test_a_client_that_goes_or_stops_reading_leaves_at_once(server: Served) -> None:
+    """A whole answer's client that gives up, and a stream's that reads nothing, free their rows
+    long before their 100,000 characters are made."""
+
+    def drained(within: float) -> dict:
+        deadline = time.monotonic() + within
+        while (health := httpx.get(server.url + "/healthz").json())["queue"] and time.monotonic() < deadline:
+            time.sleep(0.1)
+        return health
+
+    began = drained(10)["steps"]
+    with pytest.raises(httpx.ReadTimeout):
+        httpx.post(server.url + "/v1/generate", json={"length": 100_000, "n": 4}, timeout=0.5)
+    health = drained(10)
+    assert health["queue"] == 0 and health["steps"] - began < 50_000, health
+    body = json.dumps({"length": 100_000, "n": 4, "stream": True, "alternatives": True}).encode()
+    head = b"POST /v1/generate HTTP/1.1\r\nHost: t\r\nContent-Length: %d\r\n\r\n" % len(body)
+    with socket.create_connection(("127.0.0.1", server.port)) as stalled:
+        stalled.sendall(head + body)  # and never reads while it runs
+        began = health["steps"]
+        time.sleep(0.5)
+        health = drained(60)
+        assert health["queue"] == 0 and health["steps"] - began < 100_000, health
+        stalled.settimeout(10)
+        received = b""
+        while b"event: error" not in received and (chunk := stalled.recv(1 << 16)):
+            received += chunk
+        assert b"characters behind" in received[received.index(b"event: error") :]
+
+
 def test_a_full_queue_answers_503_with_retry_after(tiny_run: TrainSummary) -> None:
     served = Served(tiny_run.run_dir, "--max-queue", "2", "--token", TOKEN, "--max-length", "100000")
     try:

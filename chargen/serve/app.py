@@ -26,7 +26,7 @@ from starlette.responses import HTMLResponse, Response, StreamingResponse
 from starlette.routing import Route
 
 from chargen.errors import ChargenError, ConfigError, ServerBusy
-from chargen.serve.engine import Engine
+from chargen.serve.engine import Engine, Job
 from chargen.serve.requests import Limits, parse_generate, parse_json, parse_score
 
 RETRY_AFTER = "1"  # seconds a client told the server is full should wait
@@ -119,13 +119,20 @@ def create_app(engine: Engine, description: dict[str, Any], token: str | None, l
 
     async def generate(request: Request) -> Response:
         parsed = parse_generate(await body(request), limits, engine.listed)
-        events, sink = _events()
-        job = engine.submit(parsed, sink)
+        events = Events()
+        job = events.job = engine.submit(parsed, events)
         if not parsed.stream:
+            answer = asyncio.ensure_future(events.get())
+            gone = asyncio.ensure_future(_disconnected(request))
             try:
-                name, data = await events.get()
+                await asyncio.wait({answer, gone}, return_when=asyncio.FIRST_COMPLETED)
             finally:
                 job.cancelled = True  # the answer is in, or the client went away: either way it is over
+                gone.cancel()
+                answer.cancel()
+            if not answer.done() or answer.cancelled():
+                return Response(status_code=499)  # nobody reads it: the client has gone
+            name, data = answer.result()
             return (
                 _json(data)
                 if name == "done"
@@ -147,8 +154,8 @@ def create_app(engine: Engine, description: dict[str, Any], token: str | None, l
 
     async def score(request: Request) -> Response:
         parsed = parse_score(await body(request))
-        events, sink = _events()
-        engine.submit_score(parsed, sink)
+        events = Events()
+        engine.submit_score(parsed, events)
         name, data = await events.get()
         if name == "error":
             return _error(422, data["error"], data.get("field") or "text")
@@ -175,15 +182,40 @@ def create_app(engine: Engine, description: dict[str, Any], token: str | None, l
     return Starlette(routes=routes, lifespan=lifespan, exception_handlers={HTTPException: not_found})
 
 
-def _events() -> tuple[asyncio.Queue, Callable[[str, dict[str, Any]], None]]:
-    """A queue for one request's events, and the sink the engine's thread puts them in with."""
-    loop = asyncio.get_running_loop()
-    events: asyncio.Queue = asyncio.Queue()
+class Events:
+    """One request's events: the engine's thread puts them in (calling it as its sink), the event
+    loop takes them out. A stream whose client falls MAX_BEHIND characters behind (reading nothing,
+    say) is dropped, its job cancelled, so that no client can make the server hold text without
+    bound: with the alternatives a waiting character takes about half a kilobyte."""
 
-    def sink(name: str, data: dict[str, Any]) -> None:
-        loop.call_soon_threadsafe(events.put_nowait, (name, data))
+    MAX_BEHIND = 20_000  # characters told and not yet taken; a reading client keeps a few hundred
 
-    return events, sink
+    def __init__(self) -> None:
+        self.loop = asyncio.get_running_loop()
+        self.queue: asyncio.Queue[tuple[str, dict[str, Any]]] = asyncio.Queue()
+        self.job: Job | None = None  # a generate request's, to cancel
+        self.told = 0  # characters put in, counted by the engine's thread only...
+        self.taken = 0  # ...and taken out, by the event loop's only
+
+    def __call__(self, name: str, data: dict[str, Any]) -> None:
+        if self.job is not None and self.job.cancelled:
+            return
+        if self.job is not None and self.told - self.taken > self.MAX_BEHIND:
+            self.job.cancelled = True  # it leaves at the next step; the stream ends with this
+            name, data = "error", {"error": f"the client fell over {self.MAX_BEHIND:,} characters behind"}
+        self.told += len(data.get("text", "")) if name == "piece" else 0
+        self.loop.call_soon_threadsafe(self.queue.put_nowait, (name, data))
+
+    async def get(self) -> tuple[str, dict[str, Any]]:
+        name, data = await self.queue.get()
+        self.taken += len(data.get("text", "")) if name == "piece" else 0
+        return name, data
+
+
+async def _disconnected(request: Request) -> None:
+    """Returns when the client has gone (after the body, all the server receives is that)."""
+    while (await request.receive())["type"] != "http.disconnect":
+        pass
 
 
 def _field_named(message: str) -> str | None:
