@@ -134,9 +134,9 @@ class ItemBatches:
     ) -> None:
         self.ids, self.end_id = ids, end_id
         self.spans = ItemSpans.of(ids, end_id)
-        if len(self.spans) < batch_size:
+        if (n := len(self.spans)) < batch_size:
             raise CorpusError(
-                f"the training split has {len(self.spans)} items, fewer than one batch of "
+                f"the training split has {n} item{'s' * (n != 1)}, fewer than one batch of "
                 f"`batch_size={batch_size}`; lower `batch_size`, or use a longer list"
             )
         self.batch_size, self.bptt = batch_size, bptt
