@@ -150,6 +150,10 @@ def train(
             raise ConfigError(
                 "`resume` continues a run and `init` starts a new one: give one of them", "init"
             )
+        if init is None and "unknown" in opt.given(ctx, leave_out=()):
+            raise ConfigError(
+                "`unknown` says what becomes of characters the `init` run never saw; give `init`", "unknown"
+            )
         if init is not None:
             from chargen.finetune import start_from
 
