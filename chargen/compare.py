@@ -15,7 +15,6 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from chargen import recipe
 from chargen.config import CELLS, ModelConfig, TrainConfig
 from chargen.corpus import Corpus
 from chargen.distributed import World
@@ -24,7 +23,7 @@ from chargen.files import write_json
 from chargen.plot import plot_runs, require_matplotlib
 from chargen.records import TrainSummary
 from chargen.reports import Report
-from chargen.settings import choose_device, prepare
+from chargen.settings import choose_device, prepare, with_batch
 from chargen.training import train
 
 COMPARE_JSON, COMPARE_PNG = "compare.json", "compare.png"
@@ -119,7 +118,7 @@ def compare(
     # slower cell would get a smaller model in the same time). A text too short for the batch is
     # refused here, before anything is written.
     world = World()
-    config = recipe.with_batch(config, corpus.end_id is not None)
+    config = with_batch(config, corpus)
     first = replace(model_config, cell=cells[0])
     decided, _ = prepare(corpus, first, config, world, choose_device(config, world))  # may time steps
     config, model_config = decided.train, decided.model

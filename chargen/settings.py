@@ -66,6 +66,22 @@ def lay_out(corpus: Corpus, config: TrainConfig, streams: slice | None = None) -
     return Layout(batches, val_ids, len(held_out), end_id, len(batches.spans) + held_items, held_items)
 
 
+def with_batch(config: TrainConfig, corpus: Corpus) -> TrainConfig:
+    """`config` with its batch decided (recipe.with_batch), made smaller where the training split
+    holds fewer streams of `bptt` characters (a short text of one's own) or fewer items than that;
+    a batch the user gave is kept, and lay_out refuses it where it does not fit."""
+    if config.batch_size is not None:
+        return config
+    planned = recipe.with_batch(config, corpus.end_id is not None)
+    if corpus.end_id is None:
+        train_ids = split_ids(corpus.ids, config.val_fraction)[0]
+        room = (len(train_ids) - config.bptt) // (config.bptt + 1)  # StreamBatches' need, solved for B
+    else:
+        train_ids = split_items(corpus.ids, corpus.end_id, config.val_fraction)[0]
+        room = int((train_ids == corpus.end_id).sum()) - 1  # the training items
+    return replace(planned, batch_size=max(1, min(planned.batch_size or 1, room)))
+
+
 def choose_device(config: TrainConfig, world: World) -> torch.device:
     """The device to train on: with several processes on GPUs, each its own (cuda:LOCAL_RANK)."""
     require_divisible(config.batch_size, world)

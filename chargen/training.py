@@ -14,7 +14,6 @@ from pathlib import Path
 from typing import Any
 
 from chargen import checkpoint as ckpt
-from chargen import recipe
 from chargen.allocator import keep_freed_memory
 from chargen.config import ModelConfig, SampleConfig, TrainConfig
 from chargen.corpus import Corpus, load_corpus
@@ -29,7 +28,7 @@ from chargen.recorder import Preview
 from chargen.records import CorpusRecord, RunInfo, TrainSummary
 from chargen.reports import Reporter, StartReport
 from chargen.sample import sample_batch
-from chargen.settings import Layout, RunSettings, choose_device, prepare, seed_own_dropout
+from chargen.settings import Layout, RunSettings, choose_device, prepare, seed_own_dropout, with_batch
 
 # Limits a resumed run may change; everything else stays as the run was started, but these too.
 LIMITS = ("epochs", "max_steps", "max_time")
@@ -59,7 +58,7 @@ def train(
     """
     keep_freed_memory()  # a fifth of a CPU step's time otherwise goes to fresh pages (allocator.py)
     world = world_from_env()
-    config = recipe.with_batch(config, corpus.end_id is not None)
+    config = with_batch(config, corpus)
     device = choose_device(config, world)
     with process_group(world, device) as world:
         settings, layout = prepare(corpus, model_config, config, world, device, fine_tune=start is not None)

@@ -230,3 +230,24 @@ print(default, faults_per_step())
     assert result.returncode == 0, result.stderr
     default, kept = map(float, result.stdout.split())
     assert default > 1000 and kept < default / 10, (default, kept)
+
+
+def test_a_short_text_or_list_of_ones_own_trains_on_a_smaller_planned_batch(tmp_path: Path) -> None:
+    """The planned batch (16 streams, 32 items) shrinks to what the training split holds; a batch
+    the user gives is kept, and refused where it does not fit."""
+    from chargen.config import TextConfig
+
+    poem = "Olá, meu coração! A ação de amar é pão e canção.\nSão João, não há razão.\n" * 6  # 438 characters
+    steps = TrainConfig(max_steps=3, eval_every=3, seed=0)
+    text = corpus_from_text(tmp_path, poem, "poem")
+    run = train(text, TINY_MODEL, steps, out=tmp_path / "poem-run")
+    batch = json.loads((run.run_dir / "run.json").read_text())["train"]["batch_size"]
+    assert batch == (394 - 64) // 65 == 5  # 394 train: 5 streams of 64 (+1), and a window's shift
+    names = corpus_from_text(
+        tmp_path, "\n".join(f"name{k}" for k in range(12)), "names", TextConfig(items="lines")
+    )
+    run = train(names, TINY_MODEL, steps, out=tmp_path / "names-run")
+    assert json.loads((run.run_dir / "run.json").read_text())["train"]["batch_size"] == 11  # one held out
+    with pytest.raises(ChargenError, match="too few for one batch"):
+        train(text, TINY_MODEL, TrainConfig(max_steps=3, batch_size=16, seed=0), out=tmp_path / "given")
+    assert not (tmp_path / "given").exists()
