@@ -35,6 +35,23 @@ def _require(condition: bool, field: str, message: str) -> None:
         raise ConfigError(f"`{field}` {message}", field)
 
 
+# Seeds torch, numpy and Python all take: non-negative and under 2**63 (numpy refuses -1, torch 2**64).
+MAX_SEED = 2**63 - 1
+
+
+def _require_finite_numbers(config: object) -> None:
+    """Every number of a config is finite: inf and nan are never a setting (an inf learning rate
+    trained to NaN before anything said so), and each field's own check below may assume it."""
+    for field in dataclasses.fields(config):  # type: ignore[arg-type]
+        value = getattr(config, field.name)
+        if isinstance(value, float) and not math.isfinite(value):
+            raise ConfigError(f"`{field.name}` must be a finite number, not {value}", field.name)
+
+
+def _require_seed(seed: int | None) -> None:
+    _require(seed is None or 0 <= seed <= MAX_SEED, "seed", f"must be in 0-{MAX_SEED}, not {seed}")
+
+
 def parse_duration(value: str | float | int | None, field: str = "max_time") -> float | None:
     """Seconds from `90`, `90s`, `3m`, `1.5h` or `1h30m`; None stays None. Errors name `field`."""
     if value is None or isinstance(value, int | float):
@@ -88,11 +105,13 @@ class TextConfig(_Stored):
     items: str | None = None  # a list: lines, files, paragraphs or a separator string; None: one text
 
     def __post_init__(self) -> None:
+        _require_finite_numbers(self)
         try:
             codecs.lookup(self.encoding)
+            "".encode(self.encoding)  # a text encoding (str to bytes and back): not rot13 or base64
         except LookupError:
             raise ConfigError(
-                f"`encoding` {self.encoding!r} is not an encoding Python knows", "encoding"
+                f"`encoding` {self.encoding!r} is not a text encoding Python knows", "encoding"
             ) from None
         _require(self.errors in ERROR_POLICIES, "errors", f"must be strict or replace, not {self.errors!r}")
         _require(
@@ -130,6 +149,7 @@ class ModelConfig(_Stored):
     weight_drop: float | None = None
 
     def __post_init__(self) -> None:
+        _require_finite_numbers(self)
         _require(self.cell in CELLS, "cell", f"must be one of {', '.join(CELLS)}, not {self.cell!r}")
         sizes = ", ".join(("auto", *SIZES))
         _require(self.size in ("auto", *SIZES), "size", f"must be one of {sizes}, not {self.size!r}")
@@ -196,6 +216,8 @@ class TrainConfig(_Stored):
     precision: str = "auto"  # fp32, or bf16 arithmetic on fp32 weights; auto: bf16 where the chip has it
 
     def __post_init__(self) -> None:
+        _require_finite_numbers(self)
+        _require_seed(self.seed)
         for field in ("batch_size", "bptt", "eval_every", "save_every", "log_every"):
             value = getattr(self, field)
             _require(value is None or value >= 1, field, f"must be at least 1, not {value}")
@@ -265,6 +287,8 @@ class SampleConfig:
     stop: str | None = None  # end each sample just before this text first appears in it; not empty
 
     def __post_init__(self) -> None:
+        _require_finite_numbers(self)
+        _require_seed(self.seed)
         _require(self.length >= 0, "length", f"must not be negative, not {self.length}")
         _require(self.max_length >= 1, "max_length", f"must be at least 1, not {self.max_length}")
         _require(
@@ -302,6 +326,7 @@ class AdaptConfig:
     scale_chars: int = 100_000  # training characters the RMS gradient is measured on, >= 1
 
     def __post_init__(self) -> None:
+        _require_finite_numbers(self)
         _require(self.lr >= 0, "lr", f"must not be negative (0 scores without adapting), not {self.lr}")
         _require(0 <= self.decay <= 1, "decay", f"must be in [0, 1], not {self.decay}")
         _require(self.segment >= 1, "segment", f"must be at least 1, not {self.segment}")

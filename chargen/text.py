@@ -86,6 +86,10 @@ def read_chunks(
                     pending = len(decoder.getstate()[0])
                     bad = offset - pending + err.start
                     raise CorpusError(_bad_byte_message(path, what, config, bad)) from err
+                except UnicodeError as err:  # not a byte's fault: UTF-16 without a byte-order mark
+                    raise CorpusError(
+                        f"{what} {path} cannot be read as {config.encoding} ({err}); give its `encoding`"
+                    ) from err
                 nul = text.find("\x00")
                 if nul >= 0:
                     line = lines + text.count("\n", 0, nul) + 1

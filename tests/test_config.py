@@ -1,6 +1,14 @@
 import pytest
 
-from chargen.config import DEFAULT_TIME_BUDGET, ModelConfig, SampleConfig, TrainConfig, parse_duration
+from chargen.config import (
+    DEFAULT_TIME_BUDGET,
+    AdaptConfig,
+    ModelConfig,
+    SampleConfig,
+    TextConfig,
+    TrainConfig,
+    parse_duration,
+)
 from chargen.errors import ConfigError
 
 
@@ -31,6 +39,13 @@ def test_bad_durations_name_the_field(text: str) -> None:
         (lambda: TrainConfig(clip=-1), "clip"),
         (lambda: SampleConfig(temperature=-0.5), "temperature"),
         (lambda: SampleConfig(temperature=1e39), "temperature"),
+        (lambda: SampleConfig(temperature=float("nan")), "temperature"),
+        (lambda: SampleConfig(seed=-1), "seed"),
+        (lambda: TrainConfig(seed=2**64), "seed"),
+        (lambda: TrainConfig(lr=float("inf")), "lr"),
+        (lambda: ModelConfig(dropout=float("nan")), "dropout"),
+        (lambda: AdaptConfig(lr=float("inf")), "lr"),
+        (lambda: TextConfig(encoding="rot13"), "encoding"),
         (lambda: SampleConfig(temperature=float("inf")), "temperature"),
         (lambda: SampleConfig(top_p=0), "top_p"),
         (lambda: SampleConfig(top_k=0), "top_k"),
