@@ -72,6 +72,8 @@ def test_bad_input_gets_one_clear_line(corpus_file: Path, tmp_path: Path) -> Non
     assert "not found" in _one_line_error(runner.invoke(app, ["eval", "--model", "nope"]))
     assert "--temperature" in _one_line_error(runner.invoke(app, ["sample", "--temperature", "-1"]), code=2)
     assert "--max-time" in _one_line_error(runner.invoke(app, ["train", "--max-time", "soon"]), code=2)
+    huge = runner.invoke(app, ["train", str(corpus_file), "--layers", "1", "--hidden", "10000000"])  # 1.5 PiB
+    assert "not enough memory for what was asked" in _one_line_error(huge) and not Path("runs").exists()
     unknown = runner.invoke(app, ["train", str(corpus_file), "--unknown", "skip"])  # it is --init's
     assert "give --init" in _one_line_error(unknown, code=2) and not Path("runs").exists()
 

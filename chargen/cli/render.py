@@ -81,6 +81,24 @@ def user_errors(ctx: typer.Context, names: dict[str, str] | None = None) -> Iter
     except KeyboardInterrupt:
         err.print("Interrupted.")
         raise typer.Exit(130) from None
+    except (MemoryError, RuntimeError) as error:
+        # torch's allocators say so in a RuntimeError (OutOfMemoryError on a GPU); anything else
+        # a RuntimeError means is a bug, and keeps its traceback.
+        said = str(error)
+        if not isinstance(error, MemoryError) and not re.search("out of memory|can't allocate", said):
+            raise
+        size = re.search(r"[Tt]ried to allocate ([\d.]+) ?(bytes|\w?iB)", said)
+        asked = ""
+        if size:
+            amount = float(size[1]) / (2**30 if size[2] == "bytes" else 1)
+            asked = f" ({amount:.1f} {'GiB' if size[2] == 'bytes' else size[2]} at once)"
+        err.print(
+            f"[bold red]Error:[/] not enough memory for what was asked{asked}; ask for less: fewer "
+            "samples, or a smaller model, batch or window",
+            markup=True,
+            soft_wrap=True,
+        )
+        raise typer.Exit(1) from None
 
 
 _FIELD = re.compile(r"`(\w+)(?:=([^`]*))?`")  # `lr` or `encoding='utf-16'`, as library messages name them
