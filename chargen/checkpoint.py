@@ -317,6 +317,11 @@ def describe(run: Run) -> RunDescription:
             steps = load_checkpoint(run.path / CHECKPOINT).position.step
         except RunError as err:
             problems.append(f"{CHECKPOINT} cannot be read ({_cause(err)}); the run cannot resume")
+    if (run.path / BEST).exists():
+        try:
+            load_model_weights(run)  # what sample, eval, score and serve load
+        except RunError as err:
+            problems.append(f"{BEST} cannot be read ({_cause(err)}); sample, eval and serve cannot use it")
     files = {p.name: p.stat().st_size for p in sorted(run.path.iterdir()) if not p.name.startswith(".")}
     parameters = CharRNN(run.model_config).num_parameters()
     return RunDescription(run.path, run.info, parameters, run.vocab, steps, summary, files, problems)

@@ -86,10 +86,12 @@ def test_info_lists_a_damaged_checkpoint_as_a_problem(tiny_run, tmp_path: Path) 
     shutil.copytree(tiny_run.run_dir, run_dir)
     (run_dir / ckpt.CHECKPOINT).write_bytes(b"\x00" * 100)
     (run_dir / ckpt.SUMMARY).write_text("{cut short", encoding="utf-8")
+    best = (run_dir / ckpt.BEST).read_bytes()
+    (run_dir / ckpt.BEST).write_bytes(best[:1000])  # cut short, as a full disk might leave it
     result = runner.invoke(app, ["info", str(run_dir), "--json"])
     assert result.exit_code == 0, result.output
     facts = json.loads(result.stdout)
     assert facts["steps"] is None and facts["summary"] is None
-    assert [p.split()[0] for p in facts["problems"]] == [ckpt.SUMMARY, ckpt.CHECKPOINT]
+    assert [p.split()[0] for p in facts["problems"]] == [ckpt.SUMMARY, ckpt.CHECKPOINT, ckpt.BEST]
     table = runner.invoke(app, ["info", str(run_dir)])
     assert table.exit_code == 0 and "problem" in table.stdout
