@@ -106,3 +106,18 @@ def test_compare_without_matplotlib_fails_before_training(
     )
     assert result.exit_code == 0, result.output
     assert len(list(Path("runs").glob("compare-lamp-*/rnn/run.json"))) == 1
+
+
+def test_compare_reads_the_text_as_train_does(lamp_text: str, tmp_path: Path) -> None:
+    """A UTF-16 text, lowercased: compare takes train's text options, and names them as flags."""
+    path = tmp_path / "lamp16.txt"
+    path.write_bytes(lamp_text[:8_000].encode("utf-16"))
+    args = ["compare", str(path), "--cells", "gru,rnn", *TINY, "--max-steps", "2", "--no-plot"]
+    refused = runner.invoke(app, [*args, "--out", str(tmp_path / "no")])
+    assert refused.exit_code == 1 and "--encoding utf-16" in refused.stderr, refused.output
+    result = runner.invoke(
+        app, [*args, "--encoding", "utf-16", "--lowercase", "--out", str(tmp_path / "cmp")]
+    )
+    assert result.exit_code == 0, result.output
+    run = json.loads((tmp_path / "cmp" / "gru" / ckpt.RUN_JSON).read_text())
+    assert run["text"]["encoding"] == "utf-16" and run["text"]["lowercase"] is True

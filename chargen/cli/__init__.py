@@ -207,8 +207,13 @@ def compare(
     seed: opt.Seed = None,
     device: opt.Device = TrainConfig.device,
     precision: opt.Precision = TrainConfig.precision,
+    encoding: opt.Encoding = TextConfig.encoding,
+    errors: opt.Errors = TextConfig.errors,
+    normalize: opt.Normalize = TextConfig.normalize,
+    lowercase: opt.Lowercase = TextConfig.lowercase,
     preset: opt.Preset = None,
     tokenizer: opt.Tokenizer = TextConfig.tokenizer,
+    min_count: opt.MinCount = TextConfig.min_count,
     items: opt.Items = None,
     plot: Annotated[
         bool, typer.Option(help="Draw the runs overlaid into compare.png (needs matplotlib).")
