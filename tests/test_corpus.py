@@ -96,8 +96,8 @@ def test_unusable_files_are_refused_with_the_reason(tmp_path: Path, content: byt
 def test_other_encodings_and_replacing_bad_bytes(tmp_path: Path) -> None:
     utf16 = _write(tmp_path, "şapka".encode("utf-16"), "u16.txt")
     assert load_corpus(utf16, TextConfig(encoding="utf-16")).decode() == "şapka"
-    no_mark = _write(tmp_path, "şapka\n".encode("utf-8"), "u8.txt")  # read as UTF-16: no byte-order mark
-    with pytest.raises(CorpusError, match="cannot be read as utf-16 .*give its `encoding`"):
+    no_mark = _write(tmp_path, "şapka\n".encode(), "u8.txt")  # read as UTF-16: no byte-order mark
+    with pytest.raises(CorpusError, match=r"cannot be read as utf-16 .*give its `encoding`"):
         load_corpus(no_mark, TextConfig(encoding="utf-16"))
     latin = _write(tmp_path, "café".encode("latin-1"), "l1.txt")
     assert load_corpus(latin, TextConfig(errors="replace")).decode() == "caf\ufffd"
