@@ -44,8 +44,10 @@ def atomic_path(path: Path) -> Iterator[Path]:
         fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
         os.close(fd)
         try:
-            os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp makes files private; a run is an ordinary file
             yield Path(tmp)
+            # mkstemp makes files private, and safetensors writes its own so too; a run's files are
+            # ordinary ones, readable as the umask says, like those written in place.
+            os.chmod(tmp, 0o666 & ~_UMASK)
             with open(tmp, "rb+") as f:
                 os.fsync(f.fileno())
             os.replace(tmp, path)

@@ -57,3 +57,14 @@ def test_atomic_writes_leave_no_temporary_files(tmp_path: Path) -> None:
     ckpt.write_json(tmp_path / "a.json", {"é": 2})
     assert json.loads((tmp_path / "a.json").read_text(encoding="utf-8")) == {"é": 2}
     assert [p.name for p in tmp_path.iterdir()] == ["a.json"]
+
+
+def test_every_file_of_a_run_is_as_readable_as_the_umask_says(tiny_run: TrainSummary) -> None:
+    """The weights were private (0600: safetensors writes them so) while run.json was not."""
+    import os
+
+    umask = os.umask(0)
+    os.umask(umask)
+    modes = {p.name: p.stat().st_mode & 0o777 for p in tiny_run.run_dir.iterdir() if p.is_file()}
+    assert ckpt.BEST in modes and ckpt.CHECKPOINT in modes
+    assert set(modes.values()) == {0o666 & ~umask}, modes
