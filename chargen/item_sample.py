@@ -29,8 +29,8 @@ TRIES_PER_ITEM = 20  # for `new`: give up after generating this many items per i
 @dataclass
 class Item:
     text: str  # the item, its prefix included
-    logprob: float  # natural log of the model's probability of the item and its end (temperature 1)
-    chars: int  # symbols scored: the item's and its end
+    logprob: float  # natural log of the model's probability of its symbols, and its end if it ended (T=1)
+    chars: int  # symbols scored: the item's, and its end if it ended
     ended: bool  # whether the model ended it (False: cut off at the maximum length)
     new: bool | None = None  # not in the training list (None: not checked)
 
@@ -130,8 +130,11 @@ def _batch_of_items(
             # An item has at least one character: with no prefix, the first cannot be the end.
             chosen = pick(logits.index_fill(1, no_end, -torch.inf) if t == 0 and begun.chars == 0 else logits)
             scores = F.log_softmax(logits.float(), -1).gather(1, chosen.view(-1, 1)).squeeze(1)
-            logprob += torch.where(ended, 0.0, scores.double())
             stops = (chosen == end) & ~ended
+            # The pick after `budget` characters is there only to let an item end at its full
+            # length: any other character there is cut off, not part of the item, so not scored.
+            scored = ~ended if t < budget else stops
+            logprob += torch.where(scored, scores.double(), 0.0)
             lengths = torch.where(stops, t, lengths)
             ended |= stops
             steps.append(chosen)

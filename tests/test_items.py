@@ -4,6 +4,7 @@ scoring items each on its own, sampling whole and new items, resuming and bad in
 from __future__ import annotations
 
 import json
+import queue
 import re
 import threading
 from pathlib import Path
@@ -11,8 +12,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 from typer.testing import CliRunner
 
+from chargen.checkpoint import load_model_weights, load_run
 from chargen.cli import app
 from chargen.config import ModelConfig, SampleConfig, TextConfig, TrainConfig
 from chargen.corpus import load_corpus
@@ -23,7 +26,11 @@ from chargen.item_sample import generate_items
 from chargen.items import END, ItemSpans, split_items, text_items
 from chargen.model import CharRNN
 from chargen.reports import StepReport
+from chargen.serve.engine import Engine
+from chargen.serve.requests import Limits, parse_generate
 from chargen.training import resume, train
+from chargen.vocab import Tokenizer
+from tests.conftest import corpus_from_text
 from tests.test_durability import _train_records, _weights, load_file_metadata
 
 SMALL = ["--hidden", "32", "--embed", "16", "--layers", "1", "--batch-size", "8", "--seed", "0"]
@@ -258,6 +265,58 @@ def test_items_with_the_byte_tokenizer(word_file: Path, tmp_path: Path) -> None:
         generate_items(model, corpus.vocab, SampleConfig(seed=0, max_length=20), 3, text_config=corpus.config)
     )
     assert len(made) == 3 and all(item.chars <= 21 for item in made)  # 20 bytes and the end
+
+
+def _own_logprob(model: CharRNN, vocab: Tokenizer, text: str, ended: bool) -> float:
+    """The model's log-probability of `text` after the end symbol that begins an item, and of the
+    end after it if `ended`: one pass over the whole item, as scoring reads it."""
+    end = int(vocab.encode(END)[0])
+    ids = torch.tensor([end, *vocab.encode(text).tolist(), *([end] if ended else [])])
+    with torch.no_grad():
+        logits, _ = model(ids[:-1].view(-1, 1))  # (T, 1, V)
+    return float(F.log_softmax(logits[:, 0].double(), -1).gather(1, ids[1:].view(-1, 1)).sum())
+
+
+def test_a_cut_off_item_scores_exactly_its_characters_in_sample_and_serve(tmp_path: Path) -> None:
+    """An item cut off at `max_length` reports the log-probability of the characters it has (not of
+    the one drawn after them to see whether it ends) and counts no end; an ended item, its
+    characters and its end. So one text has one logprob however it was drawn, and the server's
+    items are `chargen sample`'s, logprob included."""
+    names = ["emma", "olivia", "ava", "mia", "sofia", "luna", "ella", "aria", "mila", "camila"] * 4
+    corpus = corpus_from_text(tmp_path, "\n".join(names), "names", TextConfig(items="lines"))
+    steps = TrainConfig(batch_size=8, bptt=16, max_steps=30, eval_every=30, log_every=10, seed=1)
+    run = load_run(train(corpus, MODEL, steps, out=tmp_path / "run").run_dir)
+    model = load_model_weights(run)
+    config = SampleConfig(prefix="em", max_length=4, seed=1)
+    items = list(generate_items(model, run.vocab, config, 200, text_config=corpus.config))
+
+    cut = [item for item in items if not item.ended]
+    assert len(cut) >= 20 and len(cut) < len(items)  # some of each
+    for item in items:
+        assert len(item.text) <= 4 and item.chars == len(item.text) + item.ended
+        assert item.logprob == pytest.approx(_own_logprob(model, run.vocab, item.text, item.ended), abs=1e-4)
+    by_text: dict[str, set[float]] = {}
+    for item in cut:
+        assert len(item.text) == 4
+        by_text.setdefault(item.text, set()).add(round(item.logprob, 6))
+    assert any(len([i for i in cut if i.text == text]) > 1 for text in by_text)  # repeats to compare
+    assert all(len(logprobs) == 1 for logprobs in by_text.values()), by_text
+
+    engine = Engine(model, run.vocab, corpus.config)
+    engine.start()
+    events: queue.SimpleQueue[tuple[str, dict]] = queue.SimpleQueue()
+    try:
+        body = {"items": 200, "prefix": "em", "max_length": 4, "seed": 1}
+        engine.submit(parse_generate(body, Limits(), True), lambda name, data: events.put((name, data)))
+        name, done = events.get(timeout=60)
+    finally:
+        engine.close()
+    assert name == "done", done
+    served = done["items"]
+    assert [(s["text"], s["chars"], s["ended"]) for s in served] == [
+        (i.text, i.chars, i.ended) for i in items
+    ]
+    assert all(s["logprob"] == pytest.approx(i.logprob, abs=1e-4) for s, i in zip(served, items, strict=True))
 
 
 def summary_model(run_dir: Path) -> ModelConfig:

@@ -437,11 +437,14 @@ class Engine:
         """Row `row` of `job` picked `symbol`, to which the model gave `logprob` (`prob`, rounded);
         `top`: the likeliest symbols there and their probabilities, for a stream."""
         if job.listed:
-            row.logprob += logprob
+            # The last pick is there only to let an item end at its full length: any other symbol
+            # there is cut off, not kept and not scored (as generate_items does).
             if symbol == self.end:
+                row.logprob += logprob
                 row.done = True
                 self._item(job, row, ended=True)
             elif job.t < job.budget - 1:
+                row.logprob += logprob
                 row.ids.append(symbol)
             return
         # A character vocabulary's symbols are whole characters: looked up, not decoded one by one.
