@@ -16,12 +16,12 @@ from typing import Any
 from chargen import checkpoint as ckpt
 from chargen.allocator import keep_freed_memory
 from chargen.config import ModelConfig, SampleConfig, TrainConfig
-from chargen.corpus import Corpus, load_corpus
+from chargen.corpus import Corpus, load_corpus, resolve_paths, sources_sha256
 from chargen.distributed import World, process_group, world_from_env
 from chargen.errors import ConfigError, RunError, VocabError
 from chargen.finetune import Start
 from chargen.item_sample import generate_items
-from chargen.items import SPLIT_SEED
+from chargen.items import SPLIT_SEED, source_pieces
 from chargen.loop import build_loop
 from chargen.model import CharRNN
 from chargen.recorder import Preview
@@ -29,6 +29,7 @@ from chargen.records import CorpusRecord, RunInfo, TrainSummary
 from chargen.reports import Reporter, StartReport
 from chargen.sample import sample_batch
 from chargen.settings import Layout, RunSettings, choose_device, prepare, seed_own_dropout, with_batch
+from chargen.vocab import describe_chars
 
 # Limits a resumed run may change; everything else stays as the run was started, but these too.
 LIMITS = ("epochs", "max_steps", "max_time")
@@ -90,21 +91,22 @@ def resume(
 
     `settings` maps config fields to new values. New limits (epochs, max_steps, max_time) replace
     the run's own, so a finished run can train further; a patience and a device may change too; any
-    other setting must equal the run's. `corpus` defaults to the file the run was trained on;
-    another file must fit the run's vocabulary.
+    other setting must equal the run's. `corpus` defaults to the file the run was trained on, which
+    must not have changed since (its sha256 is in run.json); another file given on purpose must fit
+    the run's vocabulary, and the run then goes on from its position in that text.
     """
     world = world_from_env()
     run = ckpt.load_run(run_dir)
     config = _continued(run, settings or {})
     checkpoint = ckpt.load_checkpoint(run.path / ckpt.CHECKPOINT)
-    if world.is_main:
-        ckpt.remove_temporaries(run.path)
-    device = choose_device(config, world)
-    source = corpus if corpus is not None else run.info.corpus.source()
+    source = corpus if corpus is not None else _own_text(run)
     try:
         data = load_corpus(source, run.text_config, vocab=run.vocab, unknown="error")
     except VocabError as err:
-        raise RunError(f"cannot resume {run.path} on {source}: {err}") from err
+        raise RunError(_unseen(run, source)) from err
+    if world.is_main:  # only now: a refused resume leaves the run directory as it was
+        ckpt.remove_temporaries(run.path)
+    device = choose_device(config, world)
 
     with process_group(world, device) as world:
         decided, layout = prepare(data, run.model_config, config, world, device, run.info.plan)
@@ -140,6 +142,34 @@ def _continued(run: ckpt.Run, given: dict[str, Any]) -> TrainConfig:
     if limits:
         config = replace(config, **{name: limits.get(name) for name in LIMITS})
     return replace(config, **others)
+
+
+def _own_text(run: ckpt.Run) -> str | list[str]:
+    """The text the run was trained on, read again from where run.json records it, as long as it is
+    the same: a text that changed since would move every window and the train/validation split."""
+    record = run.info.corpus
+    paths, _, _ = resolve_paths(record.source())
+    if sources_sha256(paths) == record.sha256:
+        return record.source()
+    where = record.path + (f" and {len(record.files) - 1} more file(s)" if record.files else "")
+    raise RunError(
+        f"cannot resume {run.path}: its text {where} has changed since the run began (its sha256 is "
+        "not the one run.json records), so the run cannot continue exactly. Resume on the original "
+        "text, or start a new run from this one on the changed text with `init`, which fine-tunes"
+    )
+
+
+def _unseen(run: ckpt.Run, source: Path | str | list[str]) -> str:
+    """Why `resume` cannot read `source`: characters the run's vocabulary lacks, all of them named.
+    (A resumed run keeps its vocabulary, so replacing or skipping them is not on offer.)"""
+    paths, _, _ = resolve_paths(source)
+    unseen = {c for piece in source_pieces(paths, run.text_config) for c in run.vocab.unknown_chars(piece)}
+    shown = f"{paths[0]}" + (f" and {len(paths) - 1} more file(s)" if len(paths) > 1 else "")
+    return (
+        f"cannot resume {run.path} on {shown}: it has {len(unseen)} character(s) the run never saw: "
+        f"{describe_chars(sorted(unseen))}. A resumed run keeps its vocabulary: remove them from the "
+        "text, or start a new run from this one with `init`, whose vocabulary grows to take them"
+    )
 
 
 def _main_only(report: Reporter | None, world: World) -> Reporter:

@@ -94,6 +94,52 @@ def test_a_finished_run_trains_further_with_a_larger_limit(lamp_text: str, tmp_p
         resume(tmp_path / "run", corpus=other, settings={"max_steps": 20})
 
 
+def _files(run_dir: Path) -> dict[str, tuple[int, bytes]]:
+    """Every file of a run directory, hidden ones too, with its modification time and contents."""
+    return {p.name: (p.stat().st_mtime_ns, p.read_bytes()) for p in sorted(run_dir.iterdir()) if p.is_file()}
+
+
+def test_a_run_whose_own_text_changed_is_not_resumed_and_nothing_is_written(
+    lamp_text: str, tmp_path: Path
+) -> None:
+    corpus = corpus_from_text(tmp_path, lamp_text[:20_000])
+    config = TrainConfig(batch_size=4, bptt=16, max_steps=6, eval_every=3, seed=0)
+    run_dir = train(corpus, TINY_MODEL, config, out=tmp_path / "run").run_dir
+    original = corpus.path.read_bytes()
+    # Characters the run knows, so that only the recorded sha256 can tell the text changed.
+    corpus.path.write_bytes(original + lamp_text[:40].encode())
+    (run_dir / ".checkpoint.safetensors.tmp").write_bytes(b"cut short")  # what a resume tidies away
+    before = _files(run_dir)
+
+    with pytest.raises(RunError, match=r"changed since the run began.*original text.*`init`"):
+        resume(run_dir, settings={"max_steps": 10})
+    assert _files(run_dir) == before
+    result = CliRunner().invoke(app, ["train", "--resume", str(run_dir), "--max-steps", "10"])
+    assert result.exit_code == 1 and "changed since the run began" in result.stderr, result.output
+    assert "--init" in result.stderr and result.stderr.strip().count("\n") == 0, result.stderr
+    assert _files(run_dir) == before
+
+    # A text given by name is the user's choice (docs/commands.md): it resumes if the vocabulary fits.
+    assert resume(run_dir, corpus=corpus.path, settings={"max_steps": 8}).steps == 8
+    corpus.path.write_bytes(original)  # the original text back: the run's own text resumes again
+    assert resume(run_dir, settings={"max_steps": 10}).steps == 10
+
+
+def test_resuming_on_characters_the_run_never_saw_says_what_helps(lamp_text: str, tmp_path: Path) -> None:
+    corpus = corpus_from_text(tmp_path, lamp_text[:20_000])
+    config = TrainConfig(batch_size=4, bptt=16, max_steps=6, eval_every=3, seed=0)
+    run_dir = train(corpus, TINY_MODEL, config, out=tmp_path / "run").run_dir
+    other = tmp_path / "other.txt"
+    other.write_text(lamp_text[:2_000] + "☃ under ☂", encoding="utf-8")
+    before = _files(run_dir)
+    with pytest.raises(RunError) as refused:
+        resume(run_dir, corpus=other, settings={"max_steps": 10})
+    message = str(refused.value)
+    assert "'☂' (U+2602), '☃' (U+2603)" in message and "`init`" in message, message
+    assert "unknown=" not in message, message  # resume always reads with unknown="error"
+    assert _files(run_dir) == before
+
+
 def _start_training(run_dir: Path, corpus: Path, *extra: str) -> subprocess.Popen:
     args = (
         ["--resume", str(run_dir)] if run_dir.exists() else [str(corpus), "--out", str(run_dir), *TINY_ARGS]
