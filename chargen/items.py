@@ -84,13 +84,13 @@ def item_texts(paths: list[Path], config: TextConfig, what: str = "corpus") -> I
             f"`items='files'` makes each file one item, and {what} {paths[0]} is a single file: "
             "give a directory or several files, or another `items` mode"
         )
-    found_separator = False
+    found_separator, several = False, len(paths) > 1  # of several files, one may be empty
     for path in paths:
         if mode == "lines":
-            for piece in read_chunks(path, config, what):  # pieces end at a line break
+            for piece in read_chunks(path, config, what, empty_ok=several):  # pieces end at a line break
                 yield from text_items(piece, config)
             continue
-        parts = _parts(read_text(path, config, what), mode)
+        parts = _parts(read_text(path, config, what, empty_ok=several), mode)
         found_separator = found_separator or len(parts) > 1
         yield from _kept(parts)
     if mode not in ("lines", "files") and not found_separator:
@@ -106,12 +106,15 @@ def source_pieces(paths: list[Path], config: TextConfig, what: str = "corpus") -
     Without items: the files' texts joined by a line break (one file: its text as it is). With
     items: END, then every item followed by END."""
     if config.items is None:
-        preparer = Preparer(config)
+        preparer, has_text = Preparer(config), False
         for k, path in enumerate(paths):
             if k:
                 yield preparer("\n")
-            for piece in read_chunks(path, config, what):
+            for piece in read_chunks(path, config, what, empty_ok=len(paths) > 1):
+                has_text = has_text or not piece.isspace()
                 yield preparer(piece)
+        if not has_text:  # one file says so itself; of several, each may be empty but not all
+            raise CorpusError(f"{what} has no text: its {len(paths)} files are empty or only white space")
         return
     yield END
     batch: list[str] = []

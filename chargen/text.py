@@ -57,12 +57,16 @@ def _check_file(path: Path, what: str) -> None:
 
 
 def read_chunks(
-    path: Path, config: TextConfig, what: str = "corpus", chunk_bytes: int = CHUNK_BYTES
+    path: Path,
+    config: TextConfig,
+    what: str = "corpus",
+    chunk_bytes: int = CHUNK_BYTES,
+    empty_ok: bool = False,
 ) -> Iterator[str]:
     """The file's decoded text in pieces that each end at a line break (the last one need not).
 
     Raises CorpusError naming the file and the place of the first undecodable byte or NUL, or
-    saying that the file is empty.
+    saying that the file is empty (unless `empty_ok`: one file of several may be).
     """
     _check_file(path, what)
     encoding = "utf-8-sig" if codecs.lookup(config.encoding).name == "utf-8" else config.encoding
@@ -112,7 +116,7 @@ def read_chunks(
                     break
     except OSError as err:
         raise CorpusError(f"cannot read {what} {path}: {err.strerror}") from err
-    if not has_text:
+    if not has_text and not empty_ok:
         raise CorpusError(f"{what} {path} is empty" + (" (only white space)" if offset else ""))
 
 
@@ -134,8 +138,10 @@ def _bad_byte_message(path: Path, what: str, config: TextConfig, bad: int) -> st
     )
 
 
-def read_text(path: Path | str, config: TextConfig | None = None, what: str = "text") -> str:
+def read_text(
+    path: Path | str, config: TextConfig | None = None, what: str = "text", empty_ok: bool = False
+) -> str:
     """A whole file as one prepared string (for texts that fit in memory comfortably)."""
     config = config or TextConfig()
     preparer = Preparer(config)
-    return "".join(preparer(piece) for piece in read_chunks(Path(path), config, what))
+    return "".join(preparer(piece) for piece in read_chunks(Path(path), config, what, empty_ok=empty_ok))

@@ -7,6 +7,7 @@ import pytest
 from chargen.config import TextConfig
 from chargen.corpus import DEFAULT_CORPUS, chargen_home, load_corpus
 from chargen.errors import CorpusError, VocabError
+from chargen.items import ItemSpans
 from chargen.vocab import UNKNOWN, ByteVocab
 
 # Turkish, Portuguese, CJK, emoji with a ZWJ sequence and skin tones, a keycap, combining marks.
@@ -115,3 +116,20 @@ def test_the_default_corpus_is_the_projects_own_and_large_enough() -> None:
     assert corpus.path == DEFAULT_CORPUS and corpus.name == "the-lamp-at-pellow-point"
     assert DEFAULT_CORPUS.stat().st_size >= 80_000
     assert corpus.decode().lower().count("time traveller") >= 100
+
+
+def test_an_empty_file_among_several_is_no_text_but_all_empty_is_refused(tmp_path: Path) -> None:
+    folder = tmp_path / "notes"
+    folder.mkdir()
+    (folder / "a.txt").write_text("şimdi\n", encoding="utf-8")
+    (folder / "b.txt").write_text("", encoding="utf-8")  # a note begun and left empty
+    (folder / "c.txt").write_text("ação\n", encoding="utf-8")
+    assert load_corpus(folder, cache=False).decode() == "şimdi\n\n\nação\n"
+    files = load_corpus(folder, TextConfig(items="files"), cache=False)
+    spans = ItemSpans.of(files.ids, files.end_id)
+    items = [files.vocab.decode(files.ids[a:b]) for a, b in zip(spans.starts, spans.ends, strict=True)]
+    assert items == ["şimdi", "ação"]
+    for name in ("a.txt", "c.txt"):
+        (folder / name).write_text(" \n", encoding="utf-8")
+    with pytest.raises(CorpusError, match="has no text: its 3 files are empty"):
+        load_corpus(folder, cache=False)
