@@ -210,6 +210,7 @@ def test_train_sample_new_items_and_eval_from_the_command_line(
     for command in ("score", "eval"):
         result = runner.invoke(app, [command, "--model", str(run), str(test), "--json"])
         assert result.exit_code == 0, result.output
+        assert command == "eval" or result.stderr.startswith("1 item, "), result.stderr
     assert json.loads(result.stdout)["items"] == 1
 
     # Options for a text's run are refused on a list's run, not ignored; and a prefix longer than

@@ -196,7 +196,8 @@ def print_scores(scores: Scores, as_json: bool, unknown: str) -> None:
             out.write(f"{bpc:>7} {unit.chars:>7,} {unit.logprob:>10.2f}  {unit.text}\n")
     stats = scores.stats
     summary = (
-        f"{len(scores):,} {scores.unit}s, {stats.chars:,} characters: {stats.bpc:.4f} bits per character, "
+        f"{len(scores):,} {scores.unit}{'s' * (len(scores) != 1)}, {stats.chars:,} "
+        f"character{'s' * (stats.chars != 1)}: {stats.bpc:.4f} bits per character, "
         f"loss {stats.loss:.4f} nats/char, perplexity {stats.perplexity:.3f}"
     )
     if stats.unknown:
