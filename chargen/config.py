@@ -16,6 +16,7 @@ from chargen.errors import ConfigError
 
 CELLS = ("lstm", "gru", "rnn")
 NORMALIZATIONS = ("nfc", "nfkc", "none")
+NEWLINES = ("lf", "keep")
 TOKENIZERS = ("chars", "bytes")
 PRESETS = ("d2l",)
 ERROR_POLICIES = ("strict", "replace")
@@ -98,11 +99,19 @@ class TextConfig(_Stored):
     encoding: str = "utf-8"  # the file's encoding (a UTF-8 byte-order mark is always dropped)
     errors: str = "strict"  # strict: a bad byte is an error; replace: it becomes U+FFFD
     normalize: str = "nfc"  # Unicode normalisation: nfc, nfkc or none
+    # lf: a Windows line break (CR LF) is read as LF, as Python reads text, so that one text's
+    # model reads the other kind; keep: as in the file (every run made before this setting existed).
+    newlines: str = "lf"
     lowercase: bool = False  # Python's lowercasing, which is not Turkish-aware ('I' -> 'i', not 'ı')
     preset: str | None = None  # d2l: letters only, lowercased, every other run of characters one space
     tokenizer: str = "chars"  # chars: Unicode code points; bytes: UTF-8 bytes (256 symbols)
     min_count: int = 1  # characters seen fewer times than this become the unknown symbol, >= 1
     items: str | None = None  # a list: lines, files, paragraphs or a separator string; None: one text
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> TextConfig:
+        """A stored run's; one stored before `newlines` existed read its text as it was, CR LF kept."""
+        return cls(**known_fields(cls, {"newlines": "keep", **data}))
 
     def __post_init__(self) -> None:
         _require_finite_numbers(self)
@@ -119,6 +128,7 @@ class TextConfig(_Stored):
             "normalize",
             f"must be one of {', '.join(NORMALIZATIONS)}, not {self.normalize!r}",
         )
+        _require(self.newlines in NEWLINES, "newlines", f"must be lf or keep, not {self.newlines!r}")
         _require(self.preset in (None, *PRESETS), "preset", f"must be d2l, not {self.preset!r}")
         _require(self.tokenizer in TOKENIZERS, "tokenizer", f"must be chars or bytes, not {self.tokenizer!r}")
         _require(self.min_count >= 1, "min_count", f"must be at least 1, not {self.min_count}")

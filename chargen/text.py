@@ -30,6 +30,8 @@ class Preparer:
 
     def __call__(self, text: str) -> str:
         config = self.config
+        if config.newlines == "lf":  # a piece ends at a line break, so a CR LF is never cut in two
+            text = text.replace("\r\n", "\n")
         if config.normalize != "none":
             text = unicodedata.normalize(config.normalize.upper(), text)
         if config.preset == "d2l":

@@ -133,3 +133,15 @@ def test_an_empty_file_among_several_is_no_text_but_all_empty_is_refused(tmp_pat
         (folder / name).write_text(" \n", encoding="utf-8")
     with pytest.raises(CorpusError, match="has no text: its 3 files are empty"):
         load_corpus(folder, cache=False)
+
+
+def test_a_windows_line_break_is_read_as_a_line_feed_unless_kept(tmp_path: Path) -> None:
+    text = "Çarşı, ação.\r\nİkinci satır\r\n" * 20
+    path = _write(tmp_path, text, "crlf.txt")
+    read = load_corpus(path, cache=False)
+    assert "\r" not in read.vocab.chars and read.decode() == text.replace("\r\n", "\n")
+    kept = load_corpus(path, TextConfig(newlines="keep"), cache=False)
+    assert "\r" in kept.vocab.chars and kept.decode() == text
+    # A run stored before the setting existed read its text as it was: it keeps reading it so.
+    assert TextConfig.from_dict({}).newlines == "keep" and TextConfig().newlines == "lf"
+    assert TextConfig.from_dict(TextConfig().to_dict()) == TextConfig()

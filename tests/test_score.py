@@ -181,3 +181,23 @@ def test_bad_input_gets_one_line_and_nothing_on_stdout(tiny_run: TrainSummary, t
         (["--model", model], 2, "Missing argument"),
     ):
         assert said in _one_line_error(_score(*args), code), args
+
+
+def test_a_text_saved_with_windows_line_breaks_scores_as_the_same_text(
+    tiny_run: TrainSummary, lamp_text: str, tmp_path: Path
+) -> None:
+    """The run never saw a carriage return; a CR LF copy of a text reads as the text itself."""
+    text = lamp_text[:3_000]
+    (tmp_path / "lf.txt").write_bytes(text.encode())
+    (tmp_path / "crlf.txt").write_bytes(text.replace("\n", "\r\n").encode())
+    figures = {}
+    for name in ("lf.txt", "crlf.txt"):
+        for command in ("eval", "score"):
+            result = runner.invoke(
+                app, [command, "--model", str(tiny_run.run_dir), str(tmp_path / name), "--json"]
+            )
+            assert result.exit_code == 0, result.output
+            figures[name, command] = result.stdout
+    lf, crlf = (json.loads(figures[name, "eval"]) for name in ("lf.txt", "crlf.txt"))
+    assert lf["chars"] == crlf["chars"] and lf["loss"] == crlf["loss"] and crlf["unknown"] == 0
+    assert figures["lf.txt", "score"] == figures["crlf.txt", "score"]

@@ -112,6 +112,9 @@ Errors = Annotated[
     str, typer.Option(help="strict: an undecodable byte is an error; replace: it becomes U+FFFD.")
 ]
 Normalize = Annotated[str, typer.Option(help="Unicode normalisation: nfc, nfkc or none.")]
+Newlines = Annotated[
+    str, typer.Option(help="lf: read a Windows line break (CR LF) as LF; keep: as in the file.")
+]
 Lowercase = Annotated[
     bool, typer.Option(help="Lowercase the text (Python's rules: not Turkish-aware, I -> i).")
 ]
