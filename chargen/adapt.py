@@ -28,7 +28,7 @@ import torch.nn.functional as F
 
 from chargen.config import AdaptConfig
 from chargen.device import autocast_to
-from chargen.errors import CorpusError
+from chargen.errors import CorpusError, TrainingError
 from chargen.evaluate import LossStats
 from chargen.model import CharRNN, State
 
@@ -208,6 +208,12 @@ class DynamicEvaluator:
                 state = _carried(state)
         assert state is not None
         values = log_probs.cpu().numpy()  # waits for the device, so the time below is the work's
+        if not np.isfinite(values).all():  # the steps blew the weights up: no figure to report
+            at = int(np.argmin(np.isfinite(values)))
+            raise TrainingError(
+                f"dynamic evaluation diverged: the adapted model's loss became {-values[at]} at "
+                f"character {at + 1:,} of {n:,}; lower `lr` (it is {self.config.lr:g})"
+            )
         return Reading(values, state, time.perf_counter() - start)
 
     def score(self, ids: np.ndarray, state: State | None = None) -> Reading:

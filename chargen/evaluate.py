@@ -46,11 +46,17 @@ class LossStats:
         """Mean cross-entropy of a whole item, its end included, in nats (a list only)."""
         return self.loss * self.chars / self.items if self.items else math.nan
 
-    def to_dict(self) -> dict[str, float | int]:
-        data: dict[str, float | int] = {
+    @property
+    def json_perplexity(self) -> float | None:
+        """The perplexity as JSON can hold it: None where it overflows (a loss of 700 nats and more),
+        since JSON has no Infinity."""
+        return self.perplexity if math.isfinite(self.perplexity) else None
+
+    def to_dict(self) -> dict[str, float | int | None]:
+        data: dict[str, float | int | None] = {
             "chars": self.chars,
             "loss": self.loss,
-            "perplexity": self.perplexity,
+            "perplexity": self.json_perplexity,
             "bpc": self.bpc,
             "chars_per_sec": self.chars_per_sec,
             "unknown": self.unknown,

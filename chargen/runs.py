@@ -124,7 +124,7 @@ class AdaptedEvaluation:
             **self.static.to_dict(),
             "seconds": self.static.seconds,
             "adapted_loss": a.loss,
-            "adapted_perplexity": a.perplexity,
+            "adapted_perplexity": a.json_perplexity,
             "adapted_bpc": a.bpc,
             "adapt_seconds": a.seconds,
             "scale_seconds": self.scale_seconds,

@@ -26,7 +26,7 @@ from chargen.cli import app
 from chargen.config import AdaptConfig, SampleConfig, TextConfig
 from chargen.corpus import load_corpus
 from chargen.errors import ConfigError
-from chargen.evaluate import evaluate_ids
+from chargen.evaluate import LossStats, evaluate_ids
 from chargen.model import CharRNN
 from chargen.records import TrainSummary
 from chargen.runs import training_ids
@@ -252,7 +252,20 @@ def test_bad_input_is_one_line(tiny_run: TrainSummary, tmp_path: Path) -> None:
     assert "--adapt-decay must be in [0, 1]" in message
     message = _one_line_error(runner.invoke(app, ["sample", "--adapt-lr", "0.1", *model]), code=2)
     assert "--adapt-lr works only with --adapt-on" in message
+    # Steps so large they blow the weights up: no NaN figure, and nothing sampled from NaN weights.
+    text = tmp_path / "text.txt"
+    text.write_text("The lamp at Pellow Point. " * 10, encoding="utf-8")
+    for command in (["eval", "--adapt", str(text)], ["sample", "--adapt-on", str(text)]):
+        message = _one_line_error(runner.invoke(app, [*command, *model, "--adapt-lr", "1e300"]))
+        assert "dynamic evaluation diverged" in message and "lower --adapt-lr" in message, message
     assert not list(tmp_path.glob("runs"))  # nothing written
+
+
+def test_a_perplexity_too_large_for_a_float_is_null_in_json_not_infinity() -> None:
+    huge = LossStats(chars=10, loss=868.0)  # what steps of 10 reached on The Time Machine
+    assert huge.perplexity == float("inf") and huge.to_dict()["perplexity"] is None
+    assert json.loads(json.dumps(huge.to_dict()))["loss"] == 868.0
+    assert LossStats(chars=10, loss=2.0).to_dict()["perplexity"] == pytest.approx(np.exp(2.0))
 
 
 def test_a_run_trained_on_a_list_is_refused(tmp_path: Path) -> None:
