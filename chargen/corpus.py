@@ -133,6 +133,11 @@ def sources_sha256(paths: list[Path]) -> str:
     return hashes[0] if len(hashes) == 1 else hashlib.sha256("\n".join(hashes).encode()).hexdigest()
 
 
+def unchanged(source: Source, sha256: str) -> bool:
+    """Whether the files `source` stands for still hold what had `sha256` (sources_sha256's)."""
+    return sources_sha256(resolve_paths(source)[0]) == sha256
+
+
 def load_corpus(
     path: Source = None,
     config: TextConfig | None = None,

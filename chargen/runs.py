@@ -15,7 +15,7 @@ import torch
 from chargen.adapt import DynamicEvaluator, GradientScale, gradient_scale, score_ids
 from chargen.checkpoint import Run, load_model_weights, load_run
 from chargen.config import UNKNOWN_POLICIES, AdaptConfig
-from chargen.corpus import end_id, load_corpus
+from chargen.corpus import end_id, load_corpus, unchanged
 from chargen.data import split_ids
 from chargen.device import resolve_device, resolve_precision
 from chargen.errors import ChargenError, ConfigError, CorpusError, RunError
@@ -210,10 +210,14 @@ def adapt_run_on(
 
 
 def _corpus_ids(run: Run) -> np.ndarray:
-    """The ids of the whole text a run read, from the corpus file it records (cached)."""
-    path = run.info.corpus.source()
+    """The ids of the whole text a run read, from the corpus file it records (cached), as long as
+    that file still holds what the run read: an edited one would hand its held-out part, or
+    another text, to what asks for the training text."""
+    record = run.info.corpus
     try:
-        return load_corpus(path, run.text_config, vocab=run.vocab, unknown="replace").ids
+        if not unchanged(record.source(), record.sha256):
+            raise CorpusError(f"{record.path} has changed since the run read it")
+        return load_corpus(record.source(), run.text_config, vocab=run.vocab, unknown="replace").ids
     except ChargenError as err:
         raise RunError(f"the training text of {run.path} is not available ({err})") from err
 

@@ -16,7 +16,7 @@ from typing import Any
 from chargen import checkpoint as ckpt
 from chargen.allocator import keep_freed_memory
 from chargen.config import ModelConfig, SampleConfig, TrainConfig
-from chargen.corpus import Corpus, load_corpus, resolve_paths, sources_sha256
+from chargen.corpus import Corpus, load_corpus, resolve_paths, unchanged
 from chargen.distributed import World, process_group, world_from_env
 from chargen.errors import ConfigError, RunError, VocabError
 from chargen.finetune import Start
@@ -148,8 +148,7 @@ def _own_text(run: ckpt.Run) -> str | list[str]:
     """The text the run was trained on, read again from where run.json records it, as long as it is
     the same: a text that changed since would move every window and the train/validation split."""
     record = run.info.corpus
-    paths, _, _ = resolve_paths(record.source())
-    if sources_sha256(paths) == record.sha256:
+    if unchanged(record.source(), record.sha256):
         return record.source()
     where = record.path + (f" and {len(record.files) - 1} more file(s)" if record.files else "")
     raise RunError(

@@ -228,6 +228,19 @@ def test_without_its_training_text_the_scale_comes_from_the_validation_split(
     # Scoring the validation split itself, it may not also be where the scale comes from.
     message = _one_line_error(runner.invoke(app, ["eval", "--adapt", "--model", str(moved)]))
     assert "not available" in message and "give a text file" in message
+    # A training text edited since the run read it is no longer its training text: it might now
+    # hold what is scored. So too for the n-grams --novelty compares a sample with.
+    edited = tmp_path / "edited.txt"
+    edited.write_text(
+        "The lamp at the point.\n" * 40, encoding="utf-8"
+    )  # not the text run.json's sha256 is of
+    info["corpus"]["path"] = str(edited)
+    (moved / "run.json").write_text(json.dumps(info), encoding="utf-8")
+    result = runner.invoke(app, ["eval", "--adapt", str(text_file), "--model", str(moved), "--json"])
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)["scale_from"] == "validation split"
+    message = _one_line_error(runner.invoke(app, ["sample", "--novelty", "--model", str(moved)]))
+    assert "has changed since the run read it" in message
 
 
 def test_bad_input_is_one_line(tiny_run: TrainSummary, tmp_path: Path) -> None:
