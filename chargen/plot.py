@@ -10,8 +10,8 @@ import math
 from pathlib import Path
 from typing import Any
 
-from chargen.checkpoint import load_run, read_metrics
-from chargen.errors import ChargenError
+from chargen.checkpoint import METRICS, load_run, read_metrics
+from chargen.errors import ChargenError, RunError
 from chargen.files import write_bytes_atomic, writing
 from chargen.records import EvalRow, TrainRow
 from chargen.reports import EvalReport, Report, StartReport
@@ -58,13 +58,21 @@ class PlotEachEvaluation:
 def plot_runs(run_dirs: list[Path], out: Path) -> Path:
     """Draw the runs' training curves into one PNG with three panels; returns its path."""
     plt = _pyplot()
+    runs = [(run, read_metrics(run.path)) for run in map(load_run, run_dirs)]
+    for run, rows in runs:
+        drawn = [
+            r for r in rows if isinstance(r, TrainRow) or (isinstance(r, EvalRow) and r.seen is not None)
+        ]
+        if not drawn:  # axes with nothing on them say nothing
+            raise RunError(
+                f"{run.path} has no figures to plot yet: its {METRICS} is missing, empty or unreadable "
+                "(a run logs its first at step `log_every` or its first validation)"
+            )
     # Constrained layout makes room for the legends, which sit outside the panels so they never
     # hide a curve.
     fig, (loss_ax, grad_ax, lr_ax) = plt.subplots(3, 1, figsize=(11, 10), sharex=True, layout="constrained")
     clips: dict[float, list[str]] = {}  # threshold -> the runs that used it
-    for run_dir in run_dirs:
-        run = load_run(run_dir)
-        rows = read_metrics(run.path)
+    for run, rows in runs:
         train = [r for r in rows if isinstance(r, TrainRow)]
         evals = [r for r in rows if isinstance(r, EvalRow) and r.seen is not None]
         name = run.path.name

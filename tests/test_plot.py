@@ -30,6 +30,18 @@ def test_plot_writes_a_png_for_several_runs(tiny_run, tmp_path: Path) -> None:
     assert evals and all(r.seen for r in evals)  # what the validation points are placed by
 
 
+def test_a_run_with_no_training_figures_is_refused_not_drawn_empty(tiny_run, tmp_path: Path) -> None:
+    import shutil
+
+    empty = tmp_path / "empty-run"
+    shutil.copytree(tiny_run.run_dir, empty)
+    (empty / "metrics.jsonl").write_text("garbage{\n", encoding="utf-8")  # or gone, or killed before step 10
+    out = tmp_path / "x.png"
+    result = runner.invoke(app, ["plot", str(tiny_run.run_dir), str(empty), "--out", str(out)])
+    assert result.exit_code == 1 and "has no figures to plot" in result.stderr, result.output
+    assert len(result.stderr.strip().splitlines()) == 1 and not out.exists()
+
+
 def test_without_matplotlib_the_plot_command_says_how_to_install_it(
     tiny_run, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
