@@ -66,7 +66,7 @@ class Loop:
         return self.schedule.fraction(self.at, self.clock.seconds())
 
     def run(self) -> TrainSummary:
-        self._refuse_a_finished_run()
+        self.refuse_a_finished_run()
         self.model.train()
         while self.fraction() < 1.0 and not self.validation.out_of_patience(self.at):
             if self.at.offset < 0:  # a new epoch: new window edges, fresh state
@@ -129,7 +129,8 @@ class Loop:
         self.recorder.evaluated(self.model, self.at.step, val, is_best)
         self.clock.pause(time.perf_counter() - began)
 
-    def _refuse_a_finished_run(self) -> None:
+    def refuse_a_finished_run(self) -> None:
+        """TrainingError where a restored run has nothing left to do: at its limit, or out of patience."""
         if self.fraction() >= 1.0:
             raise TrainingError(
                 f"the run already reached its limit ({self.schedule.stopped_by(self.at)} at step "

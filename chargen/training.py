@@ -115,6 +115,7 @@ def resume(
         report = _main_only(report, world)
         loop = build_loop(decided, model, layout, run.path, report, _preview(data, decided), stop)
         loop.restore(checkpoint)
+        loop.refuse_a_finished_run()  # before the start is reported: a refusal is its one line
         report(_start_report(decided, model, layout, run.path, resumed_at=loop.at.step))
         return loop.run()
 

@@ -83,8 +83,10 @@ def test_a_finished_run_trains_further_with_a_larger_limit(lamp_text: str, tmp_p
     corpus = corpus_from_text(tmp_path, lamp_text[:20_000])
     config = TrainConfig(batch_size=4, bptt=16, max_steps=6, eval_every=3, seed=0)
     train(corpus, TINY_MODEL, config, out=tmp_path / "run")
+    reports: list[object] = []
     with pytest.raises(TrainingError, match="already reached its limit"):
-        resume(tmp_path / "run")
+        resume(tmp_path / "run", report=reports.append)
+    assert reports == []  # refused before its start is reported: the command line shows one line
     assert resume(tmp_path / "run", settings={"max_steps": 10}).steps == 10
     with pytest.raises(Exception, match=r"`hidden=64` \(the run has 48\)"):
         resume(tmp_path / "run", settings={"max_steps": 20, "hidden": 64})
