@@ -181,14 +181,21 @@ class FileAdaptation:
 
 
 def adapt_run_on(
-    run: Run, model: CharRNN, text_file: Path | str, config: AdaptConfig, device: torch.device, unknown: str
+    run: Run,
+    model: CharRNN,
+    text_file: Path | str,
+    config: AdaptConfig,
+    device: torch.device,
+    unknown: str,
+    encoding: str | None = None,
+    errors: str | None = None,
 ) -> FileAdaptation:
     """`model` (the run's) adapted by reading `text_file` with dynamic evaluation. To show whether
     it helped, the text's last HELD_OUT is scored twice with the state carried from the start: by
     the model as trained, and by the model adapted on the text before it, frozen. Then adapting
     goes on over that end too, so sampling continues from the whole text's end."""
     require_one_text(run)
-    ids, _ = text_ids(run, text_file, unknown)
+    ids, _ = text_ids(run, text_file, unknown, encoding, errors)
     if len(ids) < 20:
         raise CorpusError(
             f"text {text_file} has {len(ids)} characters; adapting on it needs at least 20, "

@@ -265,6 +265,16 @@ def test_bad_input_is_one_line(tiny_run: TrainSummary, tmp_path: Path) -> None:
     assert "--adapt-decay must be in [0, 1]" in message
     message = _one_line_error(runner.invoke(app, ["sample", "--adapt-lr", "0.1", *model]), code=2)
     assert "--adapt-lr works only with --adapt-on" in message
+    latin = tmp_path / "latin.txt"
+    latin.write_bytes("The lamp at Pellow Point, café. ".encode("latin-1") * 5)
+    message = _one_line_error(runner.invoke(app, ["sample", "--adapt-on", str(latin), *model]))
+    assert "give its --encoding" in message  # a flag sample has
+    read = runner.invoke(
+        app, ["sample", "--adapt-on", str(latin), "--encoding", "latin-1", "--unknown", "skip", *model]
+    )
+    assert read.exit_code == 0 and "adapted to" in read.stderr, read.output
+    message = _one_line_error(runner.invoke(app, ["sample", "--encoding", "latin-1", *model]), code=2)
+    assert "--encoding is how the --adapt-on file is read" in message
     # Steps so large they blow the weights up: no NaN figure, and nothing sampled from NaN weights.
     text = tmp_path / "text.txt"
     text.write_text("The lamp at Pellow Point. " * 10, encoding="utf-8")

@@ -261,6 +261,8 @@ def sample(
     max_length: opt.MaxLength = SampleConfig.max_length,
     as_json: opt.ItemsJson = False,
     adapt_on: opt.AdaptOn = None,
+    encoding: opt.AdaptOnEncoding = None,
+    errors: opt.AdaptOnErrors = None,
     lr: opt.AdaptLr = AdaptConfig.lr,
     decay: opt.AdaptDecay = AdaptConfig.decay,
     segment: opt.AdaptSegment = AdaptConfig.segment,
@@ -289,6 +291,9 @@ def sample(
             prefix = decode_prefix(sys.stdin.buffer.read(), "standard input")
         config = opt.build(SampleConfig, {**ctx.params, "prefix": prefix})
         adapt_config = opt.adapt_config(ctx, "adapt_on", adapt_on is not None)
+        for name, value in (("encoding", encoding), ("errors", errors)):
+            if value is not None and adapt_on is None:  # the prefix is text already, not a file
+                raise ConfigError(f"`{name}` is how the `adapt_on` file is read; give `adapt_on`", name)
         run = load_run(model)
         listed = run.text_config.items is not None
         given = opt.given(ctx, leave_out=())
@@ -314,7 +319,9 @@ def sample(
         after = None
         if adapt_on is not None:
             encode_prefix(run.vocab, config.prefix, run.text_config, config.unknown)  # fails before adapting
-            adapted = adapt_run_on(run, net, adapt_on, adapt_config, torch_device, config.unknown)
+            adapted = adapt_run_on(
+                run, net, adapt_on, adapt_config, torch_device, config.unknown, encoding, errors
+            )
             print_adaptation(adapt_on, adapted)
             net, after = adapted.model, adapted.after
         if num_samples == 1:

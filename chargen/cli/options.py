@@ -217,6 +217,12 @@ TextUnknown = Annotated[
 ]
 TextEncoding = Annotated[str | None, typer.Option(help="The text file's encoding. Default: the run's.")]
 TextErrors = Annotated[str | None, typer.Option(help="strict or replace. Default: the run's.")]
+AdaptOnEncoding = Annotated[
+    str | None, typer.Option(help="With --adapt-on: that file's encoding. Default: the run's.")
+]
+AdaptOnErrors = Annotated[
+    str | None, typer.Option(help="With --adapt-on: strict or replace. Default: the run's.")
+]
 
 
 # dynamic evaluation (eval --adapt, sample --adapt-on); each option named after its AdaptConfig field
