@@ -115,7 +115,12 @@ def print_run_info(model: Path, facts: RunDescription) -> None:
     table.add_row(
         "training",
         f"batch {t.batch_size}, bptt {t.bptt}, lr {t.lr:g}, clip {t.clip}, "
-        f"seed {t.seed}; limits: steps {t.max_steps}, time {t.max_time}, epochs {t.epochs}",
+        f"seed {t.seed}; limits as started: "
+        + ", ".join(
+            f"{name} {value:g}"
+            for name, value in (("steps", t.max_steps), ("seconds", t.max_time), ("epochs", t.epochs))
+            if value is not None
+        ),
     )
     table.add_row("progress", f"{facts.steps} steps" if facts.steps is not None else "no checkpoint")
     if summary:
@@ -162,7 +167,7 @@ def print_adapted_eval(label: str, result: AdaptedEvaluation, unknown: str) -> N
     Console().print(table)
     if static.unknown:
         done = {"replace": "replaced", "skip": "skipped"}[unknown]
-        err.print(f"{static.unknown:,} unknown characters {done}")
+        err.print(f"{static.unknown:,} unknown character{'s' * (static.unknown != 1)} {done}")
     err.print(
         f"adapting: lr {config.lr:g}, decay {config.decay:g}, segment {config.segment}; gradient "
         f"scale measured on the {result.scale_source} in {result.scale_seconds:.1f} s",
@@ -202,7 +207,7 @@ def print_scores(scores: Scores, as_json: bool, unknown: str) -> None:
     )
     if stats.unknown:
         done = {"replace": "replaced", "skip": "skipped"}[unknown]
-        summary += f"; {stats.unknown:,} unknown characters {done}"
+        summary += f"; {stats.unknown:,} unknown character{'s' * (stats.unknown != 1)} {done}"
     if as_json:
         err.print(summary, markup=False, highlight=False, soft_wrap=True)
     else:
