@@ -148,7 +148,7 @@ def test_unknown_characters_follow_the_unknown_option(tiny_run: TrainSummary, tm
     (tmp_path / "odd.txt").write_text("The lamp\nsnow ☃ fell\n", encoding="utf-8")
     result = _score("--model", str(tiny_run.run_dir), str(tmp_path / "odd.txt"), "--unknown", "skip")
     assert result.exit_code == 0, result.output
-    assert result.stdout.splitlines()[-1].endswith("; 1 unknown characters skipped")
+    assert result.stdout.splitlines()[-1].endswith("; 1 unknown character skipped")
 
 
 def _one_line_error(result, code: int = 1) -> str:
