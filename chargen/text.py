@@ -30,7 +30,9 @@ class Preparer:
 
     def __call__(self, text: str) -> str:
         config = self.config
-        if config.newlines == "lf":  # a piece ends at a line break, so a CR LF is never cut in two
+        # Pieces end at a line break, so a CR LF is not cut in two (but for a line of megabytes,
+        # which read_chunks cuts where it must).
+        if config.newlines == "lf":
             text = text.replace("\r\n", "\n")
         if config.normalize != "none":
             text = unicodedata.normalize(config.normalize.upper(), text)
