@@ -157,6 +157,7 @@ def test_requests_are_checked_field_by_field() -> None:
         ({"alternatives": "yes", "stream": True}, "alternatives"),
         ({"alternatives": 1, "stream": True}, "alternatives"),
         ({"alternatives": True}, "alternatives"),  # they come only with a stream
+        ({"prefix": "ab\ud83dc"}, "prefix"),  # JSON's "\ud83d" alone: half a pair, no character
     ]:
         with pytest.raises(ConfigError) as caught:
             parse_generate(body, limits, listed=False)
@@ -326,6 +327,8 @@ def test_score_gives_per_character_logprobs_as_chargen_score(
     assert result.exit_code == 0, result.output
     lines = [json.loads(line) for line in result.output.splitlines() if line.startswith("{")]
     assert [u["chars"] for u in data["lines"]] == [u["chars"] for u in lines] and len(lines) == 2
+    half = httpx.post(server.url + "/v1/score", content=b'{"text": "ab\\ud83dc", "unknown": "skip"}')
+    assert half.status_code == 422 and half.json()["field"] == "text", half.text  # was a 500
     bad = httpx.post(server.url + "/v1/score", json={"text": "\u4e00\u4e01"})
     assert bad.status_code == 422 and bad.json()["field"] == "text"
 
@@ -499,24 +502,30 @@ def test_a_full_queue_answers_503_with_retry_after(tiny_run: TrainSummary) -> No
 # --- the playground in a browser ----------------------------------------------------------------
 
 
-def test_the_playground_streams_coloured_text_and_stops(server: Served) -> None:
+def _browser():  # type: ignore[no-untyped-def]
+    """Headless Chromium driven by selenium, logging its requests; skips where either is missing."""
     if not (shutil.which("chromium") or shutil.which("chromium-browser")) or not shutil.which("chromedriver"):
         pytest.skip("chromium and chromedriver are not installed (apt-get install chromium chromium-driver)")
     webdriver = pytest.importorskip("selenium.webdriver")
-    from selenium.webdriver.common.by import By
-    from selenium.webdriver.support.ui import WebDriverWait
-
     options = webdriver.ChromeOptions()
     for flag in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--disable-gpu"):
         options.add_argument(flag)
     options.binary_location = shutil.which("chromium") or shutil.which("chromium-browser") or ""
-    options.set_capability("goog:loggingPrefs", {"performance": "ALL"})
+    options.set_capability("goog:loggingPrefs", {"performance": "ALL", "browser": "ALL"})
     service = webdriver.ChromeService(executable_path=shutil.which("chromedriver"))
-    browser = webdriver.Chrome(options=options, service=service)
+    return webdriver.Chrome(options=options, service=service)
+
+
+def test_the_playground_streams_coloured_text_and_stops(server: Served) -> None:
+    browser = _browser()
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
     try:
         browser.get(server.url + "/")
         wait = WebDriverWait(browser, 30)
         wait.until(lambda b: "parameters" in b.find_element(By.ID, "model").text)
+        assert not browser.find_element(By.ID, "token-box").is_displayed()  # this server needs none
         browser.find_element(By.ID, "prefix").send_keys("The lamp ")
         # long enough to be stopped long before its end, however fast the machine
         browser.execute_script("const e = document.getElementById('length'); e.max = 1e5; e.value = 1e5")
@@ -538,8 +547,49 @@ def test_the_playground_streams_coloured_text_and_stops(server: Served) -> None:
             if message["method"] == "Network.requestWillBeSent":
                 urls.add(message["params"]["request"]["url"])
         assert urls and all(u.startswith(server.url) for u in urls), urls
+        errors = [e["message"] for e in browser.get_log("browser") if e["level"] == "SEVERE"]
+        assert not errors, errors  # no script errors, and no request for a missing favicon
     finally:
         browser.quit()
+
+
+def test_the_playground_of_a_list_run_behind_a_token(tmp_path: Path) -> None:
+    """The token box shows, the first Generate after typing the token works (the page learns the
+    run is a list first), and the items shown are as many as the slider says, in the answer's order."""
+    from chargen.config import TextConfig, TrainConfig
+    from chargen.training import train
+    from tests.conftest import TINY_MODEL, corpus_from_text
+
+    browser = _browser()
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    names = "\n".join(["emma", "olivia", "ava", "mia", "sophia", "isabella", "amelia", "harper"] * 30)
+    corpus = corpus_from_text(tmp_path, names, "names", TextConfig(items="lines"))
+    steps = TrainConfig(batch_size=8, bptt=32, max_steps=10, eval_every=10, seed=0)
+    served = Served(train(corpus, TINY_MODEL, steps, out=tmp_path / "run").run_dir, "--token", TOKEN)
+    try:
+        browser.get(served.url + "/")
+        wait = WebDriverWait(browser, 30)
+        wait.until(lambda b: "needs its token" in b.find_element(By.ID, "model").text)
+        assert browser.find_element(By.ID, "token-box").is_displayed()
+        browser.find_element(By.ID, "token").send_keys(TOKEN)
+        browser.find_element(By.ID, "seed").send_keys("3")
+        browser.find_element(By.ID, "generate").click()  # at once, as a person would
+        wait.until(lambda b: "characters in" in b.find_element(By.ID, "status").text)
+        assert browser.find_element(By.ID, "length-v").text == "10"
+        shown = [
+            li.get_attribute("textContent") for li in browser.find_elements(By.CSS_SELECTOR, "#items li")
+        ]
+        asked = httpx.post(
+            served.url + "/v1/generate",
+            json={"items": 10, "seed": 3, "temperature": 0.8, "top_p": 1.0},
+            headers={"Authorization": f"Bearer {TOKEN}"},
+        ).json()
+        assert shown == [item["text"] for item in asked["items"]]
+    finally:
+        browser.quit()
+        served.stop()
 
 
 def test_a_list_run_serves_items_as_chargen_sample_makes_them(tmp_path: Path) -> None:

@@ -55,7 +55,7 @@ Top = tuple[list[int], list[float]]  # the likeliest symbols' ids and probabilit
 Sink = Callable[[str, dict[str, Any]], None]  # (event name, data); called from the loop's thread
 
 
-@dataclass
+@dataclass(eq=False)  # a row is itself: Job.rows.index finds it by identity, not by equal fields
 class _Row:
     """One sample (or item) of a request."""
 
