@@ -170,6 +170,7 @@ def test_sigint_saves_a_checkpoint_and_names_the_resume_command(lamp_text: str, 
     _, stderr = process.communicate(timeout=60)
     assert process.returncode == 130, stderr
     assert f"chargen train --resume {run_dir}" in stderr and "Traceback" not in stderr
+    assert "Stopped: training stopped at step" in stderr and "Error" not in stderr  # asked for, no error
     step = json.loads(load_file_metadata(run_dir))["step"]
     result = CliRunner().invoke(app, ["train", "--resume", str(run_dir), "--max-steps", str(step + 3)])
     assert result.exit_code == 0, result.output

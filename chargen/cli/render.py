@@ -76,7 +76,9 @@ def user_errors(ctx: typer.Context, names: dict[str, str] | None = None) -> Iter
         if rank == 0 or not isinstance(error, TrainingInterrupted):
             where = f"rank {rank}: " if rank else ""
             message = escape(in_flags(ctx, error, names))
-            err.print(f"[bold red]Error:[/] {where}{message}", markup=True, soft_wrap=True)
+            # A stop the user asked for is no error: it says where the run is, and exits 130.
+            label = "Stopped:" if isinstance(error, TrainingInterrupted) else "[bold red]Error:[/]"
+            err.print(f"{label} {where}{message}", markup=True, soft_wrap=True)
         raise typer.Exit(error.exit_code) from None
     except KeyboardInterrupt:
         err.print("Interrupted.")
