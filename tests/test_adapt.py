@@ -274,7 +274,7 @@ def test_bad_input_is_one_line(tiny_run: TrainSummary, tmp_path: Path) -> None:
     )
     assert read.exit_code == 0 and "adapted to" in read.stderr, read.output
     message = _one_line_error(runner.invoke(app, ["sample", "--encoding", "latin-1", *model]), code=2)
-    assert "--encoding is how the --adapt-on file is read" in message
+    assert "--encoding works only with --adapt-on" in message
     # Steps so large they blow the weights up: no NaN figure, and nothing sampled from NaN weights.
     text = tmp_path / "text.txt"
     text.write_text("The lamp at Pellow Point. " * 10, encoding="utf-8")

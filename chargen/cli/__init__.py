@@ -290,10 +290,7 @@ def sample(
         elif prefix == "-":
             prefix = decode_prefix(sys.stdin.buffer.read(), "standard input")
         config = opt.build(SampleConfig, {**ctx.params, "prefix": prefix})
-        adapt_config = opt.adapt_config(ctx, "adapt_on", adapt_on is not None)
-        for name, value in (("encoding", encoding), ("errors", errors)):
-            if value is not None and adapt_on is None:  # the prefix is text already, not a file
-                raise ConfigError(f"`{name}` is how the `adapt_on` file is read; give `adapt_on`", name)
+        adapt_config = opt.adapt_config(ctx, "adapt_on", adapt_on is not None, also=("encoding", "errors"))
         run = load_run(model)
         listed = run.text_config.items is not None
         given = opt.given(ctx, leave_out=())

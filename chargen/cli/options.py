@@ -259,12 +259,12 @@ AdaptSegment = Annotated[
 ADAPT_FIELDS = ("lr", "decay", "segment")
 
 
-def adapt_config(ctx: typer.Context, switch: str, on: bool) -> AdaptConfig:
+def adapt_config(ctx: typer.Context, switch: str, on: bool, also: tuple[str, ...] = ()) -> AdaptConfig:
     """The AdaptConfig the options describe; refused where one is given without the option (`switch`)
-    that turns dynamic evaluation on."""
+    that turns dynamic evaluation on, as are the options `also` names (how its file is read, say)."""
     config = build(AdaptConfig, ctx.params)
     if not on:
-        typed = [name for name in ADAPT_FIELDS if _from_command_line(ctx, name)]
+        typed = [name for name in (*ADAPT_FIELDS, *also) if _from_command_line(ctx, name)]
         if typed:
             raise ConfigError(f"`{typed[0]}` works only with `{switch}`", typed[0])
     return config
