@@ -26,6 +26,12 @@ def split_ids(ids: np.ndarray, val_fraction: float) -> tuple[np.ndarray, np.ndar
     return ids[: len(ids) - n_val], ids[len(ids) - n_val :]
 
 
+def streams_that_fit(n_ids: int, bptt: int) -> int:
+    """The most streams StreamBatches lays out in `n_ids` ids with windows of `bptt`: each takes a
+    window and one id more for its last target, and an epoch may start up to bptt - 1 ids in."""
+    return (n_ids - bptt) // (bptt + 1)
+
+
 class StreamBatches:
     """Lays the training ids out as `batch_size` parallel streams and cuts them into BPTT windows.
 
@@ -45,7 +51,7 @@ class StreamBatches:
     """
 
     def __init__(self, ids: np.ndarray, batch_size: int, bptt: int, streams: slice | None = None) -> None:
-        if len(ids) < batch_size * (bptt + 1) + bptt:
+        if batch_size > streams_that_fit(len(ids), bptt):
             raise CorpusError(
                 f"the training split has {len(ids)} characters, too few for one batch of "
                 f"`batch_size={batch_size}` streams x `bptt={bptt}` characters; "

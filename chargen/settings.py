@@ -14,7 +14,7 @@ import torch
 from chargen import recipe
 from chargen.config import ModelConfig, TrainConfig
 from chargen.corpus import Corpus
-from chargen.data import Batches, ItemBatches, StreamBatches, split_ids
+from chargen.data import Batches, ItemBatches, StreamBatches, split_ids, streams_that_fit
 from chargen.device import precision_name, random_seed, resolve_device, resolve_precision, seed_everything
 from chargen.distributed import World, require_divisible
 from chargen.items import first_items, split_items
@@ -75,7 +75,7 @@ def with_batch(config: TrainConfig, corpus: Corpus) -> TrainConfig:
     planned = recipe.with_batch(config, corpus.end_id is not None)
     if corpus.end_id is None:
         train_ids = split_ids(corpus.ids, config.val_fraction)[0]
-        room = (len(train_ids) - config.bptt) // (config.bptt + 1)  # StreamBatches' need, solved for B
+        room = streams_that_fit(len(train_ids), config.bptt)
     else:
         train_ids = split_items(corpus.ids, corpus.end_id, config.val_fraction)[0]
         room = int((train_ids == corpus.end_id).sum()) - 1  # the training items
