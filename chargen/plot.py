@@ -58,23 +58,22 @@ class PlotEachEvaluation:
 def plot_runs(run_dirs: list[Path], out: Path) -> Path:
     """Draw the runs' training curves into one PNG with three panels; returns its path."""
     plt = _pyplot()
-    runs = [(run, read_metrics(run.path)) for run in map(load_run, run_dirs)]
-    for run, rows in runs:
-        drawn = [
-            r for r in rows if isinstance(r, TrainRow) or (isinstance(r, EvalRow) and r.seen is not None)
-        ]
-        if not drawn:  # axes with nothing on them say nothing
+    runs = []  # (run, its training rows, its validations placed by characters seen)
+    for run in map(load_run, run_dirs):
+        rows = read_metrics(run.path)
+        train = [r for r in rows if isinstance(r, TrainRow)]
+        evals = [r for r in rows if isinstance(r, EvalRow) and r.seen is not None]
+        if not train and not evals:  # axes with nothing on them say nothing
             raise RunError(
                 f"{run.path} has no figures to plot yet: its {METRICS} is missing, empty or unreadable "
                 "(a run logs its first at step `log_every` or its first validation)"
             )
+        runs.append((run, train, evals))
     # Constrained layout makes room for the legends, which sit outside the panels so they never
     # hide a curve.
     fig, (loss_ax, grad_ax, lr_ax) = plt.subplots(3, 1, figsize=(11, 10), sharex=True, layout="constrained")
     clips: dict[float, list[str]] = {}  # threshold -> the runs that used it
-    for run, rows in runs:
-        train = [r for r in rows if isinstance(r, TrainRow)]
-        evals = [r for r in rows if isinstance(r, EvalRow) and r.seen is not None]
+    for run, train, evals in runs:
         name = run.path.name
         chars = [r.chars for r in train]
         dot = "o" if len(train) == 1 else None  # a line through one point would not show
