@@ -21,7 +21,7 @@ import numpy as np
 
 from chargen import catalogue
 from chargen.config import TextConfig
-from chargen.errors import CorpusError
+from chargen.errors import CorpusChanged, CorpusError
 from chargen.items import END, list_files, source_pieces
 from chargen.paths import chargen_home, corpora_dir
 from chargen.vocab import ByteVocab, Tokenizer, Vocab, count_code_points, tokenizer_from_dict
@@ -133,11 +133,6 @@ def sources_sha256(paths: list[Path]) -> str:
     return hashes[0] if len(hashes) == 1 else hashlib.sha256("\n".join(hashes).encode()).hexdigest()
 
 
-def unchanged(source: Source, sha256: str) -> bool:
-    """Whether the files `source` stands for still hold what had `sha256` (sources_sha256's)."""
-    return sources_sha256(resolve_paths(source)[0]) == sha256
-
-
 def load_corpus(
     path: Source = None,
     config: TextConfig | None = None,
@@ -146,6 +141,7 @@ def load_corpus(
     cache: bool = True,
     what: str = "corpus",
     progress: catalogue.Progress | None = None,
+    sha256: str | None = None,
 ) -> Corpus:
     """The file's token ids and vocabulary (built from the file, unless `vocab` is given).
 
@@ -153,13 +149,19 @@ def load_corpus(
     reports if need be; with no path, the project's own default corpus; a directory or a list
     stands for the files in it. Characters outside a given vocabulary follow `unknown` ("error",
     "replace" or "skip"). With `cache`, the ids are stored under chargen_home() and memory-mapped.
-    With `config.items`, the text is a list of items (see items.py).
+    With `config.items`, the text is a list of items (see items.py). With `sha256` (a run's record
+    of the text it read), the files must still hold that text: CorpusChanged otherwise, before any
+    of it is read.
     """
     config = config or TextConfig()
     paths, name, where = resolve_paths(path, progress, what)
     if config.items is not None and isinstance(vocab, Vocab) and END not in vocab.chars:
         raise CorpusError(f"the vocabulary has no end-of-item symbol, so {what} cannot be read as a list")
-    sha256 = sources_sha256(paths)
+    recorded, sha256 = sha256, sources_sha256(paths)
+    if recorded is not None and sha256 != recorded:
+        raise CorpusChanged(
+            f"{what} {where} has changed since the run read it: its sha256 is not the recorded one"
+        )
 
     if not cache:
         vocab = vocab or (ByteVocab() if config.tokenizer == "bytes" else _count_vocab(paths, config, what))
@@ -183,7 +185,7 @@ def load_corpus(
             folder.mkdir(parents=True, exist_ok=True)
             _write_cache(paths, config, vocab, unknown, what, ids_path, meta_path)
         except OSError:  # no writable cache, or no room in it: work in memory instead
-            return load_corpus(path, config, vocab, unknown, cache=False, what=what)
+            return load_corpus(path, config, vocab, unknown, cache=False, what=what, sha256=recorded)
     meta = json.loads(meta_path.read_text(encoding="utf-8"))
     vocab = tokenizer_from_dict(meta["vocab"])
     size = ids_path.stat().st_size // np.dtype(meta["dtype"]).itemsize

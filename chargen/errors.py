@@ -30,6 +30,10 @@ class CorpusError(ChargenError):
     """A text that cannot be read or used for training."""
 
 
+class CorpusChanged(CorpusError):
+    """A text that no longer holds what a run recorded reading (its sha256 differs)."""
+
+
 class VocabError(ChargenError):
     """Text with characters the model has never seen."""
 

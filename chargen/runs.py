@@ -15,7 +15,7 @@ import torch
 from chargen.adapt import DynamicEvaluator, GradientScale, gradient_scale, score_ids
 from chargen.checkpoint import Run, load_model_weights, load_run
 from chargen.config import UNKNOWN_POLICIES, AdaptConfig
-from chargen.corpus import end_id, load_corpus, unchanged
+from chargen.corpus import end_id, load_corpus
 from chargen.data import split_ids
 from chargen.device import resolve_device, resolve_precision
 from chargen.errors import ChargenError, ConfigError, CorpusError, RunError
@@ -222,9 +222,9 @@ def _corpus_ids(run: Run) -> np.ndarray:
     another text, to what asks for the training text."""
     record = run.info.corpus
     try:
-        if not unchanged(record.source(), record.sha256):
-            raise CorpusError(f"{record.path} has changed since the run read it")
-        return load_corpus(record.source(), run.text_config, vocab=run.vocab, unknown="replace").ids
+        return load_corpus(
+            record.source(), run.text_config, vocab=run.vocab, unknown="replace", sha256=record.sha256
+        ).ids
     except ChargenError as err:
         raise RunError(f"the training text of {run.path} is not available ({err})") from err
 

@@ -16,9 +16,9 @@ from typing import Any
 from chargen import checkpoint as ckpt
 from chargen.allocator import keep_freed_memory
 from chargen.config import ModelConfig, SampleConfig, TrainConfig
-from chargen.corpus import Corpus, load_corpus, resolve_paths, unchanged
+from chargen.corpus import Corpus, load_corpus, resolve_paths
 from chargen.distributed import World, process_group, world_from_env
-from chargen.errors import ConfigError, RunError, VocabError
+from chargen.errors import ConfigError, CorpusChanged, RunError, VocabError
 from chargen.finetune import Start
 from chargen.item_sample import generate_items
 from chargen.items import SPLIT_SEED, source_pieces
@@ -99,9 +99,19 @@ def resume(
     run = ckpt.load_run(run_dir)
     config = _continued(run, settings or {})
     checkpoint = ckpt.load_checkpoint(run.path / ckpt.CHECKPOINT)
-    source = corpus if corpus is not None else _own_text(run)
+    record = run.info.corpus
+    source = corpus if corpus is not None else record.source()
+    # Its own text must be the one it read; a text given on purpose is taken as it is.
+    recorded = record.sha256 if corpus is None else None
     try:
-        data = load_corpus(source, run.text_config, vocab=run.vocab, unknown="error")
+        data = load_corpus(source, run.text_config, vocab=run.vocab, unknown="error", sha256=recorded)
+    except CorpusChanged as err:
+        where = record.path + (f" and {len(record.files) - 1} more file(s)" if record.files else "")
+        raise RunError(
+            f"cannot resume {run.path}: its text {where} has changed since the run began (its sha256 is "
+            "not the one run.json records), so the run cannot continue exactly. Resume on the original "
+            "text, or start a new run from this one on the changed text with `init`, which fine-tunes"
+        ) from err
     except VocabError as err:
         raise RunError(_unseen(run, source)) from err
     if world.is_main:  # only now: a refused resume leaves the run directory as it was
@@ -143,20 +153,6 @@ def _continued(run: ckpt.Run, given: dict[str, Any]) -> TrainConfig:
     if limits:
         config = replace(config, **{name: limits.get(name) for name in LIMITS})
     return replace(config, **others)
-
-
-def _own_text(run: ckpt.Run) -> str | list[str]:
-    """The text the run was trained on, read again from where run.json records it, as long as it is
-    the same: a text that changed since would move every window and the train/validation split."""
-    record = run.info.corpus
-    if unchanged(record.source(), record.sha256):
-        return record.source()
-    where = record.path + (f" and {len(record.files) - 1} more file(s)" if record.files else "")
-    raise RunError(
-        f"cannot resume {run.path}: its text {where} has changed since the run began (its sha256 is "
-        "not the one run.json records), so the run cannot continue exactly. Resume on the original "
-        "text, or start a new run from this one on the changed text with `init`, which fine-tunes"
-    )
 
 
 def _unseen(run: ckpt.Run, source: Path | str | list[str]) -> str:
