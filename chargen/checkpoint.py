@@ -32,7 +32,7 @@ import torch
 from safetensors import SafetensorError, safe_open
 from safetensors.numpy import load_file
 from safetensors.numpy import save_file as save_numpy_file
-from safetensors.torch import load_model, save_model
+from safetensors.torch import load_model
 from safetensors.torch import save_file as save_torch_file
 
 from chargen.config import ModelConfig, TextConfig, TrainConfig
@@ -192,8 +192,24 @@ def load_run(path: Path | str) -> Run:
 
 
 def save_weights(model: CharRNN, path: Path) -> None:
+    """The model's weights, as safetensors' `save_model` lays them out (a tied matrix once, under
+    its first name, the other name in the metadata), so that `load_model` reads them.
+
+    The tensors are copied to the CPU first, one copy each: on a GPU, nn.LSTM keeps its weights as
+    views into one flat buffer (cuDNN's layout), and `save_model` refuses views that do not cover
+    their whole storage."""
+    names: dict[tuple[int, torch.Size], list[str]] = {}
+    state = model.state_dict()
+    for name, tensor in state.items():
+        names.setdefault((tensor.data_ptr(), tensor.shape), []).append(name)
+    tensors: dict[str, torch.Tensor] = {}
+    metadata: dict[str, str] = {}
+    for group in names.values():
+        kept, *tied = sorted(group)
+        tensors[kept] = state[kept].detach().to("cpu", copy=True).contiguous()
+        metadata.update(dict.fromkeys(tied, kept))
     with atomic_path(path) as tmp:
-        save_model(model, str(tmp))  # handles the tied embedding/output matrix
+        save_torch_file(tensors, str(tmp), metadata=metadata or None)
 
 
 def load_model_weights(run: Run, device: torch.device | str = "cpu") -> CharRNN:

@@ -22,6 +22,26 @@ def test_save_then_load_gives_identical_logits(tiny_run: TrainSummary, tmp_path:
         assert torch.equal(model(x)[0], reloaded(x)[0])
 
 
+def test_weights_held_in_one_flat_buffer_save_and_load(tiny_run: TrainSummary, tmp_path: Path) -> None:
+    """On a GPU, cuDNN keeps nn.LSTM's weights as views into one flat buffer; safetensors'
+    save_model refused that layout, so the first best model of every GPU run failed to save. The
+    same layout, made here on the CPU, must save, and load back equal."""
+    run = ckpt.load_run(tiny_run.run_dir)
+    model = ckpt.load_model_weights(run)
+    weights = list(model.rnn.parameters())
+    flat = torch.cat([w.detach().reshape(-1) for w in weights])
+    at = 0
+    for w in weights:
+        w.data = flat[at : at + w.numel()].view_as(w)
+        at += w.numel()
+    assert len({w.untyped_storage().data_ptr() for w in model.rnn.parameters()}) == 1
+    shutil.copytree(tiny_run.run_dir, tmp_path / "copy")
+    ckpt.save_weights(model, tmp_path / "copy" / ckpt.BEST)
+    reloaded = ckpt.load_model_weights(ckpt.load_run(tmp_path / "copy"))
+    for name, tensor in model.state_dict().items():
+        assert torch.equal(tensor, reloaded.state_dict()[name]), name
+
+
 def test_missing_and_damaged_runs_are_refused(tiny_run: TrainSummary, tmp_path: Path) -> None:
     with pytest.raises(RunError, match="not found"):
         ckpt.load_run(tmp_path / "nothing")
