@@ -68,3 +68,17 @@ def test_a_wheel_installed_in_a_fresh_environment_trains_on_its_built_in_corpus(
     assert run["corpus"]["name"] == "the-lamp-at-pellow-point"
     assert Path(run["corpus"]["path"]).is_relative_to(venv.resolve()), run["corpus"]
     assert (elsewhere / "run" / ckpt.BEST).is_file()
+
+
+def test_an_uninstalled_checkout_finds_its_own_corpora() -> None:
+    """`python -m chargen` run in a clone that was never installed (as on a GPU machine with no
+    network) has no `chargen.corpora` package; the corpora are the checkout's own folder. `-S`
+    leaves out site-packages, and with them any installed chargen."""
+    code = "from chargen.paths import corpora_dir; print(corpora_dir())"
+    done = subprocess.run(
+        [sys.executable, "-S", "-c", code], cwd=REPO, capture_output=True, text=True, timeout=60
+    )
+    assert done.returncode == 0, done.stderr
+    folder = Path(done.stdout.strip())
+    assert folder == REPO / "corpora"
+    assert (folder / "catalogue.json").is_file()

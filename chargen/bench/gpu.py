@@ -66,7 +66,7 @@ def run_tests(device: str) -> Check:
         return Check("tests", False, "no test files here: run this from the repository's root")
     try:
         done = subprocess.run(
-            [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", *files],
+            [sys.executable, "-m", "pytest", "-q", "-rfE", "-p", "no:cacheprovider", *files],
             capture_output=True,
             text=True,
             timeout=TEST_TIMEOUT,
@@ -76,8 +76,12 @@ def run_tests(device: str) -> Check:
         return Check("tests", False, f"did not finish in {TEST_TIMEOUT:.0f} s")
     lines = done.stdout.strip().splitlines()
     last = lines[-1] if lines else done.stderr.strip()[-200:]
+    # pytest's one line per failure and error (-rfE), so that a failing check says which and why
+    failures = [f"\n    {line[:300]}" for line in lines if line.startswith(("FAILED ", "ERROR "))]
     return Check(
-        f"tests ({len(files)} files)", done.returncode == 0, f"{last} [{time.perf_counter() - began:.0f} s]"
+        f"tests ({len(files)} files)",
+        done.returncode == 0,
+        f"{last} [{time.perf_counter() - began:.0f} s]{''.join(failures[:40])}",
     )
 
 
