@@ -8,6 +8,7 @@ from typer.testing import CliRunner
 from chargen.checkpoint import load_model_weights, load_run
 from chargen.cli import app
 from chargen.config import SampleConfig
+from chargen.device import resolve_device
 from chargen.errors import ConfigError, VocabError
 from chargen.records import TrainSummary
 from chargen.sample import STREAM_CHUNK, Picker, filter_logits, sample_batch, sample_stream, until_stop
@@ -162,8 +163,7 @@ def _one_line_error(result, code: int) -> str:
     return message
 
 
-def test_the_command_line_stops_each_sample_before_its_stop_text(tiny_run: TrainSummary, loaded) -> None:
-    model, vocab = loaded
+def test_the_command_line_stops_each_sample_before_its_stop_text(tiny_run: TrainSummary) -> None:
     base = ["sample", "--model", str(tiny_run.run_dir), "--prefix", "The ", "--length", "200", "--seed", "3"]
     full = runner.invoke(app, base)
     assert full.exit_code == 0, full.output
@@ -176,7 +176,9 @@ def test_the_command_line_stops_each_sample_before_its_stop_text(tiny_run: Train
     several = runner.invoke(app, [*base, "--num-samples", "3", "--stop", stop])
     assert several.exit_code == 0, several.output
     config = SampleConfig(prefix="The ", length=200, seed=3, num_samples=3, stop=stop)
-    texts = sample_batch(model, vocab, config)
+    device = resolve_device("auto")  # the command's own choice: a GPU draws other samples than the CPU
+    run = load_run(tiny_run.run_dir)
+    texts = sample_batch(load_model_weights(run, device), run.vocab, config, device)
     assert several.stdout == "\n\n".join("The " + t for t in texts) + "\n"
 
     said = _one_line_error(runner.invoke(app, [*base, "--stop", ""]), code=2)
