@@ -223,7 +223,7 @@ class TrainConfig(_Stored):
     state_reset: float = 0.01  # chance per window that a stream's state is zeroed, in [0, 1]
     seed: int | None = None  # random seed; None picks one and records it
     device: str = "auto"  # auto, cpu, cuda or mps
-    precision: str = "auto"  # fp32, or bf16 arithmetic on fp32 weights; auto: bf16 where the chip has it
+    precision: str = "auto"  # fp32, or bf16 arithmetic on fp32 weights; auto: bf16 on a CPU that has it
 
     def __post_init__(self) -> None:
         _require_finite_numbers(self)

@@ -40,16 +40,17 @@ def resolve_device(name: str = "auto", gpu: int | None = None) -> torch.device:
 def resolve_precision(name: str, device: torch.device) -> torch.dtype | None:
     """The dtype to autocast the network's arithmetic to, or None for plain fp32.
 
-    `auto` picks bfloat16 where the hardware computes it natively: a CUDA GPU that supports it, or a
-    CPU with AVX-512 BF16 or AMX, where oneDNN's bf16 kernels run several times faster than fp32
-    ones. Weights, optimiser moments and the loss stay fp32 either way.
+    `auto` picks bfloat16 on a CPU with AVX-512 BF16 or AMX, where oneDNN's bf16 kernels run
+    several times faster than fp32 ones, and fp32 everywhere else. On a GPU, cuDNN's fp32 LSTM
+    already runs on the tensor cores (TF32), and at chargen's batch sizes a step is bound by kernel
+    launches, which autocast adds to: measured on an H200, bf16 trained 7 to 18% slower than fp32
+    and no better (docs/benchmarks.md, the GPU check). Weights, optimiser moments and the loss stay
+    fp32 either way.
     """
     if name == "fp32":
         return None
     if name == "bf16":
         return torch.bfloat16
-    if device.type == "cuda":
-        return torch.bfloat16 if torch.cuda.is_bf16_supported() else None
     if device.type == "cpu":
         return torch.bfloat16 if cpu_has_native_bf16() else None
     return None

@@ -70,3 +70,20 @@ def test_a_run_saved_before_newer_settings_resumes_as_it_was_trained() -> None:
     old = TrainConfig.from_dict(saved)
     assert old.precision == "fp32" and old.patience == 0  # neither bf16 nor early stopping existed
     assert TrainConfig.from_dict(TrainConfig(max_steps=5).to_dict()).patience == TrainConfig.patience
+
+
+def test_precision_auto_means_bf16_only_on_a_cpu_with_bf16_units() -> None:
+    """The rule needs no GPU to check: resolve_precision reads only the device's type (and the
+    CPU's flags). On a GPU, auto is fp32 (cuDNN's fp32 LSTM already uses the tensor cores). The
+    earlier rule (bf16 where torch.cuda.is_bf16_supported()) gave the same answers on a machine
+    without CUDA, so this tells the two apart only where CUDA is present."""
+    import torch
+
+    from chargen.device import cpu_has_native_bf16, resolve_precision
+
+    assert resolve_precision("auto", torch.device("cuda")) is None
+    assert resolve_precision("auto", torch.device("mps")) is None
+    on_cpu = resolve_precision("auto", torch.device("cpu"))
+    assert on_cpu == (torch.bfloat16 if cpu_has_native_bf16() else None)
+    assert resolve_precision("bf16", torch.device("cuda")) == torch.bfloat16
+    assert resolve_precision("fp32", torch.device("cpu")) is None

@@ -105,7 +105,10 @@ EvalChars = Annotated[int, typer.Option(help="Validate on at most this many held
 Seed = Annotated[int | None, typer.Option(help="Random seed, for a reproducible run.")]
 Device = Annotated[str, typer.Option(help="auto, cpu, cuda or mps.")]
 Precision = Annotated[
-    str, typer.Option(help="fp32, or bf16 arithmetic on fp32 weights; auto: bf16 where the chip has it.")
+    str,
+    typer.Option(
+        help="fp32, or bf16 arithmetic on fp32 weights; auto: bf16 on a CPU that has it, else fp32."
+    ),
 ]
 Encoding = Annotated[str, typer.Option(help="The corpus file's encoding.")]
 Errors = Annotated[
