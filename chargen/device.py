@@ -41,11 +41,10 @@ def resolve_precision(name: str, device: torch.device) -> torch.dtype | None:
     """The dtype to autocast the network's arithmetic to, or None for plain fp32.
 
     `auto` picks bfloat16 on a CPU with AVX-512 BF16 or AMX, where oneDNN's bf16 kernels run
-    several times faster than fp32 ones, and fp32 everywhere else. On a GPU, cuDNN's fp32 LSTM
-    already runs on the tensor cores (TF32), and at chargen's batch sizes a step is bound by kernel
-    launches, which autocast adds to: measured on an H200, bf16 trained 7 to 18% slower than fp32
-    and no better (docs/benchmarks.md, the GPU check). Weights, optimiser moments and the loss stay
-    fp32 either way.
+    several times faster than fp32 ones, and fp32 everywhere else: on an H200, bf16 trained 7 to
+    18% slower than fp32 and no better (docs/benchmarks.md, the GPU check); at chargen's batch
+    sizes a GPU step seems bound by per-step overhead, which autocast's casts add to. Weights,
+    optimiser moments and the loss stay fp32 either way.
     """
     if name == "fp32":
         return None

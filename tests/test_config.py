@@ -74,7 +74,7 @@ def test_a_run_saved_before_newer_settings_resumes_as_it_was_trained() -> None:
 
 def test_precision_auto_means_bf16_only_on_a_cpu_with_bf16_units() -> None:
     """The rule needs no GPU to check: resolve_precision reads only the device's type (and the
-    CPU's flags). On a GPU, auto is fp32 (cuDNN's fp32 LSTM already uses the tensor cores). The
+    CPU's flags). On a GPU, auto is fp32 (bf16 was slower on an H200). The
     earlier rule (bf16 where torch.cuda.is_bf16_supported()) gave the same answers on a machine
     without CUDA, so this tells the two apart only where CUDA is present."""
     import torch
