@@ -23,6 +23,11 @@ from chargen.paths import chargen_home
 from chargen.records import TrainSummary
 from chargen.training import train
 
+# cuBLAS is deterministic only with a fixed workspace, and torch refuses its matrix products under
+# torch.use_deterministic_algorithms(True) on a GPU without one (the exact-resume test). cuBLAS and
+# torch read this once, at the first product of the process: so here, before any test runs.
+os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+
 # Caches and downloads go to a private folder; the user's own cache of named corpora is only ever
 # read. chargen looks CHARGEN_HOME up when it needs it, never on import, so this is in time.
 USER_CORPORA = chargen_home() / "corpora"

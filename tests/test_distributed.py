@@ -23,10 +23,15 @@ from chargen.training import resume, train
 
 # Dropout 0: each process draws its own dropout masks, so only without dropout can the runs agree.
 # fp32: in bf16, 2 streams and 4 streams round differently, and the runs agree only to about 1e-4.
+# The CPU (gloo), named: with auto on a machine with one GPU, torchrun's second process (LOCAL_RANK 1)
+# asks for a GPU of its own that is not there, and the run fails before its first step.
 MODEL = ModelConfig(hidden=32, embed=16, layers=2, dropout=0.0)
-CONFIG = TrainConfig(batch_size=4, bptt=16, max_steps=40, eval_every=10, seed=0, precision="fp32")
+CONFIG = TrainConfig(
+    batch_size=4, bptt=16, max_steps=40, eval_every=10, seed=0, precision="fp32", device="cpu"
+)
 SAME_ON_THE_COMMAND_LINE = [
     *("--hidden", "32", "--embed", "16", "--layers", "2", "--dropout", "0", "--precision", "fp32"),
+    *("--device", "cpu"),
     *("--batch-size", "4", "--bptt", "16", "--max-steps", "40", "--eval-every", "10", "--seed", "0"),
 ]
 
