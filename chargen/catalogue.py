@@ -1,9 +1,10 @@
 """Named corpora: a catalogue of public texts with source and checksum, found offline or in the
 cache, else downloaded once. Knows nothing about tokens; hands back a verified local file.
 
-A name resolves to, in order: the file in the directory $CHARGEN_CORPORA names; the file in the
-cache (chargen_home()/corpora); a download, checked against the catalogue's sha256 and written
-atomically into the cache.
+A name resolves to, in order: the file in the directory $CHARGEN_CORPORA names, checked against the
+catalogue's sha256 (a mismatch is refused, not passed over); the file in the cache
+(chargen_home()/corpora); a download, checked against the sha256 and written atomically into the
+cache. `find` is that decision, for loading and listing alike.
 """
 
 from __future__ import annotations
@@ -73,32 +74,52 @@ def _strip(entry: Entry, data: bytes) -> bytes:
     return data
 
 
-def where(entry: Entry) -> str:
-    """Where the corpus would come from now: 'offline', 'cached' or 'download'."""
+@dataclass(frozen=True)
+class Found:
+    """Where a named corpus would come from now: what `resolve` does and `chargen corpora` lists."""
+
+    kind: str  # 'offline', 'cached' or 'download'; 'refused': the offline file is not the catalogue's
+    path: Path | None  # the file it would be read from (the refused one too); None for a download
+    refusal: str | None = None  # the error resolving gives, for a refused one
+
+
+def find(entry: Entry) -> Found:
+    """Where `resolve` would take the corpus from now. A file in $CHARGEN_CORPORA is checked against
+    the catalogue's sha256 here, so listing and loading agree; one that does not match is refused
+    rather than passed over for the cache or a download, since the directory was set on purpose."""
     offline = _offline_dir()
     if offline and (offline / entry.file).exists():
-        return "offline"
-    return "cached" if (_cache_dir() / entry.file).exists() else "download"
+        path = offline / entry.file
+        actual = file_sha256(path)
+        if actual != entry.sha256:
+            return Found(
+                "refused",
+                path,
+                f"{path} is not the catalogue's {entry.name}: its sha256 is {actual}, expected "
+                f"{entry.sha256}; replace it with the catalogue's file, or remove it to use the cache "
+                "or a download",
+            )
+        return Found("offline", path)
+    cached = _cache_dir() / entry.file
+    return Found("cached", cached) if cached.exists() else Found("download", None)
+
+
+def where(entry: Entry) -> str:
+    """Where the corpus would come from now: 'offline', 'cached', 'download' or 'refused'."""
+    return find(entry).kind
 
 
 def resolve(name: str, progress: Progress | None = None) -> Path:
     """A verified local file with the named corpus's text, downloading it if need be."""
     entry = entries()[name]
-    offline = _offline_dir()
-    if offline and (offline / entry.file).exists():
-        source = offline / entry.file
-        actual = file_sha256(source)
-        if actual != entry.sha256:
-            raise CorpusError(
-                f"{source} is not the catalogue's {name}: its sha256 is {actual}, expected {entry.sha256}"
-            )
-        if not (entry.strip_before or entry.strip_after):
-            return source
-        return _store(entry, source.read_bytes())
-    cached = _cache_dir() / entry.file
-    if cached.exists():
-        return cached
-    return _store(entry, _download(entry, progress))
+    found = find(entry)
+    if found.refusal is not None:
+        raise CorpusError(found.refusal)
+    if found.path is None:
+        return _store(entry, _download(entry, progress))
+    if found.kind == "offline" and (entry.strip_before or entry.strip_after):
+        return _store(entry, found.path.read_bytes())
+    return found.path
 
 
 def _download(entry: Entry, progress: Progress | None) -> bytes:

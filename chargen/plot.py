@@ -1,6 +1,7 @@
-"""Pictures of training: bits per character, the gradient norm before clipping, and the learning
-rate, against characters seen, for one run or several overlaid. Needs matplotlib (the `plot`
-extra), imported only here and only when a plot is drawn.
+"""Pictures of training: bits per character (per byte, for a run of the byte tokenizer), the gradient
+norm before clipping, and the learning rate, against characters (or bytes) seen, for one run or
+several overlaid. Needs matplotlib (the `plot` extra), imported only here and only when a plot is
+drawn.
 """
 
 from __future__ import annotations
@@ -58,7 +59,7 @@ class PlotEachEvaluation:
 def plot_runs(run_dirs: list[Path], out: Path) -> Path:
     """Draw the runs' training curves into one PNG with three panels; returns its path."""
     plt = _pyplot()
-    runs = []  # (run, its training rows, its validations placed by characters seen)
+    runs = []  # (run, its training rows, its validations placed by symbols seen)
     for run in map(load_run, run_dirs):
         rows = read_metrics(run.path)
         train = [r for r in rows if isinstance(r, TrainRow)]
@@ -73,8 +74,13 @@ def plot_runs(run_dirs: list[Path], out: Path) -> Path:
     # hide a curve.
     fig, (loss_ax, grad_ax, lr_ax) = plt.subplots(3, 1, figsize=(11, 10), sharex=True, layout="constrained")
     clips: dict[float, list[str]] = {}  # threshold -> the runs that used it
+    # What the figures are per: a character, or a byte for a run of the byte tokenizer. Runs of both
+    # kinds are drawn together (on English text the two are close), with axes that name both
+    # units and legend entries that say each run's own.
+    symbols = {run.vocab.symbol for run, _, _ in runs}
+    mixed = len(symbols) > 1
     for run, train, evals in runs:
-        name = run.path.name
+        name = f"{run.path.name} ({run.vocab.symbol}s)" if mixed else run.path.name
         chars = [r.chars for r in train]
         dot = "o" if len(train) == 1 else None  # a line through one point would not show
         (line,) = loss_ax.plot(chars, [r.bpc for r in train], marker=dot, label=f"{name} training")
@@ -96,14 +102,19 @@ def plot_runs(run_dirs: list[Path], out: Path) -> Path:
         color = colors[0] if len(colors) == 1 and len(run_dirs) > 1 else "black"
         grad_ax.axhline(clip, color=color, linestyle=":", label=f"clip threshold {clip:g}")
 
-    loss_ax.set_ylabel("bits per character")
+    if mixed:
+        per, seen = "bits per character or byte (see legend)", "characters or bytes seen (see legend)"
+    else:
+        (symbol,) = symbols
+        per, seen = f"bits per {symbol}", f"{symbol}s seen"
+    loss_ax.set_ylabel(per)
     loss_ax.set_title("loss: training (lines) and validation (points)")
     grad_ax.set_ylabel("gradient norm before clipping")
     grad_ax.set_yscale("log")
     grad_ax.set_title("gradient norm")
     lr_ax.set_ylabel("learning rate")
     lr_ax.set_title("learning rate")
-    lr_ax.set_xlabel("characters seen")
+    lr_ax.set_xlabel(seen)
     for ax in (loss_ax, grad_ax, lr_ax):
         ax.grid(alpha=0.3)
         ax.legend(fontsize="small", loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0.0)

@@ -50,6 +50,7 @@ class Vocab:
     """
 
     kind = "chars"
+    symbol = "character"  # what one id stands for, in the names of figures: bits per character
 
     def __init__(self, chars: Sequence[str]) -> None:
         if len(set(chars)) != len(chars) or any(len(c) != 1 for c in chars):
@@ -146,6 +147,7 @@ class ByteVocab:
     """UTF-8 bytes as symbols: 256 of them, so no text is ever unknown."""
 
     kind = "bytes"
+    symbol = "byte"  # figures are per UTF-8 byte: bits per byte
     unknown_id = None
     dtype = np.dtype(np.uint8)
 

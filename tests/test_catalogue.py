@@ -7,8 +7,10 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+from typer.testing import CliRunner
 
 from chargen import catalogue
+from chargen.cli import app
 from chargen.config import TextConfig
 from chargen.corpus import load_corpus
 from chargen.errors import CorpusError
@@ -64,6 +66,29 @@ def test_a_wrong_checksum_is_refused_with_both_hashes(
     expected = catalogue.entries()["timemachine"].sha256
     with pytest.raises(CorpusError, match=rf"its sha256 is [0-9a-f]{{64}}, expected {expected}"):
         load_corpus("timemachine")
+
+
+def test_the_listing_says_that_a_mismatched_offline_file_is_refused_as_loading_does(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    text = b"The text the catalogue names.\n" * 40
+    offline, cache = tmp_path / "offline", tmp_path / "home" / "corpora"
+    offline.mkdir()
+    cache.mkdir(parents=True)
+    (offline / "written.txt").write_bytes(b"Another text under its name.\n")
+    (cache / "written.txt").write_bytes(text)  # a good copy in the cache is not taken instead
+    _catalogue_of_one(tmp_path, "written", text)
+    monkeypatch.setattr(catalogue, "CATALOGUE", tmp_path / "catalogue.json")
+    monkeypatch.setenv("CHARGEN_CORPORA", str(offline))
+    monkeypatch.setenv("CHARGEN_HOME", str(tmp_path / "home"))
+    with pytest.raises(CorpusError, match="its sha256 is") as refused:
+        load_corpus("written")
+    result = CliRunner().invoke(app, ["corpora"])
+    assert result.exit_code == 0, result.output
+    row = next(line for line in result.stdout.splitlines() if line.startswith("│ written"))
+    assert "refused" in row and "offline" not in row, result.stdout
+    assert result.stderr.strip() == f"written cannot be loaded: {refused.value}"  # the same words
+    assert "replace it with the catalogue's file, or remove it" in str(refused.value)
 
 
 def test_offline_with_no_file_says_what_to_do(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -37,6 +37,18 @@ def test_the_cli_prints_the_decay_table(tiny_run) -> None:
     assert bad.exit_code == 2 and "--cell must be one of" in bad.stderr
 
 
+def test_a_run_given_with_cell_is_refused_not_ignored(tiny_run) -> None:
+    runner = CliRunner()
+    for run in (str(tiny_run.run_dir), "runs/latest"):  # the default counts when typed
+        both = runner.invoke(app, ["gradients", run, "--cell", "rnn", "--steps", "5", "--streams", "2"])
+        assert both.exit_code == 2 and both.stdout == "", both.output
+        assert both.stderr.strip() == (
+            "Error: RUN_DIR and --cell were both given; give a run, or --cell for an untrained model"
+        )
+    alone = runner.invoke(app, ["gradients", "--cell", "rnn", "--steps", "5", "--streams", "2"])
+    assert alone.exit_code == 0 and "untrained 2x256 rnn" in alone.stdout, alone.output
+
+
 def test_text_windows_are_cut_from_the_text() -> None:
     ids = torch.arange(1000).numpy()
     window = text_windows(ids, steps=9, streams=3)

@@ -1,6 +1,7 @@
 """chargen plot and train --plot: one PNG with three panels; without matplotlib, one line saying
 how to get it."""
 
+import re
 import sys
 from pathlib import Path
 
@@ -10,7 +11,7 @@ from typer.testing import CliRunner
 from chargen.checkpoint import read_metrics
 from chargen.cli import app
 from chargen.cli.render import fan_out
-from chargen.config import TrainConfig
+from chargen.config import TextConfig, TrainConfig
 from chargen.plot import PLOT, PlotEachEvaluation
 from chargen.records import EvalRow, TrainRow
 from chargen.reports import EvalReport, Report
@@ -28,6 +29,32 @@ def test_plot_writes_a_png_for_several_runs(tiny_run, tmp_path: Path) -> None:
     assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and out.stat().st_size > 20_000
     evals = [r for r in read_metrics(tiny_run.run_dir) if isinstance(r, EvalRow)]
     assert evals and all(r.seen for r in evals)  # what the validation points are placed by
+
+
+def _svg_text(out: Path) -> set[str]:
+    """The texts of an SVG figure: matplotlib draws each as paths and writes it beside them as a comment."""
+    return set(re.findall(r"<!-- (.+?) -->", out.read_text(encoding="utf-8")))
+
+
+def test_a_byte_runs_figures_are_labelled_per_byte(tiny_run, lamp_text: str, tmp_path: Path) -> None:
+    corpus = corpus_from_text(tmp_path, lamp_text[:20_000], "lamp", TextConfig(tokenizer="bytes"))
+    config = TrainConfig(batch_size=4, bptt=16, max_steps=2, eval_every=2, log_every=1, seed=0)
+    byte_run, char_run = train(corpus, TINY_MODEL, config, out=tmp_path / "bytes").run_dir, tiny_run.run_dir
+
+    def drawn(*runs: Path) -> set[str]:
+        out = tmp_path / "figure.svg"
+        result = runner.invoke(app, ["plot", *map(str, runs), "--out", str(out)])
+        assert result.exit_code == 0, result.output
+        return _svg_text(out)
+
+    alone = drawn(byte_run)
+    assert {"bits per byte", "bytes seen", "bytes training"} <= alone
+    assert not any("character" in text for text in alone)
+    assert {"bits per character", "characters seen", "tiny training"} <= drawn(char_run)
+    # Together, the axes name both units and each run's legend entries say its own.
+    both = drawn(char_run, byte_run)
+    assert {"bits per character or byte (see legend)", "characters or bytes seen (see legend)"} <= both
+    assert {"tiny (characters) training", "bytes (bytes) validation"} <= both
 
 
 def test_a_run_with_no_training_figures_is_refused_not_drawn_empty(tiny_run, tmp_path: Path) -> None:

@@ -444,11 +444,13 @@ def info(
 def gradients(
     ctx: typer.Context,
     model: Annotated[
-        Path, typer.Argument(help="Trained run to measure (ignored with --cell).")
+        Path, typer.Argument(metavar="RUN_DIR", help="Trained run to measure; not with --cell.")
     ] = DEFAULT_RUN,
     cell: Annotated[
         str | None,
-        typer.Option(help="Measure an untrained 2x256 model of this cell instead: lstm, gru or rnn."),
+        typer.Option(
+            help="Measure an untrained 2x256 model of this cell instead of a run: lstm, gru or rnn."
+        ),
     ] = None,
     steps: Annotated[int, typer.Option(help="How many steps back to measure, >= 1.")] = 50,
     streams: Annotated[int, typer.Option(help="Windows averaged over, >= 1.")] = 16,
@@ -459,10 +461,14 @@ def gradients(
 
     Example: `chargen gradients --cell rnn`, then `chargen gradients --cell lstm`.
     """
-    with user_errors(ctx):
+    with user_errors(ctx, {"model": "RUN_DIR"}):
         from chargen.gradients import untrained_decay
         from chargen.runs import run_gradient_decay
 
+        if cell is not None and "model" in opt.given(ctx, leave_out=()):
+            raise ConfigError(
+                "`model` and `cell` were both given; give a run, or `cell` for an untrained model", "cell"
+            )
         if cell is not None:
             print_gradients(f"untrained 2x256 {cell}", untrained_decay(cell, steps, streams, seed))
             return
@@ -549,7 +555,7 @@ def corpora(ctx: typer.Context) -> None:
     with user_errors(ctx):
         from chargen import catalogue
 
-        print_corpora(catalogue.entries().values(), catalogue.where)
+        print_corpora(catalogue.entries().values(), catalogue.find)
 
 
 def main() -> None:

@@ -18,6 +18,9 @@ from rich.table import Table
 from chargen.cli.render import err
 
 if TYPE_CHECKING:
+    from collections.abc import Callable, Iterable
+
+    from chargen.catalogue import Entry, Found
     from chargen.compare import Comparison
     from chargen.evaluate import LossStats
     from chargen.records import RunDescription, TrainSummary
@@ -237,9 +240,17 @@ def print_gradients(label: str, norms: Any) -> None:
     Console().print(table)
 
 
-def print_corpora(entries: Any, where: Any) -> None:
-    """The catalogue's corpora, and where each would come from now."""
+def print_corpora(entries: Iterable[Entry], find: Callable[[Entry], Found]) -> None:
+    """The catalogue's corpora and where each would come from now; then, on stderr, why loading
+    refuses any whose file in $CHARGEN_CORPORA is not the catalogue's."""
     table = Table("name", "what", "size", "licence", "source now")
+    refusals = []
     for entry in entries:
-        table.add_row(entry.name, entry.title, f"{entry.bytes / 1e6:.1f} MB", entry.licence, where(entry))
+        found = find(entry)
+        now = "refused: wrong sha256" if found.refusal else found.kind
+        table.add_row(entry.name, entry.title, f"{entry.bytes / 1e6:.1f} MB", entry.licence, now)
+        if found.refusal:
+            refusals.append(f"{entry.name} cannot be loaded: {found.refusal}")
     Console().print(table)
+    for refusal in refusals:
+        err.print(escape(refusal), soft_wrap=True)
