@@ -155,6 +155,21 @@ def test_unknown_characters_follow_the_unknown_option(tiny_run: TrainSummary, tm
     assert result.stdout.splitlines()[-1].endswith("; 1 unknown character skipped")
 
 
+def test_the_table_shows_control_characters_as_escapes(tiny_run: TrainSummary, tmp_path: Path) -> None:
+    """A scored line holding ESC (a colour code, say) or BEL is printed with those as escapes, so it
+    cannot restyle the terminal; --json keeps the text exactly."""
+    line = "The \x1b[31mlamp\x07\tlit"
+    (tmp_path / "odd.txt").write_text(f"The lamp\n{line}\n", encoding="utf-8")
+    args = ("--model", str(tiny_run.run_dir), str(tmp_path / "odd.txt"), "--unknown", "skip")
+    plain = _score(*args)
+    assert plain.exit_code == 0, plain.output
+    assert "\x1b" not in plain.stdout and "\x07" not in plain.stdout
+    assert plain.stdout.splitlines()[2].endswith("  The \\x1b[31mlamp\\x07\tlit")
+    as_json = _score(*args, "--json")
+    assert as_json.exit_code == 0, as_json.output
+    assert json.loads(as_json.stdout.splitlines()[1])["text"] == line
+
+
 def _one_line_error(result, code: int = 1) -> str:
     assert result.exit_code == code, result.output
     assert "Traceback" not in result.output and result.stdout == ""

@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import math
 import sys
+import unicodedata
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -190,6 +191,15 @@ def print_adaptation(path: Path, adapted: FileAdaptation) -> None:
     )
 
 
+def _shown(text: str) -> str:
+    """A line as the table prints it: control characters (a lone CR, ESC, NUL, ...; tab aside) as
+    escapes such as \\x1b, so that a scored line cannot move the cursor or recolour the terminal.
+    --json gives the text exactly."""
+    if text.isprintable():
+        return text
+    return "".join(c if c == "\t" or unicodedata.category(c) != "Cc" else f"\\x{ord(c):02x}" for c in text)
+
+
 def print_scores(scores: Scores, as_json: bool, unknown: str) -> None:
     """A row per line on stdout, written as it is made, then the whole text's figures: after the
     rows, or on stderr with --json, where stdout holds only one JSON object per line of the text."""
@@ -201,7 +211,7 @@ def print_scores(scores: Scores, as_json: bool, unknown: str) -> None:
         out.write(f"{'bpc':>7} {'chars':>7} {'logprob':>10}  {scores.unit}\n")
         for unit in scores:
             bpc = "-" if unit.bpc is None else f"{unit.bpc:.3f}"
-            out.write(f"{bpc:>7} {unit.chars:>7,} {unit.logprob:>10.2f}  {unit.text}\n")
+            out.write(f"{bpc:>7} {unit.chars:>7,} {unit.logprob:>10.2f}  {_shown(unit.text)}\n")
     stats = scores.stats
     summary = (
         f"{len(scores):,} {scores.unit}{'s' * (len(scores) != 1)}, {stats.chars:,} "
