@@ -1,7 +1,7 @@
 """Vocabularies: text <-> integer ids, by Unicode code point or by UTF-8 byte. No torch, no files.
 
-Both kinds share one interface (`encode`, `decode`, `decoder`, `to_dict`), so the rest of chargen
-never asks which one it has.
+Both kinds share one interface (`encode`, `decode`, `decoder`, `labels`, `to_dict`), so the rest of
+chargen never asks which one it has.
 """
 
 from __future__ import annotations
@@ -131,6 +131,10 @@ class Vocab:
     def decoder(self) -> StreamDecoder:
         return _CharDecoder(self)
 
+    def labels(self) -> list[str]:
+        """Each symbol as a reader is shown it alone, by id: its character."""
+        return list(self.chars)
+
     def to_dict(self) -> dict:
         return {"kind": self.kind, "chars": self.chars}
 
@@ -174,6 +178,12 @@ class ByteVocab:
 
     def decoder(self) -> StreamDecoder:
         return _ByteDecoder()
+
+    def labels(self) -> list[str]:
+        """Each symbol as a reader is shown it alone, by id: an ASCII byte is a character and shows as
+        one; any other is part of a character and shows as its value, <0xC4> (alone, it would decode
+        to U+FFFD, which says nothing), so "ğ" is the two symbols <0xC4> <0x9F>."""
+        return [chr(b) if b < 0x80 else f"<0x{b:02X}>" for b in range(256)]
 
     def to_dict(self) -> dict:
         return {"kind": self.kind}

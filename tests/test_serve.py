@@ -682,3 +682,53 @@ def test_a_byte_run_streams_whole_characters_as_chargen_sample_makes_them(
         assert alone in result.output
     finally:
         served.stop()
+
+
+def test_a_byte_run_counts_and_names_bytes_as_chargen_sample_and_score_do(tmp_path: Path) -> None:
+    """In a byte run `length` is bytes, as `chargen sample --length` counts them, and so is every
+    answer's `chars`, as `chargen score` counts them (with `stop` too); a byte that is only part of
+    a character is named by its value, <0xC4>, not the U+FFFD it decodes to alone."""
+    import re
+
+    from chargen.config import ModelConfig, TextConfig, TrainConfig
+    from chargen.training import train
+    from tests.conftest import corpus_from_text
+
+    line = "Ağaç dalları çiçekli. São João é lá.\n"
+    corpus = corpus_from_text(tmp_path, line * 300, "tr", TextConfig(tokenizer="bytes"))
+    model = ModelConfig(hidden=64, embed=16, layers=1, dropout=0.0)  # learns the line in a second
+    steps = TrainConfig(batch_size=16, bptt=48, max_steps=300, eval_every=300, log_every=10, lr=0.01, seed=0)
+    run = train(corpus, model, steps, out=tmp_path / "tr-run").run_dir
+    served = Served(run)
+    try:
+        sampled = generate(served.url, {"prefix": "Ağaç ", "length": 60, "seed": 2, "n": 2}).json()
+        assert any(len(text.encode()) > len(text) for text in sampled["texts"]), sampled  # several bytes
+        assert sampled["chars"] == 2 * 60, sampled
+        greedy = {"prefix": "Ağaç ", "length": 60, "temperature": 0}
+        stopped = generate(served.url, {**greedy, "stop": "."}).json()
+        assert stopped["texts"] == ["dalları çiçekli"] and stopped["chars"] == len("dalları çiçekli".encode())
+        text, pieces, final = streamed(served.url, {**greedy, "alternatives": True})
+        result = CliRunner().invoke(
+            app,
+            ["sample", "--model", str(run), "--prefix", "Ağaç ", "--length", "60", "--temperature", "0"],
+        )
+        assert result.exit_code == 0, result.output
+        assert result.output == "Ağaç " + text + "\n" and len(text.encode()) == final["chars"] == 60
+        named = {label for piece in pieces for top in piece["top"] for label, _ in top}
+        byte = re.compile(r"[\x00-\x7f]|<0x[89A-F][0-9A-F]>")  # an ASCII byte's character, or the value
+        assert named and all(byte.fullmatch(label) for label in named), named
+
+        scored_text = "Ağaç dalları.\n"
+        scored = httpx.post(served.url + "/v1/score", json={"text": scored_text}).json()
+        encoded = scored_text.encode()
+        assert [label for label, _ in scored["symbols"]] == [
+            chr(b) if b < 0x80 else f"<0x{b:02X}>" for b in encoded[1:]
+        ]
+        (tmp_path / "t.txt").write_text(scored_text, encoding="utf-8")
+        result = CliRunner().invoke(app, ["score", "--model", str(run), str(tmp_path / "t.txt"), "--json"])
+        assert result.exit_code == 0, result.output
+        lines = [json.loads(line) for line in result.output.splitlines() if line.startswith("{")]
+        assert [u["chars"] for u in scored["lines"]] == [u["chars"] for u in lines] == [len(encoded) - 1]
+        assert scored["chars"] == len(scored["symbols"]) == len(encoded) - 1
+    finally:
+        served.stop()

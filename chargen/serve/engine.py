@@ -61,6 +61,8 @@ class _Row:
 
     decoder: Any
     text: str = ""  # generated so far (for an item: its symbols' ids are kept instead)
+    symbols: int = 0  # the symbols `text` was made of: what `length` and `chars` count (bytes, in a byte run)
+    marks: list[int] = field(default_factory=list)  # per character of `text`: `symbols` once it was made
     probs: list[float] = field(default_factory=list)  # per character of `text` (streams only)
     tops: list[Top | None] = field(default_factory=list)  # likeliest alternatives, per character (if asked)
     sent: int = 0  # characters of `text` already sent
@@ -145,8 +147,10 @@ class Engine:
         self.limits = limits or Limits()
         self.listed = text_config.items is not None
         self.end = int(vocab.encode(END)[0]) if self.listed else -1
-        self.labels = [vocab.decode([i]) for i in range(len(vocab))]  # each symbol's text, for alternatives
-        self.texts = None if vocab.kind == "bytes" else list(self.labels)
+        # Each symbol as the API names it, in the alternatives and in a score's `symbols`: a byte that
+        # is part of a character is <0xC4>, not the U+FFFD it decodes to alone.
+        self.labels = vocab.labels()
+        self.texts = None if vocab.kind == "bytes" else [vocab.decode([i]) for i in range(len(vocab))]
         # Plain requests make their text from arrays of ids, one character per id (Job.plain).
         self.whole_chars = self.texts is not None and all(len(text) == 1 for text in self.texts)
         if self.listed:
@@ -398,6 +402,7 @@ class Engine:
                 else:
                     for i in rows:
                         job.rows[i].text, job.rows[i].done = self.vocab.decode(job.picked[:, i]), True
+                        job.rows[i].symbols = job.t
                     job.live = []
             else:
                 if per_row is None:
@@ -449,6 +454,7 @@ class Engine:
             return
         # A character vocabulary's symbols are whole characters: looked up, not decoded one by one.
         piece = row.decoder.decode([symbol]) if self.texts is None else self.texts[symbol]
+        row.symbols += 1
         self._extend(job, row, piece, prob, top)
 
     def _extend(self, job: Job, row: _Row, piece: str, prob: float, top: Top | None) -> None:
@@ -459,8 +465,14 @@ class Engine:
         if job.request.alternatives:
             row.tops.extend([top] * len(piece))
         stop = job.config.stop
-        if stop is not None and (at := row.text.find(stop, searched)) >= 0:
+        if stop is None:
+            return
+        # A byte run's character may take several symbols: what is cut off at the stop must take
+        # its symbols with it, so that `chars` counts what `length` counts.
+        row.marks.extend([row.symbols] * len(piece))
+        if (at := row.text.find(stop, searched)) >= 0:
             row.text, row.probs, row.tops = row.text[:at], row.probs[:at], row.tops[:at]
+            row.symbols, row.marks = row.marks[at - 1] if at else 0, []
             row.done = True
 
     def _end_row(self, job: Job, row: _Row) -> None:
@@ -481,7 +493,7 @@ class Engine:
             job.prefix_chars + len(row.ids) + int(ended),
             ended,
         )
-        row.text = item.text
+        row.text, row.symbols = item.text, job.prefix_chars + len(row.ids)
         if job.request.stream:
             self._tell(job.sink, "item", {"index": job.rows.index(row), **item.to_dict()})
         row.item = item  # type: ignore[attr-defined]
@@ -539,7 +551,7 @@ class Engine:
             self._tell(job.sink, "error", {"error": error})
             return
         seconds = time.perf_counter() - job.began
-        chars = sum(len(row.text) for row in job.rows)
+        chars = sum(row.symbols for row in job.rows)  # symbols, as `length` counts them: bytes in a byte run
         done: dict[str, Any] = {
             "seed": job.seed,
             "chars": chars,

@@ -22,7 +22,7 @@ class Limits:
     """What one request may ask for, and how many may be in the server at once."""
 
     max_body: int = 256 * 1024  # bytes of a request body, >= 1
-    max_length: int = 10_000  # characters one sample may ask for (`length`), >= 1
+    max_length: int = 10_000  # symbols one sample may ask for (`length`; bytes in a byte run), >= 1
     max_n: int = 16  # samples one request may ask for (`n`), >= 1
     max_items: int = 256  # items one request may ask for (`items`, a list's run), >= 1
     max_queue: int = 64  # requests generating or waiting at once; more get 503, >= 1
