@@ -553,6 +553,33 @@ def test_the_playground_streams_coloured_text_and_stops(server: Served) -> None:
         browser.quit()
 
 
+def test_the_playground_length_slider_ends_at_the_servers_max_length(tiny_run: TrainSummary) -> None:
+    """Under --max-length 255 the slider's end is a length the server accepts: before, it ran to
+    2,000 and Generate at its end got a 422."""
+    served = Served(tiny_run.run_dir, "--max-length", "255")
+    browser = _browser()
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    try:
+        limits = httpx.get(served.url + "/v1/model").json()["limits"]
+        assert limits["max_length"] == 255 and limits["max_n"] >= 1 and limits["max_items"] >= 1
+        browser.get(served.url + "/")
+        wait = WebDriverWait(browser, 30)
+        wait.until(lambda b: "parameters" in b.find_element(By.ID, "model").text)
+        slider = browser.find_element(By.ID, "length")
+        assert slider.get_attribute("max") == "255"
+        browser.execute_script("const e = document.getElementById('length'); e.value = e.max")  # the end
+        assert int(slider.get_attribute("value")) <= 255
+        browser.find_element(By.ID, "generate").click()
+        wait.until(lambda b: " in " in b.find_element(By.ID, "status").text)
+        status = browser.find_element(By.ID, "status").text
+        assert "characters in" in status and "error" not in status, status
+    finally:
+        browser.quit()
+        served.stop()
+
+
 def test_the_playground_of_a_list_run_behind_a_token(tmp_path: Path) -> None:
     """The token box shows, the first Generate after typing the token works (the page learns the
     run is a list first), and the items shown are as many as the slider says, in the answer's order."""

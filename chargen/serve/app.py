@@ -114,8 +114,15 @@ def create_app(engine: Engine, description: dict[str, Any], token: str | None, l
             }
         )
 
+    # The run's description, and what one request may ask of this server (the playground's sliders
+    # stop there).
+    described = {
+        **description,
+        "limits": {"max_length": limits.max_length, "max_n": limits.max_n, "max_items": limits.max_items},
+    }
+
     async def model(request: Request) -> Response:
-        return _json(description)
+        return _json(described)
 
     async def generate(request: Request) -> Response:
         parsed = parse_generate(await body(request), limits, engine.listed)
