@@ -344,6 +344,11 @@ def test_bad_requests_are_refused_naming_the_problem(server: Served) -> None:
     for body, status, field in cases:
         answer = generate(server.url, body)
         assert answer.status_code == status and answer.json()["field"] == field, (body, answer.text)
+    # An unseen character's advice names the request's own field, in JSON, which then works.
+    said = generate(server.url, {"prefix": "snow \u2603"}).json()["error"]
+    assert '`"unknown": "replace"`' in said and "unknown='replace'" not in said, said
+    replaced = generate(server.url, {"prefix": "snow \u2603", "unknown": "replace", "length": 5})
+    assert replaced.status_code == 200, replaced.text
     deep, digits = b"[" * 5000 + b"]" * 5000, b'{"seed": ' + b"9" * 5000 + b"}"  # Python refuses both
     for raw in [b"{", b"[1, 2]", b"\xff\xfe", b"", deep, digits]:
         answer = httpx.post(server.url + "/v1/generate", content=raw)

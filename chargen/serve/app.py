@@ -14,6 +14,7 @@ import copy
 import errno
 import hmac
 import json
+import re
 import socket
 from collections.abc import AsyncIterator, Callable
 from importlib import resources
@@ -95,9 +96,9 @@ def create_app(engine: Engine, description: dict[str, Any], token: str | None, l
             except ServerBusy as err:
                 return _error(503, str(err), None, {"Retry-After": RETRY_AFTER})
             except ConfigError as err:
-                return _error(422 if err.field else 400, str(err), err.field)
+                return _error(422 if err.field else 400, _in_json(str(err)), err.field)
             except ChargenError as err:  # a prefix with characters the model never saw, say
-                return _error(422, str(err), _field_named(str(err)))
+                return _error(422, _in_json(str(err)), _field_named(str(err)))
 
         return endpoint
 
@@ -223,6 +224,15 @@ async def _disconnected(request: Request) -> None:
     """Returns when the client has gone (after the body, all the server receives is that)."""
     while (await request.receive())["type"] != "http.disconnect":
         pass
+
+
+_SETTING = re.compile(r"`(\w+)='([^'`]*)'`")  # `unknown='replace'`, as library messages name a setting
+
+
+def _in_json(message: str) -> str:
+    """The library's message as the API says it: a setting it names in Python's terms
+    (`unknown='replace'`) as the request's JSON field (`"unknown": "replace"`)."""
+    return _SETTING.sub(lambda m: f'`"{m[1]}": "{m[2]}"`', message)
 
 
 def _field_named(message: str) -> str | None:
