@@ -558,12 +558,14 @@ def test_the_playground_streams_coloured_text_and_stops(server: Served) -> None:
         browser.quit()
 
 
-def test_the_playground_length_slider_ends_at_the_servers_max_length(tiny_run: TrainSummary) -> None:
+def test_the_playground_keeps_to_max_length_and_replaces_unknown_characters(tiny_run: TrainSummary) -> None:
     """Under --max-length 255 the slider's end is a length the server accepts: before, it ran to
-    2,000 and Generate at its end got a 422."""
+    2,000 and Generate at its end got a 422. A prefix with a character the model never saw is
+    refused, naming `unknown`, until the page's control says replace."""
     served = Served(tiny_run.run_dir, "--max-length", "255")
     browser = _browser()
     from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.select import Select
     from selenium.webdriver.support.ui import WebDriverWait
 
     try:
@@ -580,6 +582,14 @@ def test_the_playground_length_slider_ends_at_the_servers_max_length(tiny_run: T
         wait.until(lambda b: " in " in b.find_element(By.ID, "status").text)
         status = browser.find_element(By.ID, "status").text
         assert "characters in" in status and "error" not in status, status
+
+        browser.find_element(By.ID, "prefix").send_keys("snow \u2603 ")
+        browser.find_element(By.ID, "generate").click()
+        wait.until(lambda b: "refused" in b.find_element(By.ID, "status").text)
+        assert '"unknown": "replace"' in browser.find_element(By.ID, "status").text
+        Select(browser.find_element(By.ID, "unknown")).select_by_value("replace")
+        browser.find_element(By.ID, "generate").click()
+        wait.until(lambda b: "characters in" in b.find_element(By.ID, "status").text)
     finally:
         browser.quit()
         served.stop()
