@@ -24,6 +24,7 @@ class StartReport:
     resumed_at: int  # the step a resumed run continues from; 0 for a new run
     model: str  # its shape, and how size auto chose it
     processes: int = 1  # training together, each on its share of the batch
+    symbol: str = "character"  # what the figures are per: the tokenizer's symbol (vocab.py)
 
 
 @dataclass

@@ -75,7 +75,7 @@ def train(
         report = _main_only(report, world)
         loop = build_loop(settings, model, layout, run_dir, report, _preview(corpus, settings), stop)
         loop.save()  # resumable from the first moment
-        report(_start_report(settings, model, layout, run_dir, resumed_at=0))
+        report(_start_report(settings, model, layout, run_dir, corpus.vocab.symbol, resumed_at=0))
         return loop.run()
 
 
@@ -126,7 +126,7 @@ def resume(
         loop = build_loop(decided, model, layout, run.path, report, _preview(data, decided), stop)
         loop.restore(checkpoint)
         loop.refuse_a_finished_run()  # before the start is reported: a refusal is its one line
-        report(_start_report(decided, model, layout, run.path, resumed_at=loop.at.step))
+        report(_start_report(decided, model, layout, run.path, run.vocab.symbol, resumed_at=loop.at.step))
         return loop.run()
 
 
@@ -227,12 +227,12 @@ def _run_info(
 
 
 def _start_report(
-    settings: RunSettings, model: CharRNN, layout: Layout, run_dir: Path, resumed_at: int
+    settings: RunSettings, model: CharRNN, layout: Layout, run_dir: Path, symbol: str, resumed_at: int
 ) -> StartReport:
     m, plan = settings.model, settings.plan
     shape = f"{m.layers}x{m.hidden} {m.cell}, dropout {m.dropout:g}, weight drop {m.recurrent_drop:g}"
     if plan is not None:
-        shape += f" (size {plan.size}: about {plan.chars / 1e6:.1f}M characters, {plan.epochs:.1f} passes)"
+        shape += f" (size {plan.size}: about {plan.chars / 1e6:.1f}M {symbol}s, {plan.epochs:.1f} passes)"
     return StartReport(
         run_dir,
         f"{settings.device}, {settings.precision}",
@@ -244,4 +244,5 @@ def _start_report(
         resumed_at,
         shape,
         settings.world.size,
+        symbol,
     )

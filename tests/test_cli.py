@@ -123,6 +123,63 @@ def test_any_unicode_text_round_trips_through_train_sample_eval(
         assert result.stdout.startswith("şöyle 👍🏽")
 
 
+def _words(text: str) -> str:
+    """The text with every run of white space one space, so a table's wrapped line reads whole."""
+    return " ".join(text.split())
+
+
+# A run's unit, its short form, and its bits per one, as the output names them.
+UNITS = {"chars": ("character", "char", "bpc"), "bytes": ("byte", "byte", "bpb")}
+
+
+@pytest.mark.parametrize("tokenizer", ["chars", "bytes"])
+def test_the_output_names_the_unit_the_run_models(
+    tokenizer: str, lamp_text: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A byte run's figures are per byte and train, eval, score, info and sample --adapt-on say so; a
+    character run's say characters. The JSON keeps its keys either way."""
+    symbol, short, bits = UNITS[tokenizer]
+    other = UNITS["bytes" if tokenizer == "chars" else "chars"]
+    monkeypatch.chdir(tmp_path)
+    Path("small.txt").write_text("Ağaç dalları şöyle.\n" * 20 + lamp_text[:4_000], encoding="utf-8")
+    args = ["train", "small.txt", *TINY, "--max-steps", "4", "--eval-every", "2", "--seed", "0"]
+    result = runner.invoke(app, [*args, "--tokenizer", tokenizer, "--out", "run"])
+    assert result.exit_code == 0, result.output
+    progress, summary = _words(result.stderr).split("training finished")
+    assert f"validation {symbol}s |" in progress and f"nats/{short}, perplexity" in progress
+    assert f"{bits} (best)" in progress
+    assert f" {bits}, " in summary and f"nats/{short}, perplexity" in summary
+    assert f"{symbol}s/s over" in summary and other[2] not in summary and f"nats/{other[1]}" not in summary
+
+    result = runner.invoke(app, ["eval", "--model", "run"])
+    assert result.exit_code == 0, result.output
+    table = _words(result.stdout)
+    assert f"bits per {symbol}" in table and f"nats/{short}" in table and f"{symbol}s/s" in table
+    assert f"bits per {other[0]}" not in table
+    result = runner.invoke(app, ["eval", "--model", "run", "--json"])
+    assert result.exit_code == 0, result.output
+    assert {"chars", "bpc", "chars_per_sec"} <= set(json.loads(result.stdout))
+
+    text = "Ağaç dalları.\nhello\n"
+    Path("two.txt").write_text(text, encoding="utf-8")
+    size = len(text.encode()) if tokenizer == "bytes" else len(text)  # its first is not scored
+    result = runner.invoke(app, ["score", "two.txt", "--model", "run"])
+    assert result.exit_code == 0, result.output
+    lines = result.stdout.splitlines()
+    assert lines[0].split() == [bits, f"{short}s", "logprob", "line"]
+    assert lines[-1].startswith(f"2 lines, {size - 1} {symbol}s: ") and f" bits per {symbol}, " in lines[-1]
+    assert f"nats/{short}, perplexity" in lines[-1]
+
+    result = runner.invoke(app, ["info", "run"])
+    assert result.exit_code == 0, result.output
+    assert f" {bits}, perplexity" in _words(result.stdout) and f"{symbol}s/s" in _words(result.stdout)
+
+    result = runner.invoke(app, ["sample", "--model", "run", "--adapt-on", "two.txt", "--length", "5"])
+    assert result.exit_code == 0, result.output
+    said = _words(result.stderr)
+    assert f"({size} {symbol}s, " in said and f"{bits} before" in said
+
+
 @pytest.mark.parametrize(
     ("content", "message"),
     [

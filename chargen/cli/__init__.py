@@ -22,6 +22,7 @@ from chargen.cli.render import (
     DownloadBar,
     OneLineErrors,
     TrainProgress,
+    Units,
     err,
     fan_out,
     process_rank,
@@ -176,7 +177,7 @@ def train(
                 changes = opt.given(ctx, leave_out=("resume", "corpus", "plot", "unknown"))
                 summary = resume_training(resume, corpus, changes, report, stop)
         if main:
-            print_summary(summary)
+            print_summary(summary, progress.units)
 
 
 @app.command()
@@ -238,7 +239,7 @@ def compare(
             comparison = run_comparison(
                 data, names, model_config, train_config, out, progress, plot, stop=stop
             )
-        print_comparison(comparison)
+        print_comparison(comparison, Units(data.vocab.symbol))
 
 
 @app.command()
@@ -319,7 +320,7 @@ def sample(
             adapted = adapt_run_on(
                 run, net, adapt_on, adapt_config, torch_device, config.unknown, encoding, errors
             )
-            print_adaptation(adapt_on, adapted)
+            print_adaptation(adapt_on, adapted, Units(run.vocab.symbol))
             net, after = adapted.model, adapted.after
         if num_samples == 1:
             # sample_stream checks the prefix before it returns, so a bad one fails before any output
@@ -329,7 +330,7 @@ def sample(
             texts = sample_batch(net, run.vocab, config, torch_device, run.text_config, after)
             write_samples(prefix, texts)
         if index is not None:
-            print_novelty(verbatim_shares(index, run.vocab, texts), index.n)
+            print_novelty(verbatim_shares(index, run.vocab, texts), index.n, Units(run.vocab.symbol))
 
 
 def _sample_items(
@@ -386,13 +387,13 @@ def evaluate(
             if as_json:
                 typer.echo(json.dumps(result.to_dict()))
                 return
-            print_adapted_eval(label, result, unknown)
+            print_adapted_eval(label, result, unknown, _units(model))
             return
         stats = evaluate_run(model, text_file, device, unknown, encoding, errors)
         if as_json:
             typer.echo(json.dumps(stats.to_dict()))
             return
-        print_eval(label, stats, unknown)
+        print_eval(label, stats, unknown, _units(model))
 
 
 @app.command()
@@ -417,7 +418,14 @@ def score(
         from chargen.scoring import score_run
 
         scores = score_run(model, text_file, device, unknown, encoding, errors)
-        print_scores(scores, as_json, unknown)
+        print_scores(scores, as_json, unknown, _units(model))
+
+
+def _units(model: Path) -> Units:
+    """How the figures of the run in `model` are named: per character, or per byte for a byte run."""
+    from chargen.checkpoint import load_run
+
+    return Units(load_run(model).vocab.symbol)
 
 
 @app.command()

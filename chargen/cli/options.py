@@ -157,7 +157,7 @@ PrefixFile = Annotated[
         help="Read the prefix from this UTF-8 text file instead, exactly (a final line break included)."
     ),
 ]
-Length = Annotated[int, typer.Option(help="Characters to generate, >= 0.")]
+Length = Annotated[int, typer.Option(help="Characters to generate (bytes, for a byte run), >= 0.")]
 Temperature = Annotated[float, typer.Option(help="Randomness, 0-1000; 0 is greedy, 1 the model's own.")]
 TopK = Annotated[int | None, typer.Option(help="Sample among the k likeliest characters, >= 1.")]
 TopP = Annotated[float, typer.Option(help="Sample from the smallest set holding this probability, (0, 1].")]

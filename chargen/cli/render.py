@@ -12,6 +12,7 @@ import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import typer
@@ -28,6 +29,23 @@ if TYPE_CHECKING:
     from chargen.reports import Report, Reporter
 
 err = Console(stderr=True, highlight=False)
+
+
+@dataclass(frozen=True)
+class Units:
+    """The names of a run's figures, from what they are per: its tokenizer's `symbol` (vocab.py).
+    A character run's are bits per character (bpc), nats/char and characters/s (char/s); a byte
+    run's bits per byte (bpb), nats/byte and bytes/s (byte/s)."""
+
+    symbol: str = "character"
+
+    @property
+    def short(self) -> str:
+        return self.symbol[:4]  # char, byte: nats/char, char/s
+
+    @property
+    def bits(self) -> str:
+        return f"bp{self.symbol[0]}"  # bpc, bpb
 
 
 class OneLineErrors(TyperGroup):
@@ -133,6 +151,7 @@ class TrainProgress:
 
     def __init__(self) -> None:
         self.bar: tqdm | None = None
+        self.units = Units()  # the run's, once it has started
 
     def __call__(self, report: Report) -> None:
         from tqdm import tqdm
@@ -140,13 +159,14 @@ class TrainProgress:
         from chargen.reports import EvalReport, StartReport, StepReport
 
         if isinstance(report, StartReport):
+            self.units = Units(report.symbol)
             resumed = f" | resumed at step {report.resumed_at}" if report.resumed_at else ""
             processes = f" | {report.processes} processes" if report.processes > 1 else ""
             err.print(
                 f"run [bold]{report.run_dir}[/]{resumed} | {report.model} | "
                 f"{report.parameters:,} parameters | vocabulary "
                 f"{report.vocab_size} | {report.train_chars:,} training and {report.val_chars:,} "
-                f"validation characters | {report.device}{processes} | seed {report.seed}"
+                f"validation {self.units.symbol}s | {report.device}{processes} | seed {report.seed}"
             )
             self.bar = tqdm(
                 total=1000,
@@ -158,16 +178,16 @@ class TrainProgress:
             self.bar.n = int(report.fraction * 1000)
             eta = time.strftime("%M:%S", time.gmtime(report.eta)) if report.eta < 86400 else "?"
             self.bar.set_description_str(
-                f"step {report.step} | loss {report.loss:.3f} | bpc {report.bpc:.3f} | "
-                f"{report.chars_per_sec:,.0f} char/s | lr {report.lr:.2e} | "
+                f"step {report.step} | loss {report.loss:.3f} | {self.units.bits} {report.bpc:.3f} | "
+                f"{report.chars_per_sec:,.0f} {self.units.short}/s | lr {report.lr:.2e} | "
                 f"|g| {report.grad_norm:.2f} | ETA {eta}"
             )
         elif isinstance(report, EvalReport) and self.bar is not None:
             val = report.val
             best = " (best)" if report.is_best else ""
             self.bar.write(
-                f"step {report.step}: validation loss {val.loss:.4f} nats/char, perplexity "
-                f"{val.perplexity:.2f}, {val.bpc:.4f} bpc{best}\n  sample: {report.sample!r}",
+                f"step {report.step}: validation loss {val.loss:.4f} nats/{self.units.short}, perplexity "
+                f"{val.perplexity:.2f}, {val.bpc:.4f} {self.units.bits}{best}\n  sample: {report.sample!r}",
                 file=sys.stderr,
             )
 

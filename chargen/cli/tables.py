@@ -16,7 +16,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from chargen.cli.render import err
+from chargen.cli.render import Units, err
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterable
@@ -29,19 +29,21 @@ if TYPE_CHECKING:
     from chargen.scoring import Scores
 
 
-def print_summary(summary: TrainSummary) -> None:
+def print_summary(summary: TrainSummary, units: Units) -> None:
     table = Table(title="training finished", show_header=False, title_justify="left")
     table.add_row("run", str(summary.run_dir))
     table.add_row(
         "best validation",
-        f"{summary.best.bpc:.4f} bpc, {summary.best.loss:.4f} nats/char, "
+        f"{summary.best.bpc:.4f} {units.bits}, {summary.best.loss:.4f} nats/{units.short}, "
         f"perplexity {summary.best.perplexity:.2f} (step {summary.best_step})",
     )
-    table.add_row("final validation", f"{summary.final.bpc:.4f} bpc")
+    table.add_row("final validation", f"{summary.final.bpc:.4f} {units.bits}")
     table.add_row(
         "steps", f"{summary.steps:,} ({summary.epochs:.2f} epochs, stopped by {summary.stopped_by})"
     )
-    table.add_row("speed", f"{summary.chars_per_sec:,.0f} characters/s over {summary.train_seconds:.0f} s")
+    table.add_row(
+        "speed", f"{summary.chars_per_sec:,.0f} {units.symbol}s/s over {summary.train_seconds:.0f} s"
+    )
     table.add_row("clipped steps", f"{summary.clipped_fraction:.1%}")
     table.add_row("parameters", f"{summary.parameters:,}")
     err.print(table)
@@ -51,13 +53,13 @@ def print_summary(summary: TrainSummary) -> None:
         err.print(f'next: chargen sample --model {summary.run_dir} --prefix "..."')
 
 
-def print_comparison(comparison: Comparison) -> None:
+def print_comparison(comparison: Comparison, units: Units) -> None:
     """The comparison's table on stdout (it is the command's result), then where its files are."""
     table = Table(
         "cell",
         "parameters",
-        "characters/s",
-        "best validation bpc",
+        f"{units.symbol}s/s",
+        f"best validation {units.bits}",
         "clipped",
         "steps",
         title=f"{comparison.out} (seed {comparison.seed})",
@@ -82,6 +84,7 @@ def print_run_info(model: Path, facts: RunDescription) -> None:
     """The facts of checkpoint.describe as a table."""
     out = Console()
     m, corpus, summary, plan = facts.info.model, facts.info.corpus, facts.summary, facts.info.plan
+    units = Units(facts.vocab.symbol)
     table = Table(show_header=False, title=str(model), title_justify="left")
     table.add_row(
         "model",
@@ -89,10 +92,10 @@ def print_run_info(model: Path, facts: RunDescription) -> None:
         f"dropout {m.dropout}, weight drop {m.recurrent_drop}, {facts.parameters:,} parameters",
     )
     if plan:
-        speed = f" at {plan.chars_per_sec:,.0f} characters/s measured" if plan.chars_per_sec else ""
+        speed = f" at {plan.chars_per_sec:,.0f} {units.symbol}s/s measured" if plan.chars_per_sec else ""
         table.add_row(
             "size",
-            f"{m.size}: {plan.size}, planned for {plan.chars / 1e6:.1f}M characters "
+            f"{m.size}: {plan.size}, planned for {plan.chars / 1e6:.1f}M {units.symbol}s "
             f"({plan.epochs:.1f} passes){speed}",
         )
     vocab = facts.vocab
@@ -130,8 +133,8 @@ def print_run_info(model: Path, facts: RunDescription) -> None:
     if summary:
         table.add_row(
             "best validation",
-            f"{summary.best.bpc:.4f} bpc, perplexity {summary.best.perplexity:.2f} "
-            f"(step {summary.best_step}); {summary.chars_per_sec:,.0f} characters/s",
+            f"{summary.best.bpc:.4f} {units.bits}, perplexity {summary.best.perplexity:.2f} "
+            f"(step {summary.best_step}); {summary.chars_per_sec:,.0f} {units.symbol}s/s",
         )
     for name, size in facts.files.items():
         table.add_row("file", f"{name}  {size:,} bytes")
@@ -140,34 +143,34 @@ def print_run_info(model: Path, facts: RunDescription) -> None:
     out.print(table)
 
 
-def print_eval(label: str, stats: LossStats, unknown: str) -> None:
+def print_eval(label: str, stats: LossStats, unknown: str, units: Units) -> None:
     table = Table(show_header=False, title=label)
     if stats.items:
         table.add_row("items", f"{stats.items:,}")
-        table.add_row("characters", f"{stats.chars:,} (each item's end counted as one)")
+        table.add_row(f"{units.symbol}s", f"{stats.chars:,} (each item's end counted as one)")
     else:
-        table.add_row("characters", f"{stats.chars:,}")
-    table.add_row("loss", f"{stats.loss:.4f} nats/char")
+        table.add_row(f"{units.symbol}s", f"{stats.chars:,}")
+    table.add_row("loss", f"{stats.loss:.4f} nats/{units.short}")
     if stats.items:
         table.add_row("loss per item", f"{stats.loss_per_item:.3f} nats")
     table.add_row("perplexity", f"{stats.perplexity:.3f}")
-    table.add_row("bits per character", f"{stats.bpc:.4f}")
-    table.add_row("speed", f"{stats.chars_per_sec:,.0f} characters/s")
+    table.add_row(f"bits per {units.symbol}", f"{stats.bpc:.4f}")
+    table.add_row("speed", f"{stats.chars_per_sec:,.0f} {units.symbol}s/s")
     if stats.unknown:
         done = {"replace": "replaced", "skip": "skipped"}[unknown]
         table.add_row("unknown characters", f"{stats.unknown:,} ({done})")
     Console().print(table)
 
 
-def print_adapted_eval(label: str, result: AdaptedEvaluation, unknown: str) -> None:
+def print_adapted_eval(label: str, result: AdaptedEvaluation, unknown: str, units: Units) -> None:
     """eval --adapt: the static and the adapted figures side by side, with the time each took."""
     static, adapted, config = result.static, result.adapted, result.config
     table = Table("", "static", "adapted", title=label)
-    table.add_row("loss (nats/char)", f"{static.loss:.4f}", f"{adapted.loss:.4f}")
+    table.add_row(f"loss (nats/{units.short})", f"{static.loss:.4f}", f"{adapted.loss:.4f}")
     table.add_row("perplexity", f"{static.perplexity:.3f}", f"{adapted.perplexity:.3f}")
-    table.add_row("bits per character", f"{static.bpc:.4f}", f"{adapted.bpc:.4f}")
+    table.add_row(f"bits per {units.symbol}", f"{static.bpc:.4f}", f"{adapted.bpc:.4f}")
     table.add_row("time", f"{static.seconds:.1f} s", f"{adapted.seconds:.1f} s")
-    table.add_row("characters", f"{static.chars:,}", f"{adapted.chars:,}")
+    table.add_row(f"{units.symbol}s", f"{static.chars:,}", f"{adapted.chars:,}")
     Console().print(table)
     if static.unknown:
         done = {"replace": "replaced", "skip": "skipped"}[unknown]
@@ -179,12 +182,12 @@ def print_adapted_eval(label: str, result: AdaptedEvaluation, unknown: str) -> N
     )
 
 
-def print_adaptation(path: Path, adapted: FileAdaptation) -> None:
+def print_adaptation(path: Path, adapted: FileAdaptation, units: Units) -> None:
     """sample --adapt-on: on stderr, what adapting to the text did on its held-out end."""
     static, after = adapted.static, adapted.adapted
     err.print(
-        f"adapted to {path} ({adapted.chars:,} characters, {adapted.seconds:.1f} s); on its last "
-        f"{static.chars:,} characters, adapted on the rest: {static.bpc:.3f} bpc before, "
+        f"adapted to {path} ({adapted.chars:,} {units.symbol}s, {adapted.seconds:.1f} s); on its last "
+        f"{static.chars:,} {units.symbol}s, adapted on the rest: {static.bpc:.3f} {units.bits} before, "
         f"{after.bpc:.3f} after",
         soft_wrap=True,
         markup=False,
@@ -200,7 +203,7 @@ def _shown(text: str) -> str:
     return "".join(c if c == "\t" or unicodedata.category(c) != "Cc" else f"\\x{ord(c):02x}" for c in text)
 
 
-def print_scores(scores: Scores, as_json: bool, unknown: str) -> None:
+def print_scores(scores: Scores, as_json: bool, unknown: str, units: Units) -> None:
     """A row per line on stdout, written as it is made, then the whole text's figures: after the
     rows, or on stderr with --json, where stdout holds only one JSON object per line of the text."""
     out = sys.stdout
@@ -208,15 +211,15 @@ def print_scores(scores: Scores, as_json: bool, unknown: str) -> None:
         for unit in scores:
             out.write(json.dumps(unit.to_dict(), ensure_ascii=False) + "\n")
     else:
-        out.write(f"{'bpc':>7} {'chars':>7} {'logprob':>10}  {scores.unit}\n")
+        out.write(f"{units.bits:>7} {units.short + 's':>7} {'logprob':>10}  {scores.unit}\n")
         for unit in scores:
             bpc = "-" if unit.bpc is None else f"{unit.bpc:.3f}"
             out.write(f"{bpc:>7} {unit.chars:>7,} {unit.logprob:>10.2f}  {_shown(unit.text)}\n")
     stats = scores.stats
     summary = (
         f"{len(scores):,} {scores.unit}{'s' * (len(scores) != 1)}, {stats.chars:,} "
-        f"character{'s' * (stats.chars != 1)}: {stats.bpc:.4f} bits per character, "
-        f"loss {stats.loss:.4f} nats/char, perplexity {stats.perplexity:.3f}"
+        f"{units.symbol}{'s' * (stats.chars != 1)}: {stats.bpc:.4f} bits per {units.symbol}, "
+        f"loss {stats.loss:.4f} nats/{units.short}, perplexity {stats.perplexity:.3f}"
     )
     if stats.unknown:
         done = {"replace": "replaced", "skip": "skipped"}[unknown]
@@ -228,14 +231,14 @@ def print_scores(scores: Scores, as_json: bool, unknown: str) -> None:
     out.flush()
 
 
-def print_novelty(shares: list[float], n: int) -> None:
+def print_novelty(shares: list[float], n: int, units: Units) -> None:
     """On stderr, so stdout stays the generated text alone."""
     if not shares:
-        err.print(f"novelty: the sample is shorter than {n} characters; nothing to compare")
+        err.print(f"novelty: the sample is shorter than {n} {units.symbol}s; nothing to compare")
         return
     mean = sum(shares) / len(shares)
     err.print(
-        f"novelty: {mean:.1%} of the sample's {n}-character sequences occur verbatim in the training "
+        f"novelty: {mean:.1%} of the sample's {n}-{units.symbol} sequences occur verbatim in the training "
         "text" + (f" (mean of {len(shares)} samples)" if len(shares) > 1 else "")
     )
 
