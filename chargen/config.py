@@ -264,6 +264,11 @@ class TrainConfig(_Stored):
         if self.epochs is None and self.max_steps is None and self.max_time is None:
             self.max_time = DEFAULT_TIME_BUDGET
 
+    def limits(self) -> str:
+        """Where the run stops, as the commands print it: `steps 40, seconds 60`."""
+        given = (("steps", self.max_steps), ("seconds", self.max_time), ("epochs", self.epochs))
+        return ", ".join(f"{name} {value:g}" for name, value in given if value is not None)
+
     def clip_threshold(self) -> float:
         """The gradient norm above which a step is scaled down: `clip`, or for 0 infinity, with
         which clipping only measures the norm."""

@@ -25,6 +25,7 @@ class StartReport:
     model: str  # its shape, and how size auto chose it
     processes: int = 1  # training together, each on its share of the batch
     symbol: str = "character"  # what the figures are per: the tokenizer's symbol (vocab.py)
+    limits: str = ""  # where the run stops (TrainConfig.limits), as given now: a resumed run's may be new
 
 
 @dataclass

@@ -231,7 +231,9 @@ def _start_report(
 ) -> StartReport:
     m, plan = settings.model, settings.plan
     shape = f"{m.layers}x{m.hidden} {m.cell}, dropout {m.dropout:g}, weight drop {m.recurrent_drop:g}"
-    if plan is not None:
+    if plan is not None and resumed_at:  # the plan was for the limits the run began with
+        shape += f" (size {plan.size}, planned when the run began)"
+    elif plan is not None:
         shape += f" (size {plan.size}: about {plan.chars / 1e6:.1f}M {symbol}s, {plan.epochs:.1f} passes)"
     return StartReport(
         run_dir,
@@ -245,4 +247,5 @@ def _start_report(
         shape,
         settings.world.size,
         symbol,
+        settings.train.limits(),
     )

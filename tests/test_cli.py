@@ -123,6 +123,21 @@ def test_any_unicode_text_round_trips_through_train_sample_eval(
         assert result.stdout.startswith("şöyle 👍🏽")
 
 
+def test_a_resumed_runs_header_gives_its_limits_now_not_its_first_plan(
+    lamp_text: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    Path("small.txt").write_text(lamp_text[:6_000], encoding="utf-8")
+    first = runner.invoke(app, ["train", "small.txt", *TINY, "--max-steps", "4", "--out", "run"])
+    assert first.exit_code == 0, first.output
+    assert " passes)" in _words(first.stderr)  # a new run's header gives the plan
+    resumed = runner.invoke(app, ["train", "--resume", "run", "--max-steps", "6"])
+    assert resumed.exit_code == 0, resumed.output
+    header = _words(resumed.stderr)
+    assert "resumed at step 4, limits now: steps 6 |" in header, header
+    assert "planned when the run began)" in header and " passes)" not in header
+
+
 def _words(text: str) -> str:
     """The text with every run of white space one space, so a table's wrapped line reads whole."""
     return " ".join(text.split())

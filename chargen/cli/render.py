@@ -160,7 +160,9 @@ class TrainProgress:
 
         if isinstance(report, StartReport):
             self.units = Units(report.symbol)
-            resumed = f" | resumed at step {report.resumed_at}" if report.resumed_at else ""
+            resumed = ""
+            if report.resumed_at:
+                resumed = f" | resumed at step {report.resumed_at}, limits now: {report.limits}"
             processes = f" | {report.processes} processes" if report.processes > 1 else ""
             err.print(
                 f"run [bold]{report.run_dir}[/]{resumed} | {report.model} | "

@@ -122,12 +122,7 @@ def print_run_info(model: Path, facts: RunDescription) -> None:
     table.add_row(
         "training",
         f"batch {t.batch_size}, bptt {t.bptt}, lr {t.lr:g}, clip {t.clip}, "
-        f"seed {t.seed}; limits as started: "
-        + ", ".join(
-            f"{name} {value:g}"
-            for name, value in (("steps", t.max_steps), ("seconds", t.max_time), ("epochs", t.epochs))
-            if value is not None
-        ),
+        f"seed {t.seed}; limits as started: {t.limits()}",
     )
     table.add_row("progress", f"{facts.steps} steps" if facts.steps is not None else "no checkpoint")
     if summary:
