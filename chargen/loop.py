@@ -125,6 +125,10 @@ class Loop:
     def _evaluate(self) -> None:
         began = time.perf_counter()
         val, is_best = self.validation(self.at, self.epoch)
+        # Paused before the checkpoint records the clock: its training time must not hold this
+        # evaluation, or a resumed --max-time would get less than it asks for.
+        self.clock.pause(time.perf_counter() - began)
+        began = time.perf_counter()
         self.save()
         self.recorder.evaluated(self.model, self.at.step, val, is_best)
         self.clock.pause(time.perf_counter() - began)

@@ -251,3 +251,19 @@ def test_a_short_text_or_list_of_ones_own_trains_on_a_smaller_planned_batch(tmp_
     with pytest.raises(ChargenError, match="too few for one batch"):
         train(text, TINY_MODEL, TrainConfig(max_steps=3, batch_size=16, seed=0), out=tmp_path / "given")
     assert not (tmp_path / "given").exists()
+
+
+def test_the_checkpoints_training_time_leaves_out_validation(lamp_text: str, tmp_path: Path) -> None:
+    """--max-time counts training only; the checkpoint that a resume reads its clock from must not
+    hold the time validation took, or a resumed run gets less than its --max-time."""
+    from safetensors import safe_open
+
+    corpus = corpus_from_text(tmp_path, lamp_text[:100_000])
+    model = ModelConfig(hidden=256, embed=32, layers=2, dropout=0.0)  # validation takes a while
+    config = TrainConfig(batch_size=4, bptt=16, max_steps=4, eval_every=2, log_every=2, seed=0)
+    summary = train(corpus, model, config, out=tmp_path / "run")
+    with safe_open(str(tmp_path / "run" / ckpt.CHECKPOINT), framework="pt") as f:
+        recorded = json.loads(f.metadata()["position"])["train_seconds"]
+    validating = summary.final.seconds
+    assert validating > 0.05, validating  # long enough for the test to tell
+    assert recorded - summary.train_seconds < 0.25 * validating, (recorded, summary.train_seconds, validating)
