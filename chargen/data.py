@@ -129,8 +129,8 @@ class ItemBatches:
         inputs:   END e m m a     targets:  e m m a END
                   END a v a PAD             a v a END IGN     (IGN: padding, not counted)
 
-    Items that fill no whole batch sit the epoch out (others do the next time). With several
-    processes, each takes its `streams`, a share of the B items of every batch.
+    Items that fill no whole batch sit the epoch out, drawn at random (others do the next time).
+    With several processes, each takes its `streams`, a share of the B items of every batch.
     """
 
     GROUP = 16  # batches per sorting group: long enough to even out lengths, short enough to mix
@@ -160,8 +160,11 @@ class ItemBatches:
     def _plan(self, seed: int) -> list[np.ndarray]:
         """The epoch's batches: each an array of B item indices, of about one length."""
         rng = np.random.default_rng(seed)
-        order = rng.permutation(len(self.spans))
         steps, b = self.spans.steps, self.batch_size
+        # The items that fill no whole batch sit out, drawn before the sort: cut after it, they
+        # would be the longest of their group every epoch, and a short list would never learn them.
+        order = rng.permutation(len(self.spans))
+        order = order[: len(order) - len(order) % b]
         batches = []
         for g in range(0, len(order), b * self.GROUP):
             members = order[g : g + b * self.GROUP]
