@@ -293,6 +293,7 @@ class RunDescription:
             "text": self.info.text.to_dict(),
             "train": self.info.train.to_dict(),
             "corpus": self.info.corpus.to_dict(),
+            "parent": self.info.parent,  # the run it started from (--init), as the table's 'started from'
             "steps": self.steps,
             "summary": self.summary.to_dict() if self.summary else None,
             "files": self.files,

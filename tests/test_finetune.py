@@ -80,6 +80,8 @@ def test_init_starts_a_new_run_that_records_its_parent(tiny_run: TrainSummary, t
     assert info["train"]["lr"] < 0.006  # the fine-tuning rate, below a fresh run's
     result = CliRunner().invoke(app, ["info", str(child)])
     assert "started from" in result.stdout
+    result = CliRunner().invoke(app, ["info", str(child), "--json"])  # the same, as one object
+    assert result.exit_code == 0 and json.loads(result.stdout)["parent"] == info["parent"], result.output
     result = CliRunner().invoke(app, ["sample", "--model", str(child), "--prefix", "Şöyle", "--length", "20"])
     assert result.exit_code == 0 and result.stdout.startswith("Şöyle"), result.output
     # --unknown skip keeps the parent's vocabulary
