@@ -31,11 +31,16 @@ os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
 # Caches and downloads go to a private folder; the user's own cache of named corpora is only ever
 # read. chargen looks CHARGEN_HOME up when it needs it, never on import, so this is in time.
 USER_CORPORA = chargen_home() / "corpora"
-os.environ["CHARGEN_HOME"] = tempfile.mkdtemp(prefix="chargen-home-")
+os.environ["CHARGEN_HOME"] = TEST_HOME = tempfile.mkdtemp(prefix="chargen-home-")
 
 # A tiny model that trains in a second or two; big enough to learn something.
 TINY_MODEL = ModelConfig(hidden=48, embed=16, layers=2, dropout=0.0)
 TINY_TRAIN = TrainConfig(batch_size=8, bptt=32, max_steps=60, eval_every=30, log_every=10, seed=0)
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    """The private CHARGEN_HOME goes with the session (it held only what the tests wrote)."""
+    shutil.rmtree(TEST_HOME, ignore_errors=True)
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
