@@ -221,7 +221,14 @@ def load_model_weights(run: Run, device: torch.device | str = "cpu") -> CharRNN:
         if source.name == BEST:
             load_model(model, str(source), device=str(device))
         else:
-            model.load_state_dict(load_checkpoint(source).weights)
+            checkpoint = load_checkpoint(source)
+            if checkpoint.position.step == 0:  # stopped or failed before its first step: untrained
+                raise RunError(
+                    f"{run.path} has not trained a step: it stopped or failed before its first, so its "
+                    f"weights are the random ones it began with; train it with: chargen train --resume "
+                    f"{run.path}"
+                )
+            model.load_state_dict(checkpoint.weights)
     except (SafetensorError, RuntimeError, OSError) as err:
         raise _damaged(source, err) from err
     return model.to(device).eval()

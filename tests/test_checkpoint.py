@@ -88,3 +88,24 @@ def test_every_file_of_a_run_is_as_readable_as_the_umask_says(tiny_run: TrainSum
     modes = {p.name: p.stat().st_mode & 0o777 for p in tiny_run.run_dir.iterdir() if p.is_file()}
     assert ckpt.BEST in modes and ckpt.CHECKPOINT in modes
     assert set(modes.values()) == {0o666 & ~umask}, modes
+
+
+def test_a_run_that_never_trained_a_step_is_refused_not_sampled(lamp_text: str, tmp_path: Path) -> None:
+    """A run that diverged (or was stopped) before its first step has only its random weights: sample
+    and eval refuse it in one line, where they used to print noise and an untrained perplexity."""
+    from typer.testing import CliRunner
+
+    from chargen.cli import app
+    from chargen.config import TrainConfig
+    from chargen.errors import TrainingError
+    from chargen.training import train
+    from tests.conftest import TINY_MODEL, corpus_from_text
+
+    corpus = corpus_from_text(tmp_path, lamp_text[:20_000])
+    config = TrainConfig(batch_size=4, bptt=16, max_steps=30, eval_every=20, lr=1e30, clip=0, seed=0)
+    with pytest.raises(TrainingError, match="not finite"):
+        train(corpus, TINY_MODEL, config, out=tmp_path / "diverged")
+    for command in (["sample", "--length", "5"], ["eval"]):
+        result = CliRunner().invoke(app, [*command, "--model", str(tmp_path / "diverged")])
+        assert result.exit_code == 1 and result.stdout == "", result.output
+        assert "has not trained a step" in result.stderr and "\n" not in result.stderr.strip()
