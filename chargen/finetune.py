@@ -37,9 +37,15 @@ class Parent:
     path: str  # the parent run's directory, resolved
     weights_sha256: str  # of the weights file it started from
     weights: str  # that file's name: best.safetensors, or the checkpoint before a first validation
+    unknown: str = "extend"  # what became of characters the parent never saw: resuming reads so again
 
     def to_dict(self) -> dict[str, Any]:
-        return {"path": self.path, "weights_sha256": self.weights_sha256, "weights": self.weights}
+        return {
+            "path": self.path,
+            "weights_sha256": self.weights_sha256,
+            "weights": self.weights,
+            "unknown": self.unknown,
+        }
 
 
 @dataclass
@@ -117,7 +123,7 @@ def start_from(
         dropout=given.get("dropout"),
         weight_drop=given.get("weight_drop"),
     )
-    return Start(corpus, shape, weights, parent_record(run), new_chars)
+    return Start(corpus, shape, weights, parent_record(run, unknown), new_chars)
 
 
 @torch.inference_mode()
@@ -155,10 +161,16 @@ def grown_weights(
     return weights
 
 
-def parent_record(run: Run) -> Parent:
+def reading_policy(unknown: str) -> str:
+    """How a fine-tune's own text is read again on resuming: its vocabulary already holds every
+    character an `extend` took in, so anything else is an error; `replace` and `skip` read as they began."""
+    return "error" if unknown == "extend" else unknown
+
+
+def parent_record(run: Run, unknown: str = "extend") -> Parent:
     file = run.path / BEST if (run.path / BEST).exists() else run.path / CHECKPOINT
     try:
         digest = file_sha256(file)
     except OSError as err:
         raise RunError(f"cannot read {file}: {err.strerror}") from err
-    return Parent(str(run.path.resolve()), digest, file.name)
+    return Parent(str(run.path.resolve()), digest, file.name, unknown)

@@ -252,6 +252,12 @@ class RunInfo:
             "parent": self.parent,
         }
 
+    @property
+    def unknown(self) -> str | None:
+        """The `unknown` a run started from another began with (None for any other run); one written
+        before it was recorded was resumed as an `extend` run is, so it still is."""
+        return self.parent.get("unknown", "extend") if self.parent else None
+
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> RunInfo:
         """TypeError, KeyError or a ChargenError where the description is not one."""
@@ -293,7 +299,8 @@ class RunDescription:
             "text": self.info.text.to_dict(),
             "train": self.info.train.to_dict(),
             "corpus": self.info.corpus.to_dict(),
-            "parent": self.info.parent,  # the run it started from (--init), as the table's 'started from'
+            # the run it started from (--init), as the table's 'started from', with its `unknown`
+            "parent": {**self.info.parent, "unknown": self.info.unknown} if self.info.parent else None,
             "steps": self.steps,
             "summary": self.summary.to_dict() if self.summary else None,
             "files": self.files,

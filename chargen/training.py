@@ -19,7 +19,7 @@ from chargen.config import ModelConfig, SampleConfig, TrainConfig
 from chargen.corpus import Corpus, load_corpus, resolve_paths
 from chargen.distributed import World, process_group, world_from_env
 from chargen.errors import ConfigError, CorpusChanged, RunError, VocabError
-from chargen.finetune import Start
+from chargen.finetune import Start, reading_policy
 from chargen.item_sample import generate_items
 from chargen.items import SPLIT_SEED, source_pieces
 from chargen.loop import build_loop
@@ -85,6 +85,7 @@ def resume(
     settings: dict[str, Any] | None = None,
     report: Reporter | None = None,
     stop: threading.Event | None = None,
+    unknown: str | None = None,
 ) -> TrainSummary:
     """Continue a run from its checkpoint exactly where it stopped: weights, optimiser, schedule,
     data position, carried state and random generators.
@@ -93,18 +94,20 @@ def resume(
     the run's own, so a finished run can train further; a patience and a device may change too; any
     other setting must equal the run's. `corpus` defaults to the file the run was trained on, which
     must not have changed since (its sha256 is in run.json); another file given on purpose must fit
-    the run's vocabulary, and the run then goes on from its position in that text.
+    the run's vocabulary, and the run then goes on from its position in that text. A run started
+    with `init` reads it with the `unknown` it began with; `unknown`, given, must be that one.
     """
     world = world_from_env()
     run = ckpt.load_run(run_dir)
     config = _continued(run, settings or {})
+    policy = _unknown_policy(run, unknown)
     checkpoint = ckpt.load_checkpoint(run.path / ckpt.CHECKPOINT)
     record = run.info.corpus
     source = corpus if corpus is not None else record.source()
     # Its own text must be the one it read; a text given on purpose is taken as it is.
     recorded = record.sha256 if corpus is None else None
     try:
-        data = load_corpus(source, run.text_config, vocab=run.vocab, unknown="error", sha256=recorded)
+        data = load_corpus(source, run.text_config, vocab=run.vocab, unknown=policy, sha256=recorded)
     except CorpusChanged as err:
         where = record.path + (f" and {len(record.files) - 1} more file(s)" if record.files else "")
         raise RunError(
@@ -155,9 +158,22 @@ def _continued(run: ckpt.Run, given: dict[str, Any]) -> TrainConfig:
     return replace(config, **others)
 
 
+def _unknown_policy(run: ckpt.Run, given: str | None) -> str:
+    """How `resume` reads characters outside the run's vocabulary: as a run started with `init`
+    read them when it began (a different `given` is refused); an error for any other run."""
+    began = run.info.unknown
+    if given is not None and given != began:
+        why = "it was not started with `init`"
+        if began:
+            why = f"it began with `unknown={began}`, which resuming keeps"
+        message = f"`unknown={given}` cannot resume {run.path}: {why}; leave `unknown` out"
+        raise ConfigError(message, "unknown")
+    return "error" if began is None else reading_policy(began)
+
+
 def _unseen(run: ckpt.Run, source: Path | str | list[str]) -> str:
     """Why `resume` cannot read `source`: characters the run's vocabulary lacks, all of them named.
-    (A resumed run keeps its vocabulary, so replacing or skipping them is not on offer.)"""
+    (A resumed run keeps its vocabulary, and replaces or skips them only if it began so.)"""
     paths, _, _ = resolve_paths(source)
     unseen = {c for piece in source_pieces(paths, run.text_config) for c in run.vocab.unknown_chars(piece)}
     shown = f"{paths[0]}" + (f" and {len(paths) - 1} more file(s)" if len(paths) > 1 else "")

@@ -165,3 +165,41 @@ def test_bad_init_is_one_line_and_writes_nothing(
     message = result.stderr.strip()
     assert message.startswith("Error:") and "\n" not in message and phrase in message, message
     assert not out.exists()
+
+
+@pytest.mark.parametrize("unknown", ["skip", "replace"])
+def test_a_fine_tune_that_skips_or_replaces_resumes_reading_its_text_the_same_way(
+    lamp_text: str, tmp_path: Path, unknown: str
+) -> None:
+    # A parent with the unknown symbol (--min-count), so that `replace` maps to it rather than dropping.
+    lamp = tmp_path / "lamp.txt"
+    lamp.write_text(lamp_text[:20_000], encoding="utf-8")
+    small = ["--hidden", "16", "--embed", "8", "--layers", "1", "--batch-size", "4", "--bptt", "16"]
+    parent = tmp_path / "parent"
+    _run(["train", str(lamp), "--min-count", "3", *small, "--max-steps", "2", "--out", str(parent)])
+    assert "\ufffd" in load_run(parent).vocab.chars
+    text = tmp_path / "tr.txt"
+    text.write_text(TURKISH, encoding="utf-8")
+    child = tmp_path / "child"
+    fine_tune = ["--init", str(parent), "--unknown", unknown, "--batch-size", "4", "--bptt", "16"]
+    _run(["train", str(text), *fine_tune, "--max-steps", "4", "--eval-every", "2", "--out", str(child)])
+    recorded = json.loads((child / "run.json").read_text())
+    assert recorded["parent"]["unknown"] == unknown and recorded["corpus"]["unknown"] > 0
+    info = CliRunner().invoke(app, ["info", str(child), "--json"])
+    assert json.loads(info.stdout)["parent"]["unknown"] == unknown, info.output
+
+    # As the stop message prints it, and with the same --unknown again: each goes on where it stopped.
+    for again, steps in (([], 6), (["--unknown", unknown], 8)):
+        result = CliRunner().invoke(app, ["train", "--resume", str(child), *again, "--max-steps", str(steps)])
+        assert result.exit_code == 0, result.output
+        assert f"resumed at step {steps - 2}" in result.output, result.output
+        assert load_run(child).info.unknown == unknown
+    info = CliRunner().invoke(app, ["info", str(child), "--json"])
+    assert json.loads(info.stdout)["steps"] == 8, info.output
+
+    other = "replace" if unknown == "skip" else "skip"
+    result = CliRunner().invoke(
+        app, ["train", "--resume", str(child), "--unknown", other, "--max-steps", "9"]
+    )
+    message = result.stderr.strip()
+    assert result.exit_code == 2 and "\n" not in message and "--unknown" in message, message

@@ -152,7 +152,8 @@ def train(
             raise ConfigError(
                 "`resume` continues a run and `init` starts a new one: give one of them", "init"
             )
-        if init is None and "unknown" in opt.given(ctx, leave_out=()):
+        unknown_given = "unknown" in opt.given(ctx, leave_out=())
+        if init is None and resume is None and unknown_given:
             raise ConfigError(
                 "`unknown` says what becomes of characters the `init` run never saw; give `init`", "unknown"
             )
@@ -175,7 +176,8 @@ def train(
                 summary = run_training(data, model_config, train_config, out, report, stop=stop, start=start)
             else:
                 changes = opt.given(ctx, leave_out=("resume", "corpus", "plot", "unknown"))
-                summary = resume_training(resume, corpus, changes, report, stop)
+                again = unknown if unknown_given else None  # must be the policy the run began with
+                summary = resume_training(resume, corpus, changes, report, stop, again)
         if main:
             print_summary(summary, progress.units)
 

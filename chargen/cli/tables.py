@@ -116,7 +116,8 @@ def print_run_info(model: Path, facts: RunDescription) -> None:
     if parent:
         table.add_row(
             "started from",
-            f"{parent['path']} ({parent['weights']}, sha256 {parent['weights_sha256'][:16]}...)",
+            f"{parent['path']} ({parent['weights']}, sha256 {parent['weights_sha256'][:16]}...; "
+            f"unknown {facts.info.unknown})",
         )
     t = facts.info.train
     table.add_row(
