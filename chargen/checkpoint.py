@@ -84,7 +84,10 @@ def new_run_dir(out: Path | None, corpus_name: str, runs_root: Path = Path("runs
             out = runs_root / f"{corpus_name}-{stamp}-{suffix}"
             suffix += 1
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
-        what = "a chargen run" if (out / RUN_JSON).exists() else "not empty"
+        if not out.is_dir():
+            what = "a file, not a directory"
+        else:
+            what = "a chargen run" if (out / RUN_JSON).exists() else "not empty"
         raise RunError(f"{out} already exists and is {what}; choose another `out` directory or remove it")
     try:
         out.mkdir(parents=True, exist_ok=True)

@@ -53,6 +53,7 @@ CASES: list[tuple[list[str], int, str]] = [
     (["train", "good.txt", "--tie-weights", "--embed", "8", "--hidden", "16"], 2, "--tie-weights needs"),
     (["train", "good.txt", "--out", "a-file/run"], 1, "cannot create run directory"),
     (["train", "good.txt", "--out", "not-a-run"], 1, "already exists and is not empty"),
+    (["train", "good.txt", "--out", "a-file"], 1, "already exists and is a file, not a directory"),
     (["train", "good.txt", "--out", "run"], 1, "already exists and is a chargen run"),
     (["train", "--resume", "missing-run"], 1, "run directory not found"),
     (["train", "--resume", "run", "--max-steps", "99", "--hidden", "64"], 2, "--hidden 64 (the run has 16)"),
