@@ -52,10 +52,16 @@ class StreamBatches:
 
     def __init__(self, ids: np.ndarray, batch_size: int, bptt: int, streams: slice | None = None) -> None:
         if batch_size > streams_that_fit(len(ids), bptt):
+            longest = (len(ids) - 1) // 2  # the longest window one stream has room for
+            if batch_size > 1:
+                remedy = "lower `batch_size` or `bptt`, or use a longer text"
+            elif longest >= 1:  # one stream is as few as there can be
+                remedy = f"lower `bptt` (at most {longest} fits), or use a longer text"
+            else:
+                remedy = "use a longer text"
             raise CorpusError(
                 f"the training split has {len(ids)} characters, too few for one batch of "
-                f"`batch_size={batch_size}` streams x `bptt={bptt}` characters; "
-                "lower `batch_size` or `bptt`, or use a longer text"
+                f"`batch_size={batch_size}` streams x `bptt={bptt}` characters; {remedy}"
             )
         self.ids = ids
         self.batch_size = batch_size

@@ -251,6 +251,10 @@ def test_a_short_text_or_list_of_ones_own_trains_on_a_smaller_planned_batch(tmp_
     with pytest.raises(ChargenError, match="too few for one batch"):
         train(text, TINY_MODEL, TrainConfig(max_steps=3, batch_size=16, seed=0), out=tmp_path / "given")
     assert not (tmp_path / "given").exists()
+    # Too short even for one stream: the advice is what can help, not a batch that is already 1.
+    tiny = corpus_from_text(tmp_path, "x" * 50, "tiny")
+    with pytest.raises(ChargenError, match=r"too few for one batch.*; lower `bptt` \(at most 22 fits\)"):
+        train(tiny, TINY_MODEL, steps, out=tmp_path / "tiny-run")
 
 
 def test_the_checkpoints_training_time_leaves_out_validation(lamp_text: str, tmp_path: Path) -> None:
