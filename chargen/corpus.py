@@ -27,7 +27,7 @@ from chargen.paths import chargen_home, corpora_dir
 from chargen.vocab import ByteVocab, Tokenizer, Vocab, count_code_points, tokenizer_from_dict
 
 DEFAULT_CORPUS = corpora_dir() / "the-lamp-at-pellow-point.txt"
-CACHE_VERSION = 1  # bump when the cached format or the encoding rules change
+CACHE_VERSION = 2  # bump when the cached format or the encoding rules change (2: no empty items)
 
 
 @dataclass
@@ -69,9 +69,18 @@ def _count_vocab(paths: list[Path], config: TextConfig, what: str) -> Vocab:
 def _encode(paths: list[Path], config: TextConfig, vocab: Tokenizer, unknown: str, what: str, sink) -> int:
     """Encode the files piece by piece into `sink` (a binary file or a list); returns the unknowns."""
     n_unknown = 0
+    # In a list, an item made only of characters that are dropped would be left as an empty item
+    # (END END); it goes, as a blank line does, since no item is empty.
+    end = int(vocab.encode(END)[0]) if config.items is not None else None
+    after_end = False  # whether the last id written was END (pieces are cut between items)
     for piece in source_pieces(paths, config, what):
         ids, missing = vocab.encode_counting(piece, what=f"{what} {paths[0]}", unknown=unknown)
         n_unknown += missing
+        if end is not None and missing:
+            ends = ids == end
+            ids = ids[~(ends & np.concatenate([[after_end], ends[:-1]]))]
+        if end is not None and len(ids):
+            after_end = bool(ids[-1] == end)
         if isinstance(sink, list):
             sink.append(ids)
         else:

@@ -412,3 +412,16 @@ def test_long_items_are_scored_in_smaller_groups() -> None:
     assert sorted(np.concatenate(groups).tolist()) == list(range(20))  # every item once
     assert all(len(g) * steps[g].max() <= 4000 or len(g) == 1 for g in groups)
     assert max(len(g) for g in groups) == 8  # short ones still side by side
+
+
+@pytest.mark.parametrize("unknown", ["skip", "replace"])
+def test_an_item_of_only_dropped_characters_is_no_item(tmp_path: Path, unknown: str) -> None:
+    """Read with a parent's vocabulary that lacks Ö, Ü, Ğ and Ç (and has no unknown symbol, so
+    replace drops them too), 'ÖÜ' and 'ĞÇ' would be empty items; they go, as blank lines do."""
+    config = TextConfig(items="lines")
+    (tmp_path / "parent.txt").write_text("emma\nava\nmia\n", encoding="utf-8")
+    vocab = load_corpus(tmp_path / "parent.txt", config).vocab
+    (tmp_path / "mine.txt").write_text("ÖÜ\nemma\nĞÇ\nÖava\nmia\n", encoding="utf-8")
+    corpus = load_corpus(tmp_path / "mine.txt", config, vocab=vocab, unknown=unknown, cache=False)
+    assert "".join(vocab.chars[i] for i in corpus.ids) == f"{END}emma{END}ava{END}mia{END}"
+    assert corpus.unknown == 5
