@@ -59,12 +59,21 @@ class TrainingInterrupted(ChargenError):
 
     exit_code = 130
 
-    def __init__(self, step: int, run_dir: Path) -> None:
+    def __init__(self, step: int, run_dir: Path | None) -> None:
         super().__init__(
             f"training stopped at step {step} and a checkpoint is saved in {run_dir}; "
             "resume() continues it exactly"
         )
         self.step, self.run_dir = step, run_dir
+
+
+class StoppedBeforeTraining(TrainingInterrupted):
+    """Stopped at the user's request (Ctrl-C during the set-up) before the run directory was made:
+    nothing was written, so there is nothing to resume."""
+
+    def __init__(self) -> None:
+        ChargenError.__init__(self, "stopped before training began; nothing was written")
+        self.step, self.run_dir = 0, None
 
 
 class ServerBusy(ChargenError):

@@ -18,7 +18,7 @@ from chargen.allocator import keep_freed_memory
 from chargen.config import ModelConfig, SampleConfig, TrainConfig
 from chargen.corpus import Corpus, load_corpus, resolve_paths
 from chargen.distributed import World, process_group, world_from_env
-from chargen.errors import ConfigError, CorpusChanged, RunError, VocabError
+from chargen.errors import ConfigError, CorpusChanged, RunError, StoppedBeforeTraining, VocabError
 from chargen.finetune import Start, reading_policy
 from chargen.item_sample import generate_items
 from chargen.items import SPLIT_SEED, source_pieces
@@ -68,6 +68,8 @@ def train(
             model.load_state_dict(start.weights)
         world.share_weights(model)
         seed_own_dropout(settings)  # the same initial weights everywhere, but each its own dropout masks
+        if world.size == 1 and stop is not None and stop.is_set():  # Ctrl-C during the set-up
+            raise StoppedBeforeTraining()
         run_dir = world.from_main(ckpt.new_run_dir(out, corpus.name, runs_root) if world.is_main else None)
         if world.is_main:
             info = _run_info(corpus, settings, layout, start.parent.to_dict() if start else None)

@@ -262,3 +262,17 @@ def test_a_huge_learning_rate_stops_clearly_and_keeps_finite_best_weights(
     assert all(torch.isfinite(t).all() for t in best.values())
     checkpoint = load_file(str(tmp_path / "run" / ckpt.CHECKPOINT))
     assert all(torch.isfinite(t).all() for k, t in checkpoint.items() if k.startswith("model."))
+
+
+def test_a_stop_asked_for_during_the_set_up_writes_nothing(lamp_text: str, tmp_path: Path) -> None:
+    """Ctrl-C before the first step (while the size is measured, say) used to go on, make the run,
+    train a step and save it; now nothing is written (the command says so in one line, exit 130)."""
+    from chargen.errors import StoppedBeforeTraining
+    from tests.conftest import TINY_MODEL, TINY_TRAIN, corpus_from_text
+
+    corpus = corpus_from_text(tmp_path, lamp_text[:20_000])
+    stop = threading.Event()
+    stop.set()  # as the first Ctrl-C sets it, before train reaches its first step
+    with pytest.raises(StoppedBeforeTraining):
+        train(corpus, TINY_MODEL, TINY_TRAIN, out=tmp_path / "run", runs_root=tmp_path / "runs", stop=stop)
+    assert not (tmp_path / "run").exists() and not (tmp_path / "runs").exists()

@@ -129,7 +129,7 @@ def in_flags(ctx: typer.Context, error: ChargenError, names: dict[str, str] | No
     `encoding='utf-16'`) as this command's flag (--max-time, --encoding utf-16), or as `names` says
     it where the value came in by another flag (`prefix` read with --prefix-file). A name the
     command has no option for stays as it is."""
-    if isinstance(error, TrainingInterrupted):
+    if isinstance(error, TrainingInterrupted) and error.run_dir is not None:
         return (
             f"training stopped at step {error.step} and a checkpoint is saved; "
             f"resume with: chargen train --resume {error.run_dir}"
