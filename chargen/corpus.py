@@ -71,7 +71,7 @@ def _encode(paths: list[Path], config: TextConfig, vocab: Tokenizer, unknown: st
     n_unknown = 0
     # In a list, an item made only of characters that are dropped would be left as an empty item
     # (END END); it goes, as a blank line does, since no item is empty.
-    end = int(vocab.encode(END)[0]) if config.items is not None else None
+    end = end_id(vocab, config)
     after_end = False  # whether the last id written was END (pieces are cut between items)
     for piece in source_pieces(paths, config, what):
         ids, missing = vocab.encode_counting(piece, what=f"{what} {paths[0]}", unknown=unknown)
