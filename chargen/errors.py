@@ -7,7 +7,11 @@ line shows each as its flag (--lr, --encoding utf-16); the library never names a
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
+
+# A setting as a message names it (above): group 1 is its name, group 2 the value given, if any.
+NAMED_SETTING = re.compile(r"`(\w+)(?:=([^`]*))?`")
 
 
 class ChargenError(Exception):

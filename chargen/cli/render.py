@@ -20,7 +20,7 @@ from rich.console import Console
 from rich.markup import escape
 from typer.core import TyperGroup
 
-from chargen.errors import ChargenError, TrainingInterrupted
+from chargen.errors import NAMED_SETTING, ChargenError, TrainingInterrupted
 
 if TYPE_CHECKING:
     from tqdm import tqdm
@@ -121,9 +121,6 @@ def user_errors(ctx: typer.Context, names: dict[str, str] | None = None) -> Iter
         raise typer.Exit(1) from None
 
 
-_FIELD = re.compile(r"`(\w+)(?:=([^`]*))?`")  # `lr` or `encoding='utf-16'`, as library messages name them
-
-
 def in_flags(ctx: typer.Context, error: ChargenError, names: dict[str, str] | None = None) -> str:
     """The library's message as the command line says it: each setting it names (`max_time`,
     `encoding='utf-16'`) as this command's flag (--max-time, --encoding utf-16), or as `names` says
@@ -143,7 +140,7 @@ def in_flags(ctx: typer.Context, error: ChargenError, names: dict[str, str] | No
             return match[0]
         return flags[name] if value is None else flags[name] + " " + value.strip("'")
 
-    return _FIELD.sub(flag, str(error))
+    return NAMED_SETTING.sub(flag, str(error))
 
 
 class TrainProgress:

@@ -26,7 +26,7 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse, Response, StreamingResponse
 from starlette.routing import Route
 
-from chargen.errors import ChargenError, ConfigError, ServerBusy
+from chargen.errors import NAMED_SETTING, ChargenError, ConfigError, ServerBusy
 from chargen.serve.engine import Engine, Job
 from chargen.serve.requests import Limits, parse_generate, parse_json, parse_score
 
@@ -226,13 +226,16 @@ async def _disconnected(request: Request) -> None:
         pass
 
 
-_SETTING = re.compile(r"`(\w+)='([^'`]*)'`")  # `unknown='replace'`, as library messages name a setting
-
-
 def _in_json(message: str) -> str:
-    """The library's message as the API says it: a setting it names in Python's terms
-    (`unknown='replace'`) as the request's JSON field (`"unknown": "replace"`)."""
-    return _SETTING.sub(lambda m: f'`"{m[1]}": "{m[2]}"`', message)
+    """The library's message as the API says it: a setting it names with a string value in Python's
+    terms (`unknown='replace'`) as the request's JSON field (`"unknown": "replace"`)."""
+
+    def field(match: re.Match[str]) -> str:
+        value = match[2] or ""
+        quoted = len(value) >= 2 and value[0] == value[-1] == "'" and "'" not in value[1:-1]
+        return f'`"{match[1]}": "{value[1:-1]}"`' if quoted else match[0]
+
+    return NAMED_SETTING.sub(field, message)
 
 
 def _field_named(message: str) -> str | None:
