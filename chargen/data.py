@@ -32,6 +32,11 @@ def streams_that_fit(n_ids: int, bptt: int) -> int:
     return (n_ids - bptt) // (bptt + 1)
 
 
+def longest_window(n_ids: int) -> int:
+    """The longest `bptt` that leaves room for one stream in `n_ids` ids (streams_that_fit >= 1)."""
+    return (n_ids - 1) // 2
+
+
 class StreamBatches:
     """Lays the training ids out as `batch_size` parallel streams and cuts them into BPTT windows.
 
@@ -52,7 +57,7 @@ class StreamBatches:
 
     def __init__(self, ids: np.ndarray, batch_size: int, bptt: int, streams: slice | None = None) -> None:
         if batch_size > streams_that_fit(len(ids), bptt):
-            longest = (len(ids) - 1) // 2  # the longest window one stream has room for
+            longest = longest_window(len(ids))
             if batch_size > 1:
                 remedy = "lower `batch_size` or `bptt`, or use a longer text"
             elif longest >= 1:  # one stream is as few as there can be

@@ -43,3 +43,11 @@ def test_shares_of_the_streams_side_by_side_are_the_whole_batch() -> None:
         assert torch.equal(w.x, torch.cat([w0.x, w1.x], dim=1)) and torch.equal(
             w.y, torch.cat([w0.y, w1.y], dim=1)
         )
+
+
+def test_longest_window_is_the_largest_bptt_that_fits_one_stream() -> None:
+    from chargen.data import longest_window, streams_that_fit
+
+    for n in range(3, 400):
+        window = longest_window(n)
+        assert streams_that_fit(n, window) >= 1 and streams_that_fit(n, window + 1) == 0, n
