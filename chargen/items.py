@@ -106,15 +106,9 @@ def source_pieces(paths: list[Path], config: TextConfig, what: str = "corpus") -
     Without items: the files' texts joined by a line break (one file: its text as it is). With
     items: END, then every item followed by END."""
     if config.items is None:
-        preparer, has_text = Preparer(config), False
-        for k, path in enumerate(paths):
-            if k:
-                yield preparer("\n")
-            for piece in read_chunks(path, config, what, empty_ok=len(paths) > 1):
-                has_text = has_text or not piece.isspace()
-                yield preparer(piece)
-        if not has_text:  # one file says so itself; of several, each may be empty but not all
-            raise CorpusError(f"{what} has no text: its {len(paths)} files are empty or only white space")
+        preparer = Preparer(config)
+        for piece in text_pieces(paths, config, what):
+            yield preparer(piece)
         return
     yield END
     batch: list[str] = []
@@ -131,6 +125,21 @@ def source_pieces(paths: list[Path], config: TextConfig, what: str = "corpus") -
         yield END.join(batch) + END
     if count == 0:  # a list to train on needs 2 (split_items holds one out); one to score, 1
         raise CorpusError(f"{what} has no items when read as {describe_mode(config.items)}")
+
+
+def text_pieces(paths: list[Path], config: TextConfig, what: str = "corpus") -> Iterator[str]:
+    """The files' texts as read (decoded, not prepared), joined by a line break, in pieces that end
+    at a line break (the last need not): one file's text as it is. Of several files, some may be
+    empty or only white space, not all."""
+    has_text = False
+    for k, path in enumerate(paths):
+        if k:
+            yield "\n"
+        for piece in read_chunks(path, config, what, empty_ok=len(paths) > 1):
+            has_text = has_text or not piece.isspace()
+            yield piece
+    if not has_text:  # one file says so itself; of several, each may be empty but not all
+        raise CorpusError(f"{what} has no text: its {len(paths)} files are empty or only white space")
 
 
 def list_files(paths: Iterable[Path], what: str = "corpus") -> list[Path]:

@@ -22,13 +22,13 @@ import torch
 
 from chargen.checkpoint import load_model_weights, load_run
 from chargen.config import UNKNOWN_POLICIES, TextConfig
-from chargen.corpus import load_corpus
+from chargen.corpus import Source, load_corpus, resolve_paths
 from chargen.device import autocast_to, resolve_device, resolve_precision
 from chargen.errors import ConfigError, CorpusError
 from chargen.evaluate import LossStats, _stream_layout, item_losses
-from chargen.items import ItemSpans
+from chargen.items import ItemSpans, text_pieces
 from chargen.model import CharRNN
-from chargen.text import Preparer, read_chunks
+from chargen.text import Preparer
 from chargen.vocab import Tokenizer
 
 
@@ -183,11 +183,14 @@ def split_lines(text: str) -> list[str]:
     return [part + "\n" for part in parts[:-1]] + ([parts[-1]] if parts[-1] else [])
 
 
-def read_lines(path: Path | str, config: TextConfig | None = None, what: str = "text") -> list[str]:
-    """The file's lines as split_lines gives them, decoded as `config` says but not prepared;
-    read_chunks' errors for a missing, empty or undecodable file."""
+def read_lines(source: Source, config: TextConfig | None = None, what: str = "text") -> list[str]:
+    """The lines of the text `source` names, as split_lines gives them, decoded as `config` says but
+    not prepared. The text is the one load_corpus reads: a file, a directory's files or several
+    files joined by a line break, or a named corpus; its errors for a missing, empty or undecodable
+    file."""
+    paths, _, _ = resolve_paths(source, what=what)
     lines: list[str] = []
-    for piece in read_chunks(Path(path), config or TextConfig(), what):
+    for piece in text_pieces(paths, config or TextConfig(), what):
         if lines and not lines[-1].endswith("\n"):
             piece = lines.pop() + piece  # a line a chunk cut short goes on in the next
         lines.extend(split_lines(piece))
@@ -203,7 +206,9 @@ def score_run(
     errors: str | None = None,
 ) -> Scores:
     """A run's best model on each line of `text_file`, read and prepared as the training text was
-    (`encoding` and `errors` may differ), with `unknown` as evaluate_run takes it."""
+    (`encoding` and `errors` may differ), with `unknown` as evaluate_run takes it. `text_file` is
+    what evaluate_run reads: a file, a directory (its files joined by a line break, lines numbered
+    through them in order) or a named corpus; a list's run reads it as its list."""
     if unknown not in UNKNOWN_POLICIES:
         raise ConfigError(f"`unknown` must be error, replace or skip, not {unknown!r}", "unknown")
     run = load_run(run_dir)

@@ -148,6 +148,34 @@ def test_the_command_streams_a_row_per_line_and_agrees_with_eval(
     assert lines[-1].startswith(f"{len(rows):,} lines, {chars:,} characters")
 
 
+def test_a_directory_is_scored_as_eval_reads_it_its_files_joined_by_a_line_break(
+    tiny_run: TrainSummary, lamp_text: str, tmp_path: Path
+) -> None:
+    """`chargen eval DIR` reads a directory's files as one text; `chargen score DIR` scores that
+    same text line by line, so its lines add up to eval's figure (it used to refuse a directory)."""
+    folder = tmp_path / "notes"
+    (folder / "more").mkdir(parents=True)
+    first, second = lamp_text[40_000:41_000], lamp_text[41_000:42_000]
+    (folder / "a.txt").write_text(first.rstrip("\n"), encoding="utf-8")  # the join ends its last line
+    (folder / "more" / "b.txt").write_text(second, encoding="utf-8")
+    (folder / ".hidden").write_text("left out, as eval leaves it out\n", encoding="utf-8")
+    joined = first.rstrip("\n") + "\n" + second
+    assert read_lines(folder) == split_lines(joined)
+
+    model = str(tiny_run.run_dir)
+    result = _score("--model", model, str(folder), "--json")
+    assert result.exit_code == 0, result.output
+    rows = [json.loads(line) for line in result.stdout.splitlines()]
+    assert [row["text"] for row in rows] == joined.splitlines()
+    figures = json.loads(runner.invoke(app, ["eval", "--model", model, str(folder), "--json"]).stdout)
+    chars = sum(row["chars"] for row in rows)
+    assert chars == figures["chars"] == len(joined) - 1
+    bpc = -sum(row["logprob"] for row in rows) / chars / math.log(2)
+    assert bpc == pytest.approx(figures["bpc"], rel=0.005)
+    (tmp_path / "empty").mkdir()
+    assert "has no files" in _one_line_error(_score("--model", model, str(tmp_path / "empty")))
+
+
 def test_unknown_characters_follow_the_unknown_option(tiny_run: TrainSummary, tmp_path: Path) -> None:
     (tmp_path / "odd.txt").write_text("The lamp\nsnow ☃ fell\n", encoding="utf-8")
     result = _score("--model", str(tiny_run.run_dir), str(tmp_path / "odd.txt"), "--unknown", "skip")

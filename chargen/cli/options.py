@@ -209,11 +209,21 @@ Novelty = Annotated[
     bool, typer.Option(help="Report on stderr how much of the sample occurs verbatim in the training text.")
 ]
 TextFile = Annotated[
-    Path | None, typer.Argument(help="Text to evaluate on. Default: the run's validation split.")
+    Path | None,
+    typer.Argument(
+        help="Text file, or a directory (its files read as one text, joined by a line break), or a named "
+        "corpus; a list's run reads it as its list. Default: the run's validation split."
+    ),
 ]
 RunToEvaluate = Annotated[Path, typer.Option("--model", help="Run directory to evaluate.")]
 RunToScore = Annotated[Path, typer.Option("--model", help="Run directory to score with.")]
-FileToScore = Annotated[Path, typer.Argument(help="Text to score, line by line.")]
+FileToScore = Annotated[
+    Path,
+    typer.Argument(
+        help="Text file, or a directory (its files read as one text, joined by a line break), or a named "
+        "corpus, as `chargen eval` reads it; scored line by line (a list's run: item by item)."
+    ),
+]
 AsJson = Annotated[bool, typer.Option("--json", help="Print one JSON object instead of a table.")]
 TextUnknown = Annotated[
     str, typer.Option(help="Characters the model never saw: error, replace (counted) or skip.")
