@@ -1,6 +1,7 @@
 """The command line end to end, on a tiny model: train -> sample -> eval, and bad input."""
 
 import json
+import re
 import subprocess
 import sys
 import unicodedata
@@ -89,6 +90,54 @@ def test_help_has_examples() -> None:
     for command in commands:
         result = runner.invoke(app, [command, "--help"])
         assert result.exit_code == 0 and "Example" in result.output, command
+
+
+def _helps() -> dict[str, str]:
+    """Every --help, by command ("" for chargen's own), at 100 columns."""
+    commands = [command.name or command.callback.__name__ for command in app.registered_commands]
+    helps = {}
+    for command in ["", *commands]:
+        result = runner.invoke(app, [*filter(None, [command]), "--help"], env={"COLUMNS": "100"})
+        assert result.exit_code == 0, result.output
+        helps[command] = result.output
+    return helps
+
+
+def test_a_flag_reads_as_a_flag_in_help() -> None:
+    """Typer shows a flag's value column as `<bool>`, as if `--json <bool>` took a value."""
+    for command, text in _helps().items():
+        assert "<bool>" not in text, command
+        assert re.search(r"^│ --help\b", text, flags=re.M), command
+        for flag in ("--help", "--json", "--version", "--new", "--adapt"):
+            for row in [line for line in text.splitlines() if re.match(rf"│ {flag}\b(?!-)", line)]:
+                assert re.search(rf"{flag}\s+(-h\s+)?[A-Z][a-z]", row), row  # its help, no placeholder
+
+
+# What each kind of value is called in help and docs (chargen/cli/options.py says why).
+METAVARS = {"RUN_DIR", "DIR", "FILE", "TEXT_FILE", "CORPUS", "N", "X", "CHOICE", "TEXT"}
+METAVARS |= {"DURATION", "ENCODING", "MODE", "LIST", "ADDRESS", "TOKEN"}
+
+
+def test_every_value_has_a_placeholder_of_one_style() -> None:
+    """Each argument and valued option names what to type in capitals from one short list: N for
+    a whole number, X for any other, a path by its kind; none is left to Typer's `<int>` or `[model]`."""
+    import typer.main
+
+    group = typer.main.get_command(app)
+    for name, command in group.commands.items():  # type: ignore[attr-defined]
+        for param in command.params:
+            if getattr(param, "is_flag", False):
+                continue
+            assert param.metavar in METAVARS, (name, param.name, param.metavar)
+            kind = param.type_descriptor.annotation
+            if kind is int:
+                assert param.metavar == "N", (name, param.name)
+            if kind is float:
+                assert param.metavar == "X", (name, param.name)
+    for command, text in _helps().items():
+        assert not re.search(r"<(int|float|str)>", text), command
+        usage = next(line for line in text.splitlines() if "Usage:" in line)
+        assert not re.search(r"[\[{][a-z_]+[\]}]", usage), usage  # [model], {text_file}
 
 
 MIXED = (

@@ -74,7 +74,7 @@ def test_the_option_tables_give_the_defaults_the_commands_have() -> None:
                 defaults.setdefault(name, []).append(param.default)
     checked = 0
     text = (REPO / "docs" / "commands.md").read_text(encoding="utf-8")
-    for flag, default in re.findall(r"^\| `(--[\w-]+)(?: [A-Z]+)?` \| ([^|]+?) \|", text, flags=re.M):
+    for flag, default in re.findall(r"^\| `(--[\w-]+)(?: [A-Z_]+)?` \| ([^|]+?) \|", text, flags=re.M):
         literal = re.fullmatch(r"`([\w.-]+)`|([\d,.]+)", default)
         if literal is None:  # off, planned, random, prose: said in words, not checked here
             continue
@@ -93,3 +93,29 @@ def test_the_option_tables_give_the_defaults_the_commands_have() -> None:
         assert got, f"docs/commands.md gives {flag} the default {default}; the commands: {defaults[flag]}"
         checked += 1
     assert checked >= 15, checked
+
+
+def test_the_docs_name_each_value_as_the_help_does() -> None:
+    """A placeholder the docs write after a flag (`--model RUN_DIR`) is that flag's own in `--help`,
+    and each command's usage line in docs/commands.md names its arguments as `--help` does."""
+    import typer.main
+
+    commands = typer.main.get_command(app).commands  # type: ignore[attr-defined]
+    metavars: dict[str, set[str]] = {}
+    for command in commands.values():
+        for param in command.params:
+            for name in getattr(param, "opts", []):
+                metavars.setdefault(name, set()).add(param.metavar)
+    checked = 0
+    for document in (README, REPO / "docs" / "commands.md"):
+        for flag, placeholder in re.findall(r"`[^`\n]*?(--[\w-]+) ([A-Z][A-Z_]*)\b", _prose(document)):
+            assert placeholder in metavars.get(flag, set()), f"{document.name}: {flag} {placeholder}"
+            checked += 1
+    assert checked >= 20, checked
+    text = (REPO / "docs" / "commands.md").read_text(encoding="utf-8")
+    for name, command in commands.items():
+        usage = re.search(rf"^## chargen {name}\n\n`(chargen {name}[^`]*)`", text, flags=re.M)
+        assert usage, f"docs/commands.md has no usage line for chargen {name}"
+        bare = re.sub(r"--[\w-]+ [A-Z][A-Z_]*", "", usage[1])  # the options' placeholders, checked above
+        arguments = {p.metavar for p in command.params if p.param_type_name == "argument"}
+        assert set(re.findall(r"\b[A-Z][A-Z_]*\b", bare)) == arguments, usage[1]

@@ -20,7 +20,6 @@ from chargen.cli import options as opt
 from chargen.cli.render import (
     CompareProgress,
     DownloadBar,
-    OneLineErrors,
     TrainProgress,
     Units,
     err,
@@ -54,7 +53,7 @@ if TYPE_CHECKING:
     from chargen.model import CharRNN
 
 app = typer.Typer(
-    cls=OneLineErrors,
+    cls=opt.Group,
     help="Character-level RNN language models: train on a text, sample from it, evaluate it.",
     no_args_is_help=True,
     add_completion=True,  # --install-completion and --show-completion, as Typer offers them
@@ -80,7 +79,7 @@ def _main(
     keep_freed_memory()  # every command computes with torch on the CPU at some point
 
 
-@app.command()
+@app.command(cls=opt.Command)
 def train(
     ctx: typer.Context,
     corpus: opt.CorpusArg = None,
@@ -182,17 +181,21 @@ def train(
             print_summary(summary, progress.units)
 
 
-@app.command()
+@app.command(cls=opt.Command)
 def compare(
     ctx: typer.Context,
     corpus: opt.CorpusArg = None,
     cells: Annotated[
-        str, typer.Option(help="Cells to train, one run each, separated by commas: lstm, gru, rnn.")
+        str,
+        typer.Option(
+            metavar="LIST", help="Cells to train, one run each, separated by commas: lstm, gru, rnn."
+        ),
     ] = ",".join(CELLS),
     out: Annotated[
         Path | None,
         typer.Option(
-            help="Directory for one run per cell and the comparison. Default: runs/compare-CORPUS-TIMESTAMP."
+            metavar="DIR",
+            help="Directory for one run per cell and the comparison. Default: runs/compare-CORPUS-TIMESTAMP.",
         ),
     ] = None,
     size: opt.Size = ModelConfig.size,
@@ -244,7 +247,7 @@ def compare(
         print_comparison(comparison, Units(data.vocab.symbol))
 
 
-@app.command()
+@app.command(cls=opt.Command)
 def sample(
     ctx: typer.Context,
     model: opt.RunToSample = DEFAULT_RUN,
@@ -359,7 +362,7 @@ def _sample_items(
         )
 
 
-@app.command("eval")
+@app.command("eval", cls=opt.Command)
 def evaluate(
     ctx: typer.Context,
     text_file: opt.TextFile = None,
@@ -398,7 +401,7 @@ def evaluate(
         print_eval(label, stats, unknown, _units(model))
 
 
-@app.command()
+@app.command(cls=opt.Command)
 def score(
     ctx: typer.Context,
     text_file: opt.FileToScore,
@@ -430,10 +433,12 @@ def _units(model: Path) -> Units:
     return Units(load_run(model).vocab.symbol)
 
 
-@app.command()
+@app.command(cls=opt.Command)
 def info(
     ctx: typer.Context,
-    model: Annotated[Path, typer.Argument(help="Run directory to describe.")] = DEFAULT_RUN,
+    model: Annotated[
+        Path, typer.Argument(metavar="RUN_DIR", help="Run directory to describe.")
+    ] = DEFAULT_RUN,
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object instead of tables.")] = False,
 ) -> None:
     """Describe a run: model, vocabulary, settings, progress, best figures and files.
@@ -450,7 +455,7 @@ def info(
         print_run_info(model, facts)
 
 
-@app.command()
+@app.command(cls=opt.Command)
 def gradients(
     ctx: typer.Context,
     model: Annotated[
@@ -459,12 +464,15 @@ def gradients(
     cell: Annotated[
         str | None,
         typer.Option(
-            help="Measure an untrained 2x256 model of this cell instead of a run: lstm, gru or rnn."
+            metavar="CHOICE",
+            help="Measure an untrained 2x256 model of this cell instead of a run: lstm, gru or rnn.",
         ),
     ] = None,
-    steps: Annotated[int, typer.Option(help="How many steps back to measure, >= 1.")] = 50,
-    streams: Annotated[int, typer.Option(help="Windows averaged over, >= 1.")] = 16,
-    seed: Annotated[int, typer.Option(help="Seed for an untrained model and its random input.")] = 0,
+    steps: Annotated[int, typer.Option(metavar="N", help="How many steps back to measure, >= 1.")] = 50,
+    streams: Annotated[int, typer.Option(metavar="N", help="Windows averaged over, >= 1.")] = 16,
+    seed: Annotated[
+        int, typer.Option(metavar="N", help="Seed for an untrained model and its random input.")
+    ] = 0,
 ) -> None:
     """How the loss at a window's end depends on the hidden state k steps back, k = 1..steps:
     vanishing gradients made visible.
@@ -486,12 +494,18 @@ def gradients(
         print_gradients(f"{model} ({run.model_config.cell})", norms)
 
 
-@app.command()
+@app.command(cls=opt.Command)
 def plot(
     ctx: typer.Context,
-    runs: Annotated[list[Path] | None, typer.Argument(help="Run directories to draw, overlaid.")] = None,
+    runs: Annotated[
+        list[Path] | None, typer.Argument(metavar="RUN_DIR", help="Run directories to draw, overlaid.")
+    ] = None,
     out: Annotated[
-        Path | None, typer.Option(help="PNG file to write. Default: plot.png in the first run.")
+        Path | None,
+        typer.Option(
+            metavar="FILE",
+            help="Image file to write: .png, .svg or .pdf. Default: plot.png in the first run.",
+        ),
     ] = None,
 ) -> None:
     """Draw training and validation bpc, the pre-clip gradient norm and the learning rate into a PNG.
@@ -506,31 +520,49 @@ def plot(
         typer.echo(str(written))
 
 
-@app.command()
+@app.command(cls=opt.Command)
 def serve(
     ctx: typer.Context,
-    model: Annotated[Path, typer.Option("--model", help="Run directory to serve.")] = DEFAULT_RUN,
+    model: Annotated[
+        Path, typer.Option("--model", metavar="RUN_DIR", help="Run directory to serve.")
+    ] = DEFAULT_RUN,
     host: Annotated[
-        str, typer.Option(help="Address to listen on; one beyond this machine needs --token.")
+        str,
+        typer.Option(metavar="ADDRESS", help="Address to listen on; one beyond this machine needs --token."),
     ] = "127.0.0.1",
-    port: Annotated[int, typer.Option(help="Port to listen on, 0-65535 (0: any free one).")] = 8000,
+    port: Annotated[
+        int, typer.Option(metavar="N", help="Port to listen on, 0-65535 (0: any free one).")
+    ] = 8000,
     token: Annotated[
         str | None,
-        typer.Option(help="Secret every API call must send as 'Authorization: Bearer TOKEN'."),
+        typer.Option(
+            metavar="TOKEN", help="Secret every API call must send as 'Authorization: Bearer TOKEN'."
+        ),
     ] = None,
     insecure_no_token: Annotated[
         bool, typer.Option("--insecure-no-token", help="Listen beyond this machine without a token.")
     ] = False,
-    max_body: Annotated[int, typer.Option(help="Largest request body, in bytes.")] = Limits.max_body,
+    max_body: Annotated[
+        int, typer.Option(metavar="N", help="Largest request body, in bytes, >= 1.")
+    ] = Limits.max_body,
     max_length: Annotated[
-        int, typer.Option(help="Most characters one sample (or item) may ask for.")
+        int,
+        typer.Option(
+            metavar="N",
+            help="Most characters one sample (or item) may ask for (bytes, for a byte run), >= 1.",
+        ),
     ] = Limits.max_length,
-    max_n: Annotated[int, typer.Option(help="Most samples one request may ask for.")] = Limits.max_n,
+    max_n: Annotated[
+        int, typer.Option(metavar="N", help="Most samples one request may ask for, >= 1.")
+    ] = Limits.max_n,
     max_items: Annotated[
-        int, typer.Option(help="Most items one request may ask for (a list's run).")
+        int, typer.Option(metavar="N", help="Most items one request may ask for (a list's run), >= 1.")
     ] = Limits.max_items,
     max_queue: Annotated[
-        int, typer.Option(help="Requests generating or waiting at once; more are told to retry (503).")
+        int,
+        typer.Option(
+            metavar="N", help="Requests generating or waiting at once, >= 1; more are told to retry (503)."
+        ),
     ] = Limits.max_queue,
 ) -> None:
     """Serve a model over HTTP: a JSON API (generate, stream, score) and a playground page at /.
@@ -555,7 +587,7 @@ def serve(
         run_server(str(model), host, port, token, insecure_no_token, limits, started)
 
 
-@app.command()
+@app.command(cls=opt.Command)
 def corpora(ctx: typer.Context) -> None:
     """List the named corpora `chargen train NAME` accepts, and where each would come from.
 
