@@ -2,6 +2,7 @@
 
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -100,3 +101,40 @@ def test_the_speed_bench_times_chargen_beside_the_d2l_reference_and_with_the_ref
     ]
     assert all(r.chars_per_sec > 0 for r in rows)
     assert rows[0].paired is None and all(r.paired and r.reference for r in rows[1:])
+
+
+def test_the_bench_help_lists_every_benchmark_and_a_wrong_name_is_refused() -> None:
+    """`python -m chargen.bench --help` used to be the speed benchmark's help, listing no other."""
+    from chargen.bench import BENCHMARKS
+
+    result = _bench("--help", env={**os.environ, "COLUMNS": "100"})
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.startswith("usage: python -m chargen.bench [BENCHMARK] [OPTIONS]")
+    assert all(f"\n  {name} " in result.stdout for name in BENCHMARKS) and "--corpus" not in result.stdout
+    wrong = _bench("qualty")
+    assert wrong.returncode == 2 and "invalid choice: 'qualty'" in wrong.stderr.splitlines()[-1]
+    alone = _bench("--threads", "0")  # options alone are the speed benchmark's, checked before it runs
+    assert alone.returncode == 1 and alone.stderr.strip() == "error: --threads must be at least 1, not 0"
+
+
+@pytest.mark.parametrize("name", ["speed", "quality", "items", "adapt", "serve", "gpu"])
+def test_each_benchmark_says_what_it_measures_its_options_and_an_example(
+    name: str, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import importlib
+
+    monkeypatch.setenv("COLUMNS", "100")
+    with pytest.raises(SystemExit) as exited:
+        importlib.import_module(f"chargen.bench.{name}").main(["--help"])
+    assert exited.value.code == 0
+    text = capsys.readouterr().out
+    assert text.startswith(f"usage: python -m chargen.bench {name} ")
+    assert "It prints" in text  # what the figures are, with their units
+    example = text.split("\nexample:\n")[1].strip()
+    assert example.startswith(f"python -m chargen.bench {name} --") and "[" not in example
+    lines = text.split("\noptions:\n")[1].split("\n\n")[0].splitlines()
+    for k, line in enumerate(lines):
+        if line.startswith("  -"):  # its help beside it, or on the next line
+            assert re.search(r"\S  +\S", line.strip()) or lines[k + 1].startswith(" " * 20), line
+        for flag, metavar in re.findall(r"--([\w-]+) ([A-Z][A-Z_]*)\b", line):
+            assert metavar != flag.upper().replace("-", "_"), line  # --json JSON says nothing

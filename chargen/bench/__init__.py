@@ -1,9 +1,36 @@
 """Benchmarks: not tests, never run in CI; each prints a table for people and can write JSON.
 
-python -m chargen.bench [speed] --corpus FILE            throughput against the machine's ceiling
-python -m chargen.bench quality --corpus FILE --budgets  validation loss per training-time budget,
-                                                         against a plain reference trained as long
-python -m chargen.bench items --corpus names.txt   test loss on makemore's split of its names
-python -m chargen.bench gpu                              the GPU check: tests, speed and CPU agreement
-python -m chargen.bench adapt --model RUN --lr ...       dynamic evaluation's loss over a grid of settings
+`python -m chargen.bench --help` lists them; `python -m chargen.bench NAME --help` shows what one
+measures, its options with their units and defaults, and an example. Each is a module here with a
+`main(argv)`, its help made by `parser` from the module's docstring.
 """
+
+from __future__ import annotations
+
+import argparse
+
+# Each benchmark and what it measures, as `python -m chargen.bench --help` lists them.
+BENCHMARKS = {
+    "speed": "training, evaluation and sampling speed in characters/s, against the machine's "
+    "matrix-multiply ceiling and a d2l-style reference (the default)",
+    "quality": "validation loss in nats/char after each training-time budget, against a plain "
+    "PyTorch reference trained as long",
+    "items": "test loss in nats/char on makemore's split of a list of names, and the share of new samples",
+    "adapt": "a trained run's loss with dynamic evaluation over a grid of step sizes, decays and segments",
+    "serve": "`chargen serve` under load: characters/s of many clients against one, and the time to "
+    "the first character in ms",
+    "gpu": "the GPU check: the tests, training and sampling speed, and agreement with the CPU",
+}
+
+
+def parser(name: str, doc: str) -> argparse.ArgumentParser:
+    """The argparse parser of benchmark `name`, its help made from its module's docstring `doc`: the
+    first paragraph says what it measures and prints, the second (indented) is the example, shown
+    after the options. Line breaks are kept as written."""
+    what, example = doc.split("\n\n")[:2]
+    return argparse.ArgumentParser(
+        prog=f"python -m chargen.bench {name}",
+        description=what,
+        epilog=f"example:\n{example}",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )

@@ -1,6 +1,8 @@
 """GPU check: one command that says whether chargen works, and how fast, on a machine with a CUDA GPU.
+It prints one line per check, ok or FAIL with its figures (characters/s, validation loss), and
+exits with 1 if any failed.
 
-    python -m chargen.bench gpu [--corpus FILE] [--seconds 60] [--json gpu.json]
+    python -m chargen.bench gpu --seconds 60 --json gpu.json
 
 It needs nothing beyond what chargen itself needs (torch, typer, rich, tqdm, safetensors, numpy,
 and pytest for the first part) and nothing from the network; chargen need not be installed (run it
@@ -18,7 +20,6 @@ the same steps on the CPU, to rehearse the check where no GPU is lent.
 
 from __future__ import annotations
 
-import argparse
 import json
 import math
 import os
@@ -33,6 +34,7 @@ from typing import Any
 import torch
 
 from chargen.bench import machine
+from chargen.bench import parser as bench_parser
 
 # The test files whose tests train, sample, evaluate or save, and so run on the GPU when there is one.
 DEVICE_TESTS = (
@@ -87,12 +89,28 @@ def run_tests(device: str) -> Check:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m chargen.bench gpu", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--corpus", default=default_corpus(), help="default: tinyshakespeare from ../shared")
-    parser.add_argument("--seconds", type=float, default=60.0, help="training time per precision")
-    parser.add_argument("--device", choices=["cuda", "cpu"], default="cuda", help="cpu: a rehearsal")
+    parser = bench_parser("gpu", __doc__)
+    parser.add_argument(
+        "--corpus",
+        metavar="FILE",
+        default=default_corpus(),
+        help="text to train on (default: ../shared/corpora/tinyshakespeare.txt, else the built-in corpus)",
+    )
+    parser.add_argument(
+        "--seconds",
+        metavar="X",
+        type=float,
+        default=60.0,
+        help="training time per precision, in seconds (default: %(default)g)",
+    )
+    parser.add_argument(
+        "--device",
+        choices=["cuda", "cpu"],
+        default="cuda",
+        help="cuda: the check; cpu: a rehearsal of it where no GPU is lent (default: %(default)s)",
+    )
     parser.add_argument("--no-tests", action="store_true", help="leave out the test suite part")
-    parser.add_argument("--json", help="also write the figures to this file")
+    parser.add_argument("--json", metavar="FILE", help="also write the figures to this file")
     args = parser.parse_args(argv)
     if args.device == "cuda" and not torch.cuda.is_available():
         sys.exit(

@@ -47,9 +47,15 @@ def add_options(parser: argparse.ArgumentParser, precision_help: str) -> None:
         "--precision",
         choices=["auto", "fp32", "bf16"],
         default="auto",
-        help=f"{precision_help} (fp32 stands in for a chip without bf16)",
+        help=f"{precision_help} (fp32 stands in for a chip without bf16; default: %(default)s)",
     )
-    parser.add_argument("--threads", type=int, help="CPU threads (1 stands in for a slower laptop)")
+    parser.add_argument(
+        "--threads",
+        type=int,
+        metavar="N",
+        help="CPU threads torch computes with, >= 1 (default: torch's own, all cores); 1 stands in for "
+        "a slower laptop",
+    )
 
 
 def set_threads(threads: int | None) -> None:

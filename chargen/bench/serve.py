@@ -1,8 +1,9 @@
-"""python -m chargen.bench serve [--model RUN] [--clients 32] [--chars 2000]: how `chargen serve`
-scales with clients. The server runs in its own process, as a user starts it; the clients stream
-from it over HTTP. It prints the total characters per second of N clients at once against one
-alone (the batched loop should make it >= 8 times), and the median time to the first streamed
-character for one client (< 50 ms).
+"""Serve benchmark: how `chargen serve` scales with clients. The server runs in its own process, as
+a user starts it; the clients stream from it over HTTP. It prints the total characters per second
+of N clients at once against one alone (the batched loop should make it >= 8 times), and the
+median time to the first streamed character for one client, in ms (< 50 ms).
+
+    python -m chargen.bench serve --model runs/tinyshakespeare --clients 32 --chars 2000
 
 Without --model it serves a freshly initialised 2x256 LSTM saved as a run after one training step:
 its text is noise, but a step costs what a trained model's does, which is all a speed figure needs.
@@ -10,7 +11,6 @@ its text is noise, but a step costs what a trained model's does, which is all a 
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import json
 import os
@@ -23,6 +23,7 @@ import tempfile
 import time
 from pathlib import Path
 
+from chargen.bench import parser as bench_parser
 from chargen.bench.machine import describe
 
 
@@ -73,15 +74,35 @@ async def _measure(url: str, clients: int, length: int, firsts: int) -> dict[str
 
 
 def main(argv: list[str]) -> None:
-    parser = argparse.ArgumentParser(
-        prog="python -m chargen.bench serve", description=__doc__.split("\n\n")[0]
-    )
-    parser.add_argument("--model", type=Path, help="run to serve (default: a fresh 2x256 LSTM)")
-    parser.add_argument("--clients", type=int, default=32, help="clients at once (default 32)")
+    parser = bench_parser("serve", __doc__)
     parser.add_argument(
-        "--chars", type=int, default=2_000, help="characters each client asks for (default 2000)"
+        "--model",
+        metavar="RUN_DIR",
+        type=Path,
+        help="the run to serve (default: a fresh 2x256 LSTM; its text is noise, its speed a trained one's)",
     )
-    parser.add_argument("--firsts", type=int, default=20, help="requests timed to their first character")
+    parser.add_argument(
+        "--clients",
+        metavar="N",
+        type=int,
+        default=32,
+        help="clients streaming at once (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--chars",
+        metavar="N",
+        type=int,
+        default=2_000,
+        help="characters each client asks for (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--firsts",
+        metavar="N",
+        type=int,
+        default=20,
+        help="requests of one client timed to their first character; the median is shown (default: "
+        "%(default)s)",
+    )
     args = parser.parse_args(argv)
     print(describe())
     with tempfile.TemporaryDirectory(prefix="chargen-serve-bench-") as tmp:

@@ -1,7 +1,9 @@
 """Speed benchmark: chargen's training, evaluation and sampling throughput, measured against the
 machine's own matrix-multiply ceiling and a d2l-style reference, in one process on the same data.
+It prints one row per measurement: characters per second (the median of several turns) and their
+spread, that rate as a share of the fp32 and bf16 limits, and its ratio to the reference's.
 
-    python -m chargen.bench speed --corpus ../shared/corpora/timemachine.txt [--json bench.json]
+    python -m chargen.bench speed --corpus ../shared/corpora/timemachine.txt --json bench.json
 
 Not a test: timings on shared machines are noisy, so it reports medians over several runs, times
 the things it compares in turn (round-robin) so that a slow moment hurts both alike, gives a ratio
@@ -16,7 +18,6 @@ fp32 recurrent kernels can run faster than nn.Linear's fp32 path, so an fp32 row
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import resource
@@ -34,6 +35,7 @@ import torch
 
 from chargen import stepping
 from chargen.bench import machine
+from chargen.bench import parser as bench_parser
 from chargen.bench.machine import matmul_ceiling
 from chargen.bench.reference import (
     D2LStyleModel,
@@ -311,12 +313,19 @@ def bench_sampling(name: str, corpus: Corpus, config: ModelConfig, reference: bo
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(
-        prog="python -m chargen.bench speed", description=__doc__.split("\n\n")[0]
+    parser = bench_parser("speed", __doc__)
+    parser.add_argument(
+        "--corpus",
+        metavar="FILE",
+        default="../shared/corpora/timemachine.txt",
+        help="text to train on, evaluate and sample from (default: %(default)s)",
     )
-    parser.add_argument("--corpus", default="../shared/corpora/timemachine.txt")
     machine.add_options(parser, "fp32: fp32 rows only; bf16: bf16 rows too; auto: bf16 where native")
-    parser.add_argument("--json", help="also write the figures to this file")
+    parser.add_argument(
+        "--json",
+        metavar="FILE",
+        help="also write the figures (each row, the ceilings in GFLOP/s) to this file",
+    )
     args = parser.parse_args(argv)
     machine.set_threads(args.threads)
     bf16 = resolve_precision(args.precision, torch.device("cpu"))
