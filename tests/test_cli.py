@@ -87,8 +87,8 @@ def test_bad_input_gets_one_clear_line(corpus_file: Path, tmp_path: Path) -> Non
 def test_help_has_examples() -> None:
     commands = [command.name or command.callback.__name__ for command in app.registered_commands]
     assert {"train", "sample", "eval", "compare", "corpora"} <= set(commands)
-    for command in commands:
-        result = runner.invoke(app, [command, "--help"])
+    for command in ["", *commands]:  # chargen --help's own too
+        result = runner.invoke(app, [*filter(None, [command]), "--help"])
         assert result.exit_code == 0 and "Example" in result.output, command
 
 

@@ -54,7 +54,6 @@ if TYPE_CHECKING:
 
 app = typer.Typer(
     cls=opt.Group,
-    help="Character-level RNN language models: train on a text, sample from it, evaluate it.",
     no_args_is_help=True,
     add_completion=True,  # --install-completion and --show-completion, as Typer offers them
     rich_markup_mode="markdown",
@@ -75,7 +74,11 @@ def _main(
         bool, typer.Option("--version", callback=_version, is_eager=True, help="Show the version and exit.")
     ] = False,
 ) -> None:
-    """Character-level RNN language models: train on a text, sample from it, evaluate it."""
+    """Character-level RNN language models: train on a text, sample from it, evaluate it.
+
+    Example: `chargen train notes.txt --max-time 5m`, then `chargen sample --prefix "Dear"`;
+    `chargen COMMAND --help` shows a command's options.
+    """
     keep_freed_memory()  # every command computes with torch on the CPU at some point
 
 
