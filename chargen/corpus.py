@@ -21,12 +21,14 @@ import numpy as np
 
 from chargen import catalogue
 from chargen.config import TextConfig
-from chargen.errors import CorpusChanged, CorpusError
-from chargen.items import END, list_files, source_pieces
+from chargen.errors import CorpusChanged, CorpusError, VocabError
+from chargen.items import END, list_files, located_items, source_pieces
 from chargen.paths import chargen_home, corpora_dir
-from chargen.vocab import ByteVocab, Tokenizer, Vocab, count_code_points, tokenizer_from_dict
+from chargen.text import Preparer, read_chunks
+from chargen.vocab import ByteVocab, Tokenizer, Vocab, count_code_points, tokenizer_from_dict, unseen_message
 
 DEFAULT_CORPUS = corpora_dir() / "the-lamp-at-pellow-point.txt"
+EXCERPT = 40  # characters of the line shown around the first unknown character in an error
 CACHE_VERSION = 2  # bump when the cached format or the encoding rules change (2: no empty items)
 
 
@@ -73,8 +75,13 @@ def _encode(paths: list[Path], config: TextConfig, vocab: Tokenizer, unknown: st
     # (END END); it goes, as a blank line does, since no item is empty.
     end = end_id(vocab, config)
     after_end = False  # whether the last id written was END (pieces are cut between items)
+    shown = f"{what} {paths[0]}" + (f" and {len(paths) - 1} more file(s)" if len(paths) > 1 else "")
     for piece in source_pieces(paths, config, what):
-        ids, missing = vocab.encode_counting(piece, what=f"{what} {paths[0]}", unknown=unknown)
+        try:
+            ids, missing = vocab.encode_counting(piece, what=shown, unknown=unknown)
+        except VocabError:  # named again with where the first of them is, as a user fixing the file needs
+            where = first_unseen(paths, config, vocab, what)
+            raise VocabError(unseen_message(shown, vocab.unknown_chars(piece), where)) from None
         n_unknown += missing
         if end is not None and missing:
             ends = ids == end
@@ -86,6 +93,42 @@ def _encode(paths: list[Path], config: TextConfig, vocab: Tokenizer, unknown: st
         else:
             sink.write(ids.tobytes())
     return n_unknown
+
+
+def first_unseen(paths: list[Path], config: TextConfig, vocab: Tokenizer, what: str = "corpus") -> str:
+    """Where the first character of `paths` outside `vocab` is, as an error message says it after
+    naming the characters: its line (in a list, the item it is in), with a few characters around it;
+    "" where none is. Read again from the start: errors are rare, and looking only then keeps
+    encoding simple."""
+    for path, line, text, at, item in _unseen_lines(paths, config, vocab, what):
+        of = f" of {path}" if len(paths) > 1 else ""
+        start = max(0, min(at - EXCERPT // 2, len(text) - EXCERPT))
+        excerpt = "…" * (start > 0) + text[start : start + EXCERPT] + "…" * (start + EXCERPT < len(text))
+        return f"; the first is {f'in item {item}, ' if item else ''}on line {line}{of}: {excerpt!r}"
+    return ""  # only the line break put between two files
+
+
+def _unseen_lines(
+    paths: list[Path], config: TextConfig, vocab: Tokenizer, what: str
+) -> Iterator[tuple[Path, int, str, int, int | None]]:
+    """Each line (prepared) with a character outside `vocab`: its file, its number from 1, its text,
+    the index of that character in it, and in a list the item's number from 1."""
+    if config.items is not None:
+        for number, (path, line, item) in enumerate(located_items(paths, config, what), 1):
+            if (at := vocab.first_unknown(item)) is not None:
+                begins = item.rfind("\n", 0, at) + 1  # an item of several lines: the one it is on
+                ends = len(item) if (end := item.find("\n", at)) < 0 else end + (end == at)
+                yield path, line + item.count("\n", 0, at), item[begins:ends], at - begins, number
+        return
+    for path in paths:
+        preparer, line = Preparer(config), 1  # line by line, as the pieces would be prepared
+        for piece in read_chunks(path, config, what, empty_ok=True):
+            lines = piece.split("\n")
+            for k, raw in enumerate(lines):
+                text = preparer(raw + "\n" * (k < len(lines) - 1))
+                if (at := vocab.first_unknown(text)) is not None:
+                    yield path, line + k, text if text[at] == "\n" else text.rstrip("\n"), at, None
+            line += piece.count("\n")
 
 
 Source = Path | str | list[Path] | list[str] | None

@@ -30,7 +30,7 @@ SPLIT_SEED = 0  # the held-out items are the same for every run of a list, whate
 # How long a sampled item may grow before it is cut off, unless asked: a line is short, a file or a
 # paragraph may be a page.
 LINE_LENGTH, DOCUMENT_LENGTH = 200, 4000
-_BLANK_LINES = re.compile(r"\n(?:[ \t\r]*\n)+")
+_BLANK_LINES = re.compile(r"(\n(?:[ \t\r]*\n)+)")  # grouped: re.split keeps what it cut at
 
 
 def describe_mode(mode: str) -> str:
@@ -48,13 +48,35 @@ def _clean(item: str) -> str:
     return item.lstrip("\r\n").rstrip()
 
 
-def _parts(text: str, mode: str) -> list[str]:
-    """A prepared text cut as `mode` (not `lines`) cuts it, blank parts included."""
+def _cut(text: str, mode: str) -> list[tuple[str, str]]:
+    """A prepared text cut as `mode` (not `lines`) cuts it, blank parts included: each part with the
+    separator after it ("" after the last)."""
     if mode == "files":
-        return [text]
+        return [(text, "")]
     if mode == "paragraphs":
-        return _BLANK_LINES.split(text)
-    return text.split(mode)
+        pieces = _BLANK_LINES.split(text)  # part, blank lines, part, ..., part
+        return list(zip(pieces[::2], [*pieces[1::2], ""], strict=True))
+    parts = text.split(mode)
+    return [(part, mode) for part in parts[:-1]] + [(parts[-1], "")]
+
+
+def _part_items(cut: list[tuple[str, str]]) -> Iterator[tuple[int, str]]:
+    """The items of a cut text (blank parts left out, the rest cleaned), each with the line it
+    begins on, counted from 0."""
+    line = 0
+    for part, separator in cut:
+        if part.strip():
+            lead = len(part) - len(part.lstrip("\r\n"))  # the line breaks _clean takes off its start
+            yield line + part.count("\n", 0, lead), _clean(part)
+        line += part.count("\n") + separator.count("\n")
+
+
+def _line_items(text: str, config: TextConfig) -> Iterator[tuple[int, str]]:
+    """The items of a text (as read, not yet prepared) read as `lines`: each non-blank line,
+    stripped and prepared, with its line counted from 0."""
+    for k, line in enumerate(text.split("\n")):
+        if line.strip():
+            yield k, prepare(line.strip(), config)
 
 
 def text_items(text: str, config: TextConfig) -> list[str]:
@@ -64,19 +86,22 @@ def text_items(text: str, config: TextConfig) -> list[str]:
     mode = config.items
     assert mode is not None
     if mode == "lines":
-        return [prepare(line.strip(), config) for line in text.split("\n") if line.strip()]
-    return _kept(_parts(prepare(text, config), mode))
-
-
-def _kept(parts: list[str]) -> list[str]:
-    """The parts that are items: not blank, cleaned."""
-    return [_clean(part) for part in parts if part.strip()]
+        return [item for _, item in _line_items(text, config)]
+    return [item for _, item in _part_items(_cut(prepare(text, config), mode))]
 
 
 def item_texts(paths: list[Path], config: TextConfig, what: str = "corpus") -> Iterator[str]:
     """The items of `paths`, each prepared as config says, in file order. Blank items are left out.
 
     `lines` streams the files in chunks; the other modes read one file at a time whole."""
+    return (item for _, _, item in located_items(paths, config, what))
+
+
+def located_items(
+    paths: list[Path], config: TextConfig, what: str = "corpus"
+) -> Iterator[tuple[Path, int, str]]:
+    """The items of `paths` as item_texts gives them, each with its file and the line of that file
+    it begins on, counted from 1 (in the prepared text, which has the file's lines but for `preset`)."""
     mode = config.items
     assert mode is not None
     if mode == "files" and len(paths) < 2:
@@ -87,12 +112,16 @@ def item_texts(paths: list[Path], config: TextConfig, what: str = "corpus") -> I
     found_separator, several = False, len(paths) > 1  # of several files, one may be empty
     for path in paths:
         if mode == "lines":
+            line = 1
             for piece in read_chunks(path, config, what, empty_ok=several):  # pieces end at a line break
-                yield from text_items(piece, config)
+                for k, item in _line_items(piece, config):
+                    yield path, line + k, item
+                line += piece.count("\n")
             continue
-        parts = _parts(read_text(path, config, what, empty_ok=several), mode)
-        found_separator = found_separator or len(parts) > 1
-        yield from _kept(parts)
+        cut = _cut(read_text(path, config, what, empty_ok=several), mode)
+        found_separator = found_separator or len(cut) > 1
+        for k, item in _part_items(cut):
+            yield path, 1 + k, item
     if mode not in ("lines", "files") and not found_separator:
         raise CorpusError(
             f"{what} does not contain the {describe_mode(mode)} anywhere, so it would be one item; "

@@ -35,6 +35,15 @@ def describe_chars(chars: Iterable[str], limit: int = 10) -> str:
     return shown + (f" and {len(chars) - limit} more" if len(chars) > limit else "")
 
 
+def unseen_message(what: str, chars: Sequence[str], where: str = "") -> str:
+    """The error for text with characters outside a vocabulary: `what` has them, all named, and
+    `where` (such as "; the first is on line 4: 'zoë'") says where the first of them is."""
+    return (
+        f"{what} has {len(chars)} character(s) the model has never seen: {describe_chars(chars)}{where}; "
+        "remove them, or pass `unknown='replace'` or `unknown='skip'`"
+    )
+
+
 def _smallest_dtype(size: int) -> np.dtype:
     return np.dtype(np.uint8 if size <= 256 else np.uint16 if size <= 65536 else np.uint32)
 
@@ -97,6 +106,11 @@ class Vocab:
         codes = code_points(text)
         return [chr(c) for c in np.unique(codes[self._lookup_ids(codes) < 0])]
 
+    def first_unknown(self, text: str) -> int | None:
+        """The index in `text` of its first character outside the vocabulary; None if it has none."""
+        outside = np.flatnonzero(self._lookup_ids(code_points(text)) < 0)
+        return int(outside[0]) if len(outside) else None
+
     def encode_counting(
         self, text: str, what: str = "the text", unknown: str = "error"
     ) -> tuple[np.ndarray, int]:
@@ -110,12 +124,7 @@ class Vocab:
         n_unknown = int(missing.sum())
         if n_unknown:
             if unknown == "error":
-                unknown_chars = self.unknown_chars(text)
-                raise VocabError(
-                    f"{what} has {len(unknown_chars)} character(s) the model has never seen: "
-                    f"{describe_chars(unknown_chars)}; remove them, "
-                    "or pass `unknown='replace'` or `unknown='skip'`"
-                )
+                raise VocabError(unseen_message(what, self.unknown_chars(text)))
             if unknown == "replace" and self.unknown_id is not None:
                 ids[missing] = self.unknown_id
             else:
@@ -163,6 +172,9 @@ class ByteVocab:
 
     def unknown_chars(self, text: str) -> list[str]:
         return []
+
+    def first_unknown(self, text: str) -> int | None:
+        return None
 
     def encode_counting(
         self, text: str, what: str = "the text", unknown: str = "error"

@@ -20,7 +20,7 @@ from chargen.cli import app
 from chargen.config import ModelConfig, SampleConfig, TextConfig, TrainConfig
 from chargen.corpus import load_corpus
 from chargen.data import IGNORE, ItemBatches
-from chargen.errors import TrainingInterrupted
+from chargen.errors import TrainingInterrupted, VocabError
 from chargen.evaluate import evaluate_ids, evaluate_items, item_losses
 from chargen.item_sample import generate_items
 from chargen.items import END, ItemSpans, split_items, text_items
@@ -29,7 +29,7 @@ from chargen.reports import StepReport
 from chargen.serve.engine import Engine
 from chargen.serve.requests import Limits, parse_generate
 from chargen.training import resume, train
-from chargen.vocab import Tokenizer
+from chargen.vocab import Tokenizer, Vocab
 from tests.conftest import corpus_from_text
 from tests.test_durability import _train_records, _weights, load_file_metadata
 
@@ -425,3 +425,61 @@ def test_an_item_of_only_dropped_characters_is_no_item(tmp_path: Path, unknown: 
     corpus = load_corpus(tmp_path / "mine.txt", config, vocab=vocab, unknown=unknown, cache=False)
     assert "".join(vocab.chars[i] for i in corpus.ids) == f"{END}emma{END}ava{END}mia{END}"
     assert corpus.unknown == 5
+
+
+@pytest.mark.parametrize(
+    ("mode", "files", "where"),
+    [
+        ("lines", {"a.txt": "emma\n\nava\n  mia zoë \nliam\n"}, "in item 3, on line 4: 'mia zoë'"),
+        (
+            "paragraphs",
+            {"a.txt": "emma ava\nmia\n\n \n\nliam\nnoah zoë\n"},
+            "in item 2, on line 7: 'noah zoë'",
+        ),
+        ("<|>", {"a.txt": "emma<|>ava\nmia<|>\nliam\nzoë<|>noah"}, "in item 3, on line 4: 'zoë'"),
+        (
+            "files",
+            {"a.txt": "emma\n", "b.txt": "ava\nmia zoë\n"},
+            "in item 2, on line 2 of {dir}/b.txt: 'mia zoë'",
+        ),
+        (None, {"a.txt": "emma\nava\n\nmia zoë\n"}, "on line 4: 'mia zoë'"),
+    ],
+)
+def test_an_unknown_character_is_named_with_the_item_and_line_it_is_first_in(
+    tmp_path: Path, mode: str | None, files: dict[str, str], where: str
+) -> None:
+    """A user fixing a list needs to find the character: the error names the item and the line of
+    the file it is first on, and shows that line (a running text's error, the line)."""
+    folder = tmp_path / "list"
+    folder.mkdir()
+    for name, text in files.items():
+        (folder / name).write_text(text, encoding="utf-8")
+    vocab = Vocab([*"emavilnoh \n", END])  # no z or ë
+    source = folder if len(files) > 1 else folder / "a.txt"
+    with pytest.raises(VocabError) as error:
+        load_corpus(source, TextConfig(items=mode), vocab=vocab, unknown="error", cache=False)
+    message = str(error.value)
+    assert "2 character(s) the model has never seen: 'z' (U+007A), 'ë' (U+00EB)" in message, message
+    assert f"; the first is {where.format(dir=folder)}; remove them" in message, message
+
+
+def test_a_long_line_is_shown_around_its_unknown_character(tmp_path: Path) -> None:
+    path = tmp_path / "long.txt"
+    path.write_text("ab\n" + "a" * 100 + "z" + "b" * 100 + "\n", encoding="utf-8")
+    with pytest.raises(VocabError) as error:
+        load_corpus(path, TextConfig(items="lines"), vocab=Vocab([*"ab", END]), unknown="error", cache=False)
+    assert f"in item 2, on line 2: '…{'a' * 20}z{'b' * 19}…'" in str(error.value)
+
+
+def test_eval_on_a_list_names_the_item_with_an_unknown_character(word_file: Path, tmp_path: Path) -> None:
+    run = tmp_path / "run"
+    args = ["train", str(word_file), "--items", "lines", "--max-steps", "1", "--out", str(run), *SMALL]
+    assert CliRunner().invoke(app, args).exit_code == 0
+    test = tmp_path / "test.txt"
+    test.write_text("lamp\n\nlight\nthe 3rd lamp\n", encoding="utf-8")
+    result = CliRunner().invoke(app, ["eval", "--model", str(run), str(test)])
+    message = result.stderr.strip()
+    assert result.exit_code == 1 and "\n" not in message, message
+    assert (
+        "the first is in item 3, on line 4: 'the 3rd lamp'; remove them, or pass --unknown replace" in message
+    )
