@@ -95,3 +95,23 @@ def test_info_lists_a_damaged_checkpoint_as_a_problem(tiny_run, tmp_path: Path) 
     assert [p.split()[0] for p in facts["problems"]] == [ckpt.SUMMARY, ckpt.CHECKPOINT, ckpt.BEST]
     table = runner.invoke(app, ["info", str(run_dir)])
     assert table.exit_code == 0 and "problem" in table.stdout
+
+
+def test_info_shows_a_list_separator_escaped_and_quoted(tmp_path: Path) -> None:
+    """A separator with a line break (typed \\n) and markup-like brackets: shown as typed, quoted,
+    not as a line break that breaks the table, nor read as a style."""
+    text = tmp_path / "names.txt"
+    text.write_text(
+        "\n[b]\n".join(["emma", "olivia", "ava", "mia", "ben", "liam", "noah"] * 4), encoding="utf-8"
+    )
+    run = tmp_path / "run"
+    args = ["train", str(text), "--items", "\\n[b]\\n", *TINY, "--max-steps", "2", "--out", str(run)]
+    trained = runner.invoke(app, args)
+    assert trained.exit_code == 0, trained.output
+    result = runner.invoke(app, ["info", str(run)])
+    assert result.exit_code == 0, result.output
+    assert "│ items           │ 28 (separator '\\n[b]\\n'), 3 held out at random (seed 0)" in result.stdout
+    assert "items separator '\\n[b]\\n'" in result.stdout, result.stdout
+    assert all(line[0] in "┌│└ /" for line in result.stdout.splitlines()), result.stdout
+    facts = json.loads(runner.invoke(app, ["info", str(run), "--json"]).stdout)
+    assert facts["text"]["items"] == "\n[b]\n"  # JSON gives it exactly

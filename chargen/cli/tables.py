@@ -17,6 +17,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from chargen.cli.render import Units, err
+from chargen.items import describe_mode
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterable
@@ -101,15 +102,18 @@ def print_run_info(model: Path, facts: RunDescription) -> None:
     vocab = facts.vocab
     shown = "".join(getattr(vocab, "chars", None) or [])
     table.add_row("vocabulary", f"{len(vocab)} {vocab.kind}" + (f": {shown!r}" if shown else ""))
-    text = facts.info.text.to_dict()
-    table.add_row("text", ", ".join(f"{k} {v}" for k, v in text.items() if v not in (None, False)))
+    # The list's mode as messages say it: a separator quoted, its line breaks and other control
+    # characters escaped (\n), so that it cannot break the table or be read as markup ([b]).
+    items = facts.info.text.items
+    text = {**facts.info.text.to_dict(), "items": items and describe_mode(items)}
+    table.add_row("text", escape(", ".join(f"{k} {v}" for k, v in text.items() if v not in (None, False))))
     table.add_row(
         "corpus", f"{corpus.name} ({corpus.tokens:,} symbols, {corpus.unknown:,} unknown) {corpus.path}"
     )
     if corpus.items:
         table.add_row(
             "items",
-            f"{corpus.items:,} ({facts.info.text.items}), {corpus.held_out_items:,} held out at random "
+            f"{corpus.items:,} ({escape(text['items'])}), {corpus.held_out_items:,} held out at random "
             f"(seed {corpus.split_seed})",
         )
     parent = facts.info.parent
