@@ -106,8 +106,8 @@ def located_items(
     assert mode is not None
     if mode == "files" and len(paths) < 2:
         raise CorpusError(
-            f"`items='files'` makes each file one item, and {what} {paths[0]} is a single file: "
-            "give a directory or several files, or another `items` mode"
+            f"{what} {paths[0]} is a single file, and `items='files'` makes each file one item: "
+            "give a directory or several files"
         )
     found_separator, several = False, len(paths) > 1  # of several files, one may be empty
     for path in paths:
@@ -123,9 +123,9 @@ def located_items(
         for k, item in _part_items(cut):
             yield path, 1 + k, item
     if mode not in ("lines", "files") and not found_separator:
+        missing = "blank line" if mode == "paragraphs" else describe_mode(mode)
         raise CorpusError(
-            f"{what} does not contain the {describe_mode(mode)} anywhere, so it would be one item; "
-            "check `items`"
+            f"{what} has no {missing} anywhere, so read with `items={mode!r}` it would be one item"
         )
 
 

@@ -369,10 +369,19 @@ def test_stopped_and_resumed_list_run_equals_the_uninterrupted_one(word_file: Pa
         ("", [], "is empty"),
         ("  \n\n \t\n", [], "only white space"),
         ("one\ntwo\n", ["--items", "files"], "a single file"),
-        ("one\ntwo\n", ["--items", "<|endoftext|>"], "does not contain the separator"),
+        (
+            "one\ntwo\n",
+            ["--items", "<|endoftext|>"],
+            "has no separator '<|endoftext|>' anywhere, so read with --items <|endoftext|> it would be",
+        ),
+        (
+            "one\ntwo\n",
+            ["--items", "paragraphs"],
+            "has no blank line anywhere, so read with --items paragraphs",
+        ),
         ("only\n", [], "1 item: too few to hold one out"),
     ],
-    ids=["empty", "blank", "files-on-one-file", "no-separator", "one-item"],
+    ids=["empty", "blank", "files-on-one-file", "no-separator", "no-blank-line", "one-item"],
 )
 def test_bad_lists_are_one_line_errors_and_write_nothing(
     tmp_path: Path, content: str, extra: list[str], phrase: str
@@ -483,3 +492,30 @@ def test_eval_on_a_list_names_the_item_with_an_unknown_character(word_file: Path
     assert (
         "the first is in item 3, on line 4: 'the 3rd lamp'; remove them, or pass --unknown replace" in message
     )
+
+
+def test_eval_and_score_name_the_runs_items_setting_as_its_flag(tmp_path: Path) -> None:
+    """A text that the run's list setting cannot read: the message names that setting as the flag the
+    run was trained with (eval and score have no --items of their own), not as Python's `items='files'`."""
+    folder = tmp_path / "poems"
+    folder.mkdir()
+    for k in range(12):
+        (folder / f"{k}.txt").write_text(f"poem {k}<|>line {k}\n", encoding="utf-8")
+    runs = {"files": tmp_path / "files", "<|>": tmp_path / "separated"}
+    for mode, run in runs.items():
+        args = ["train", str(folder), "--items", mode, "--max-steps", "1", "--out", str(run), *SMALL]
+        trained = CliRunner().invoke(app, args)
+        assert trained.exit_code == 0, trained.output
+    one = tmp_path / "one.txt"
+    one.write_text("poem 1 line 1\n", encoding="utf-8")
+    said = {
+        "files": f"text {one} is a single file, and the run's --items files makes each file one item: "
+        "give a directory or several files",
+        "<|>": "text has no separator '<|>' anywhere, so read with the run's --items <|> it would be one "
+        "item",
+    }
+    for mode, run in runs.items():
+        for command in ("eval", "score"):
+            result = CliRunner().invoke(app, [command, "--model", str(run), str(one)])
+            message = result.stderr.strip()
+            assert result.exit_code == 1 and message == f"Error: {said[mode]}", message

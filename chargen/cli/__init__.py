@@ -385,7 +385,7 @@ def evaluate(
     Example: `chargen eval --model runs/tm --json`, `chargen eval other.txt` or
     `chargen eval --adapt other.txt` (with dynamic evaluation too).
     """
-    with user_errors(ctx):
+    with user_errors(ctx, {"items": "the run's --items"}):
         from chargen.runs import evaluate_run, evaluate_run_adapted
 
         adapt_config = opt.adapt_config(ctx, "adapt", adapt)
@@ -422,7 +422,7 @@ def score(
 
     Example: `chargen score --model runs/tm notes.txt --json`.
     """
-    with user_errors(ctx):
+    with user_errors(ctx, {"items": "the run's --items"}):
         from chargen.scoring import score_run
 
         scores = score_run(model, text_file, device, unknown, encoding, errors)
