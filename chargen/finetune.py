@@ -15,7 +15,7 @@ import torch
 
 from chargen.catalogue import file_sha256
 from chargen.checkpoint import BEST, CHECKPOINT, Run, load_model_weights, load_run
-from chargen.config import ModelConfig, TextConfig
+from chargen.config import ModelConfig, TextConfig, differing
 from chargen.corpus import Corpus, Source, load_corpus
 from chargen.errors import ConfigError, RunError
 from chargen.model import CharRNN
@@ -65,15 +65,14 @@ def text_settings(run: Run, given: dict[str, Any]) -> TextConfig:
     setting given that differs from the parent's is refused, naming it."""
     parent = run.text_config.to_dict()
     differ = [
-        f"`{name}={value}` (the parent has {parent.get(name)})"
-        for name, value in given.items()
-        if name in parent and name not in READING and value != parent[name]
+        name for name, value in given.items() if name not in READING and value != parent.get(name, value)
     ]
     if differ:
+        shown = "; ".join(differing(name, given[name], parent[name], "the parent") for name in differ)
         raise ConfigError(
             f"a run started from {run.path} reads its text as the parent did, and these differ: "
-            f"{'; '.join(differ)}; leave them out (only `encoding` and `errors` may change)",
-            differ[0].split("=")[0].strip("`"),
+            f"{shown}; leave them out (only `encoding` and `errors` may change)",
+            differ[0],
         )
     return replace(run.text_config, **{k: v for k, v in given.items() if k in READING})
 

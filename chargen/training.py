@@ -15,7 +15,7 @@ from typing import Any
 
 from chargen import checkpoint as ckpt
 from chargen.allocator import keep_freed_memory
-from chargen.config import ModelConfig, SampleConfig, TrainConfig
+from chargen.config import ModelConfig, SampleConfig, TrainConfig, differing
 from chargen.corpus import Corpus, load_corpus, resolve_paths
 from chargen.distributed import World, process_group, world_from_env
 from chargen.errors import ConfigError, CorpusChanged, RunError, StoppedBeforeTraining, VocabError
@@ -143,7 +143,7 @@ def _continued(run: ckpt.Run, given: dict[str, Any]) -> TrainConfig:
     others = {name: value for name in ALSO_CHANGEABLE if (value := given.pop(name, None)) is not None}
     current = {**run.model_config.to_dict(), **run.text_config.to_dict(), **run.train_config.to_dict()}
     differ = [
-        f"`{name}={value}` (the run has {current.get(name, 'none')})"
+        differing(name, value, current.get(name), "the run")
         for name, value in given.items()
         if name not in current or current[name] != value
     ]

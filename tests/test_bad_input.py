@@ -57,6 +57,12 @@ CASES: list[tuple[list[str], int, str]] = [
     (["train", "good.txt", "--out", "run"], 1, "already exists and is a chargen run"),
     (["train", "--resume", "missing-run"], 1, "run directory not found"),
     (["train", "--resume", "run", "--max-steps", "99", "--hidden", "64"], 2, "--hidden 64 (the run has 16)"),
+    (
+        ["train", "--resume", "run", "--max-steps", "99", "--items", "lines"],
+        2,
+        "--items lines (the run has none)",
+    ),
+    (["train", "--resume", "run", "--max-steps", "99", "--lowercase"], 2, "--lowercase (the run has it off)"),
     # sample
     (["sample", "--model", "missing-run"], 1, "run directory not found"),
     (["sample", "--model", "not-a-run"], 1, "run.json is missing"),

@@ -7,6 +7,7 @@ from chargen.config import (
     SampleConfig,
     TextConfig,
     TrainConfig,
+    differing,
     parse_duration,
 )
 from chargen.errors import ConfigError
@@ -87,3 +88,10 @@ def test_precision_auto_means_bf16_only_on_a_cpu_with_bf16_units() -> None:
     assert on_cpu == (torch.bfloat16 if cpu_has_native_bf16() else None)
     assert resolve_precision("bf16", torch.device("cuda")) == torch.bfloat16
     assert resolve_precision("fp32", torch.device("cpu")) is None
+
+
+def test_a_differing_setting_is_named_with_the_runs_value_in_plain_words() -> None:
+    assert differing("items", "lines", None, "the parent") == "`items='lines'` (the parent has none)"
+    assert differing("lowercase", True, False, "the run") == "`lowercase` (the run has it off)"
+    assert differing("items", "lines", "\n\n", "the parent") == "`items='lines'` (the parent has '\\n\\n')"
+    assert differing("min_count", 2, 1, "the parent") == "`min_count=2` (the parent has 1)"

@@ -139,8 +139,10 @@ def test_a_list_run_fine_tunes_on_a_new_list(tmp_path: Path) -> None:
         (["--init", "PARENT", "--resume", "PARENT"], "give one of them"),
         (["--init", "PARENT", "--hidden", "64"], "--hidden"),
         (["--init", "PARENT", "--unknown", "maybe"], "--unknown"),
+        (["--init", "PARENT", "--items", "\\n\\n"], "differ: --items \\n\\n (the parent has none); leave"),
+        (["--init", "PARENT", "--lowercase"], "differ: --lowercase (the parent has it off); leave"),
     ],
-    ids=["missing", "damaged", "tokenizer", "with-resume", "shape", "unknown"],
+    ids=["missing", "damaged", "tokenizer", "with-resume", "shape", "unknown", "items", "lowercase"],
 )
 def test_bad_init_is_one_line_and_writes_nothing(
     tiny_run: TrainSummary, tmp_path: Path, extra: list[str], phrase: str
