@@ -110,7 +110,9 @@ def start_from(
         own = load_corpus(source, text)  # the new text's own characters
         new_chars = [c for c in own.vocab.chars if c not in set(old.chars)]
         vocab = Vocab([*old.chars, *new_chars]) if new_chars else old
-        corpus = load_corpus(source, text, vocab=vocab, unknown="error")
+        # The characters rarer than the parent's `min_count` are not among them: they become the
+        # unknown symbol, as they would in a run of its own (its vocabulary then holds it).
+        corpus = load_corpus(source, text, vocab=vocab, unknown="replace")
     else:
         new_chars = []
         corpus = load_corpus(source, text, vocab=old, unknown="replace" if unknown == "extend" else unknown)
@@ -161,8 +163,8 @@ def grown_weights(
 
 
 def reading_policy(unknown: str) -> str:
-    """How a fine-tune's own text is read again on resuming: its vocabulary already holds every
-    character an `extend` took in, so anything else is an error; `replace` and `skip` read as they began."""
+    """How a fine-tune reads a text other than its own on resuming: an `extend` took in its own
+    text's characters, so another's new ones are an error; `replace` and `skip` read as they began."""
     return "error" if unknown == "extend" else unknown
 
 

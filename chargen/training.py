@@ -96,29 +96,21 @@ def resume(
     the run's own, so a finished run can train further; a patience and a device may change too; any
     other setting must equal the run's. `corpus` defaults to the file the run was trained on, which
     must not have changed since (its sha256 is in run.json); another file given on purpose must fit
-    the run's vocabulary, and the run then goes on from its position in that text. A run started
-    with `init` reads it with the `unknown` it began with; `unknown`, given, must be that one.
+    the run's vocabulary, and the run then goes on from its position in that text. Its own text is
+    read as when it began (characters its vocabulary lacks, by `min_count` or an `init` run's
+    `unknown`, replaced or skipped again); a run started with `init` reads another text with the
+    `unknown` it began with; `unknown`, given, must be that one.
     """
     world = world_from_env()
     run = ckpt.load_run(run_dir)
     config = _continued(run, settings or {})
-    policy = _unknown_policy(run, unknown)
+    policy = _unknown_policy(run, unknown, own=corpus is None)
     checkpoint = ckpt.load_checkpoint(run.path / ckpt.CHECKPOINT)
-    record = run.info.corpus
-    source = corpus if corpus is not None else record.source()
-    # Its own text must be the one it read; a text given on purpose is taken as it is.
-    recorded = record.sha256 if corpus is None else None
-    try:
-        data = load_corpus(source, run.text_config, vocab=run.vocab, unknown=policy, sha256=recorded)
-    except CorpusChanged as err:
-        where = record.path + (f" and {len(record.files) - 1} more file(s)" if record.files else "")
-        raise RunError(
-            f"cannot resume {run.path}: its text {where} has changed since the run began (its sha256 is "
-            "not the one run.json records), so the run cannot continue exactly. Resume on the original "
-            "text, or start a new run from this one on the changed text with `init`, which fine-tunes"
-        ) from err
-    except VocabError as err:
-        raise RunError(_unseen(run, source)) from err
+    data = _read_text(run, corpus, policy)
+    if corpus is None and policy == "replace" and len(data.ids) != run.info.corpus.tokens:
+        # A fine-tune begun with `unknown='skip'` before run.json recorded it (so read as extend),
+        # on a vocabulary with the unknown symbol: skipping, not replacing, gives the ids it recorded.
+        data = _read_text(run, corpus, "skip")
     if world.is_main:  # only now: a refused resume leaves the run directory as it was
         ckpt.remove_temporaries(run.path)
     device = choose_device(config, world)
@@ -160,9 +152,31 @@ def _continued(run: ckpt.Run, given: dict[str, Any]) -> TrainConfig:
     return replace(config, **others)
 
 
-def _unknown_policy(run: ckpt.Run, given: str | None) -> str:
-    """How `resume` reads characters outside the run's vocabulary: as a run started with `init`
-    read them when it began (a different `given` is refused); an error for any other run."""
+def _read_text(run: ckpt.Run, corpus: Path | str | None, policy: str) -> Corpus:
+    """The text `resume` goes on with, read with the run's vocabulary and `policy`: its own (None),
+    which must be the one it read, or a text given on purpose, taken as it is."""
+    record = run.info.corpus
+    source = corpus if corpus is not None else record.source()
+    recorded = record.sha256 if corpus is None else None
+    try:
+        return load_corpus(source, run.text_config, vocab=run.vocab, unknown=policy, sha256=recorded)
+    except CorpusChanged as err:
+        where = record.path + (f" and {len(record.files) - 1} more file(s)" if record.files else "")
+        raise RunError(
+            f"cannot resume {run.path}: its text {where} has changed since the run began (its sha256 is "
+            "not the one run.json records), so the run cannot continue exactly. Resume on the original "
+            "text, or start a new run from this one on the changed text with `init`, which fine-tunes"
+        ) from err
+    except VocabError as err:
+        raise RunError(_unseen(run, source)) from err
+
+
+def _unknown_policy(run: ckpt.Run, given: str | None, own: bool) -> str:
+    """How `resume` reads characters outside the run's vocabulary. In its own text (`own`), as it
+    began: where run.json counts any, they were the rare ones `min_count` made the unknown symbol,
+    or those a run started with `init` replaced or skipped. In another text, as a run started with
+    `init` reads them; an error for any other run. A `given` other than the one it began with is
+    refused."""
     began = run.info.unknown
     if given is not None and given != began:
         why = "it was not started with `init`"
@@ -170,6 +184,8 @@ def _unknown_policy(run: ckpt.Run, given: str | None) -> str:
             why = f"it began with `unknown={began}`, which resuming keeps"
         message = f"`unknown={given}` cannot resume {run.path}: {why}; leave `unknown` out"
         raise ConfigError(message, "unknown")
+    if own and run.info.corpus.unknown:
+        return "skip" if began == "skip" else "replace"
     return "error" if began is None else reading_policy(began)
 
 

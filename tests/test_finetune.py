@@ -205,3 +205,56 @@ def test_a_fine_tune_that_skips_or_replaces_resumes_reading_its_text_the_same_wa
     )
     message = result.stderr.strip()
     assert result.exit_code == 2 and "\n" not in message and "--unknown" in message, message
+
+
+def test_runs_whose_text_had_characters_below_min_count_fine_tune_and_resume(
+    lamp_text: str, tmp_path: Path
+) -> None:
+    """--min-count maps a text's rare characters to the unknown symbol. A run so trained resumes on
+    its own text, and an extend fine-tune onto it maps the new text's rare characters so too (it
+    grows by the others), then resumes."""
+    lamp = tmp_path / "lamp.txt"
+    lamp.write_text(lamp_text[:20_000], encoding="utf-8")
+    small = ["--hidden", "16", "--embed", "8", "--layers", "1", "--batch-size", "4", "--bptt", "16"]
+    parent = tmp_path / "parent"
+    _run(["train", str(lamp), "--min-count", "3", *small, "--max-steps", "2", "--out", str(parent)])
+    assert json.loads((parent / "run.json").read_text())["corpus"]["unknown"] > 0
+    result = CliRunner().invoke(app, ["train", "--resume", str(parent), "--max-steps", "3"])
+    assert result.exit_code == 0 and "resumed at step 2" in result.output, result.output
+
+    text = tmp_path / "tr.txt"
+    text.write_text(TURKISH + "ǂ", encoding="utf-8")  # ǂ once: below the parent's --min-count 3
+    child = tmp_path / "child"
+    fine_tune = ["--init", str(parent), "--batch-size", "4", "--bptt", "16", "--eval-every", "2"]
+    _run(["train", str(text), *fine_tune, "--max-steps", "2", "--out", str(child)])
+    vocab = load_run(child).vocab.chars
+    assert "ş" in vocab and "ǂ" not in vocab and "\ufffd" in vocab
+    assert json.loads((child / "run.json").read_text())["corpus"]["unknown"] == 1
+    result = CliRunner().invoke(app, ["train", "--resume", str(child), "--max-steps", "4"])
+    assert result.exit_code == 0 and "resumed at step 2" in result.output, result.output
+
+
+@pytest.mark.parametrize("unknown", ["skip", "replace"])
+def test_a_skip_or_replace_fine_tune_from_before_the_policy_was_recorded_resumes(
+    lamp_text: str, tmp_path: Path, unknown: str
+) -> None:
+    """run.json's parent had no `unknown` before it was recorded; such a run read its text as it
+    began all the same, told apart by the count of ids it recorded where it matters (skip and
+    replace differ only where the vocabulary has the unknown symbol)."""
+    lamp = tmp_path / "lamp.txt"
+    lamp.write_text(lamp_text[:20_000], encoding="utf-8")
+    small = ["--hidden", "16", "--embed", "8", "--layers", "1", "--batch-size", "4", "--bptt", "16"]
+    parent = tmp_path / "parent"
+    _run(["train", str(lamp), "--min-count", "3", *small, "--max-steps", "2", "--out", str(parent)])
+    text = tmp_path / "tr.txt"
+    text.write_text(TURKISH, encoding="utf-8")
+    child = tmp_path / "child"
+    fine_tune = ["--init", str(parent), "--unknown", unknown, "--batch-size", "4", "--bptt", "16"]
+    _run(["train", str(text), *fine_tune, "--max-steps", "4", "--eval-every", "2", "--out", str(child)])
+    recorded = json.loads((child / "run.json").read_text())
+    del recorded["parent"]["unknown"]  # as a run written before it was recorded
+    (child / "run.json").write_text(json.dumps(recorded), encoding="utf-8")
+    result = CliRunner().invoke(app, ["train", "--resume", str(child), "--max-steps", "6"])
+    assert result.exit_code == 0 and "resumed at step 4" in result.output, result.output
+    corpus = recorded["corpus"]  # the same text as it trained on: replaced, or skipped
+    assert f"{corpus['train_tokens']:,} training and {corpus['val_tokens']:,} validation" in result.output
