@@ -138,6 +138,8 @@ def test_resuming_on_characters_the_run_never_saw_says_what_helps(lamp_text: str
         resume(run_dir, corpus=other, settings={"max_steps": 10})
     message = str(refused.value)
     assert "'☂' (U+2602), '☃' (U+2603)" in message and "`init`" in message, message
+    line = lamp_text[:2_000].count("\n") + 1  # the snowman's, as an error on one's own text names it
+    assert f"; the first is on line {line}: '" in message and "☃ under ☂'. A resumed run" in message, message
     assert "unknown=" not in message, message  # resume always reads with unknown="error"
     assert _files(run_dir) == before
 
