@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import platform
 import random
 from pathlib import Path
@@ -37,7 +38,7 @@ def resolve_device(name: str = "auto", gpu: int | None = None) -> torch.device:
     return torch.device(name)
 
 
-def resolve_precision(name: str, device: torch.device) -> torch.dtype | None:
+def resolve_precision(name: str, device: torch.device, recorded: bool = False) -> torch.dtype | None:
     """The dtype to autocast the network's arithmetic to, or None for plain fp32.
 
     `auto` picks bfloat16 on a CPU with AVX-512 BF16 or AMX, where oneDNN's bf16 kernels run
@@ -45,11 +46,23 @@ def resolve_precision(name: str, device: torch.device) -> torch.dtype | None:
     18% slower than fp32 and no better (docs/benchmarks.md, the GPU check); at chargen's batch
     sizes a GPU step seems bound by per-step overhead, which autocast's casts add to. Weights,
     optimiser moments and the loss stay fp32 either way.
+
+    `bf16` on a CPU that cannot compute it at all (below, cpu_computes_bf16) is refused, unless the
+    name is a run's `recorded` precision: a run trained in bf16 on one machine and read on such a
+    CPU computes in fp32 there, its weights being fp32 in any case.
     """
     if name == "fp32":
         return None
     if name == "bf16":
-        return torch.bfloat16
+        if device.type != "cpu" or cpu_computes_bf16():
+            return torch.bfloat16
+        if recorded:
+            return None
+        raise ConfigError(
+            "`precision='bf16'` needs a CPU that torch can compute an LSTM in bf16 on (oneDNN's bf16 "
+            "kernels need AVX-512), and this one cannot; use `precision='fp32'` or `precision='auto'`",
+            "precision",
+        )
     if device.type == "cpu":
         return torch.bfloat16 if cpu_has_native_bf16() else None
     return None
@@ -68,6 +81,20 @@ def cpu_has_native_bf16() -> bool:
     # torch exposes these checks only privately; without them, assume the chip has no bf16 units.
     checks = ("_is_avx512_bf16_supported", "_is_amx_tile_supported")
     return any(getattr(torch.cpu, check, lambda: False)() for check in checks)
+
+
+@functools.cache
+def cpu_computes_bf16() -> bool:
+    """Whether torch's LSTM runs under bf16 autocast on this CPU at all, native units or not: tried
+    once, on a one-unit LSTM. On a chip without AVX-512 (AMD EPYC with AVX2 only, say) oneDNN has no
+    bf16 LSTM kernel and torch raises "could not create a primitive descriptor" mid-forward."""
+    lstm = torch.nn.LSTM(1, 1)
+    try:
+        with torch.backends.mkldnn.flags(enabled=True), torch.no_grad(), autocast_to(torch.bfloat16, "cpu"):
+            lstm(torch.zeros(1, 1, 1))
+    except RuntimeError:
+        return False
+    return True
 
 
 def cpu_model() -> str:

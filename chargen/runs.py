@@ -45,7 +45,7 @@ def evaluate_run(
     torch_device = resolve_device(device)
     ids, n_unknown = text_ids(run, text_file, unknown, encoding, errors)
     # The precision the run validated in, so this figure matches the one it recorded.
-    autocast = resolve_precision(run.train_config.precision, torch_device)
+    autocast = resolve_precision(run.train_config.precision, torch_device, recorded=True)
     model = load_model_weights(run, torch_device)
     stats = evaluate_text(model, ids, end_id(run.vocab, run.text_config), torch_device, autocast)
     return replace(stats, unknown=n_unknown)
@@ -152,7 +152,7 @@ def evaluate_run_adapted(
     ids, n_unknown = text_ids(run, text_file, unknown, encoding, errors)
     if len(ids) < 2:  # refused before the gradient scale is measured, not after
         raise CorpusError(f"text {text_file} must have at least 2 characters to evaluate")
-    autocast = resolve_precision(run.train_config.precision, torch_device)
+    autocast = resolve_precision(run.train_config.precision, torch_device, recorded=True)
     model = load_model_weights(run, torch_device)
     scale, source = run_gradient_scale(run, model, config, torch_device, autocast, text_file is not None)
     # The static reading takes the segments as its windows: the arithmetic dynamic evaluation
@@ -201,7 +201,7 @@ def adapt_run_on(
             f"text {text_file} has {len(ids)} characters; adapting on it needs at least 20, "
             "so that its last tenth can show whether adapting helped"
         )
-    autocast = resolve_precision(run.train_config.precision, device)
+    autocast = resolve_precision(run.train_config.precision, device, recorded=True)
     scale, source = run_gradient_scale(run, model, config, device, autocast)
     cut = len(ids) - max(2, round(len(ids) * HELD_OUT))  # the held-out end: targets cut..N-1
     head, tail = ids[:cut], ids[cut - 1 :]  # tail starts with the input that predicts ids[cut]

@@ -219,7 +219,7 @@ def score_run(
     )
     torch_device = resolve_device(device)
     # The precision the run validated in, as `chargen eval` uses, so that the two agree.
-    autocast = resolve_precision(run.train_config.precision, torch_device)
+    autocast = resolve_precision(run.train_config.precision, torch_device, recorded=True)
     model = load_model_weights(run, torch_device)
     if config.items is not None:  # a list: item by item, as the run was trained
         corpus = load_corpus(text_file, config, vocab=run.vocab, unknown=unknown, cache=False, what="text")

@@ -154,3 +154,24 @@ def test_bad_input(
 def test_the_table_is_large() -> None:
     assert len(CASES) >= 25
     assert {c[0][0] for c in CASES} == {"train", "sample", "eval", "compare"}
+
+
+def test_bf16_asked_for_on_a_cpu_that_cannot_compute_it_is_one_line(
+    workspace: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """On an AVX2-only CPU torch's LSTM cannot run in bf16: `--precision bf16` is refused before
+    anything is written (it was a traceback from inside the first step, with the run half-made).
+    Where the CPU can compute bf16, the same command trains."""
+    from chargen.device import cpu_computes_bf16
+
+    monkeypatch.chdir(workspace)
+    before = sorted(p.relative_to(workspace) for p in workspace.rglob("*"))
+    args = ["train", "good.txt", *TINY, "--max-steps", "2", "--precision", "bf16", "--out", "bf16-run"]
+    result = runner.invoke(app, args)
+    if cpu_computes_bf16():
+        assert result.exit_code == 0, result.output
+        return
+    assert result.exit_code == 2 and "Traceback" not in result.output, result.output  # a bad setting
+    message = result.stderr.strip()
+    assert message.startswith("Error:") and "\n" not in message and "--precision fp32" in message, message
+    assert sorted(p.relative_to(workspace) for p in workspace.rglob("*")) == before

@@ -6,7 +6,8 @@ import torch
 
 from chargen.checkpoint import load_model_weights, load_run
 from chargen.config import ModelConfig
-from chargen.errors import CorpusError
+from chargen.device import cpu_computes_bf16, resolve_precision
+from chargen.errors import ConfigError, CorpusError
 from chargen.evaluate import LossStats, evaluate_ids, evaluate_windows
 from chargen.model import CharRNN
 from chargen.records import TrainSummary
@@ -51,6 +52,9 @@ def test_windowed_evaluation_resets_the_state_at_each_window(tiny_run: TrainSumm
         evaluate_windows(model, ids[:8], context=8)
 
 
+@pytest.mark.skipif(
+    not cpu_computes_bf16(), reason="this CPU cannot compute an LSTM in bf16 (oneDNN needs AVX-512)"
+)
 def test_bf16_evaluation_is_close_to_fp32(tiny_run: TrainSummary) -> None:
     run = load_run(tiny_run.run_dir)
     model = load_model_weights(run)
@@ -58,3 +62,23 @@ def test_bf16_evaluation_is_close_to_fp32(tiny_run: TrainSummary) -> None:
     fp32 = evaluate_ids(model, ids)
     bf16 = evaluate_ids(model, ids, autocast=torch.bfloat16)
     assert bf16.chars == fp32.chars and abs(bf16.loss - fp32.loss) < 0.01 * fp32.loss
+
+
+def test_bf16_is_refused_where_the_cpu_cannot_compute_it_and_a_runs_own_bf16_falls_back(
+    tiny_run: TrainSummary,
+) -> None:
+    """On a CPU without AVX-512 (an AVX2-only AMD EPYC, say) torch's LSTM raises mid-forward under
+    bf16 autocast. Asked for, bf16 is then a ConfigError naming `precision`; recorded by a run
+    trained on another machine, it computes in fp32, and the run's evaluation runs. Where the CPU
+    can compute bf16 (most of the team's machines), both give bf16."""
+    cpu = torch.device("cpu")
+    if cpu_computes_bf16():
+        assert resolve_precision("bf16", cpu) == torch.bfloat16
+    else:
+        with pytest.raises(ConfigError, match="`precision='fp32'`") as error:
+            resolve_precision("bf16", cpu)
+        assert error.value.field == "precision"
+    recorded = resolve_precision("bf16", cpu, recorded=True)
+    run = load_run(tiny_run.run_dir)
+    stats = evaluate_ids(load_model_weights(run), run.validation_ids(), autocast=recorded)
+    assert stats.chars > 0 and math.isfinite(stats.loss)

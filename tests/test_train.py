@@ -12,6 +12,7 @@ import torch.nn.functional as F
 
 from chargen import checkpoint as ckpt
 from chargen.config import ModelConfig, TrainConfig
+from chargen.device import cpu_computes_bf16
 from chargen.errors import ChargenError
 from chargen.model import CharRNN
 from chargen.records import TrainSummary
@@ -93,6 +94,9 @@ def test_a_non_finite_step_leaves_weights_optimiser_and_state_alone() -> None:
     assert all(torch.equal(a, b) for a, b in zip(kept, state, strict=True))
 
 
+@pytest.mark.skipif(
+    not cpu_computes_bf16(), reason="this CPU cannot compute an LSTM in bf16 (oneDNN needs AVX-512)"
+)
 def test_a_bf16_step_trains_fp32_weights_as_well_as_fp32_does() -> None:
     x, y = torch.randint(0, 10, (6, 3)), torch.randint(0, 10, (6, 3))
     finals = {}

@@ -183,7 +183,7 @@ def main(argv: list[str] | None = None) -> None:
             )
 
         cpu_model = load_model_weights(run, "cpu")
-        autocast = resolve_precision(run.train_config.precision, torch.device("cpu"))
+        autocast = resolve_precision(run.train_config.precision, torch.device("cpu"), recorded=True)
         on_cpu = evaluate_ids(cpu_model, run.validation_ids(), "cpu", autocast=autocast).loss
         gap = abs(on_cpu - summary.best.loss)
         figures["cpu_val_loss"], figures["gpu_val_loss"] = on_cpu, summary.best.loss

@@ -279,7 +279,7 @@ def run_server(
     limits = limits or Limits()
     run = load_run(run_dir)
     cpu = torch.device("cpu")  # the loop's tensors live on the CPU (docs/serve.md)
-    autocast = resolve_precision(run.train_config.precision, cpu)
+    autocast = resolve_precision(run.train_config.precision, cpu, recorded=True)
     engine = Engine(load_model_weights(run, cpu), run.vocab, run.text_config, limits, autocast)
     app = create_app(engine, describe(run).to_dict(), token, limits)
 
