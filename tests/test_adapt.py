@@ -131,7 +131,9 @@ def test_adapt_on_returns_an_adapted_copy_and_the_state_to_continue_from(
 ) -> None:
     trained = [p.detach().clone() for p in model.parameters()]
     passage = run.vocab.encode("The lamp at Pellow Point. ")
-    adapted, state = adapt_on(model, np.tile(passage, 30), AdaptConfig(lr=1e-3, decay=0.0, segment=32), scale)
+    # The default step size: ten times it (1e-3) overshoots on the tiny model as an AVX2-only EPYC
+    # trains it (3.59 nats a character against the static 3.29; the default gives 2.77).
+    adapted, state = adapt_on(model, np.tile(passage, 30), AdaptConfig(decay=0.0, segment=32), scale)
     assert all(torch.equal(p, q) for p, q in zip(model.parameters(), trained, strict=True))  # untouched
     assert any(not torch.equal(p, q) for p, q in zip(adapted.parameters(), trained, strict=True))
     assert not adapted.training and all(s.dtype == torch.float32 and s.grad_fn is None for s in state)
