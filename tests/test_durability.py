@@ -161,16 +161,21 @@ def _wait_for(path: Path, process: subprocess.Popen, seconds: float = 60) -> Non
         time.sleep(0.02)
 
 
-def test_sigint_saves_a_checkpoint_and_names_the_resume_command(lamp_text: str, tmp_path: Path) -> None:
+@pytest.mark.parametrize(("stop_signal", "exit_code"), [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
+def test_a_stop_signal_saves_a_checkpoint_and_names_the_resume_command(
+    stop_signal: signal.Signals, exit_code: int, lamp_text: str, tmp_path: Path
+) -> None:
+    """Ctrl-C (SIGINT) or SIGTERM: a clean stop, and the exit status the shell gives for that
+    signal, 128 + its number (SIGTERM's used to be 130, Ctrl-C's)."""
     corpus = tmp_path / "small.txt"
     corpus.write_text(lamp_text[:20_000], encoding="utf-8")
     run_dir = tmp_path / "run"
     process = _start_training(run_dir, corpus, "--max-steps", "100000", "--eval-every", "50")
     _wait_for(run_dir / ckpt.CHECKPOINT, process)
     time.sleep(1.0)
-    process.send_signal(signal.SIGINT)
+    process.send_signal(stop_signal)
     _, stderr = process.communicate(timeout=60)
-    assert process.returncode == 130, stderr
+    assert process.returncode == exit_code, stderr
     assert f"chargen train --resume {run_dir}" in stderr and "Traceback" not in stderr
     assert "Stopped: training stopped at step" in stderr and "Error" not in stderr  # asked for, no error
     step = json.loads(load_file_metadata(run_dir))["step"]

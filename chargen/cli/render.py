@@ -98,9 +98,9 @@ def user_errors(ctx: typer.Context, names: dict[str, str] | None = None) -> Iter
             label = "Stopped:" if isinstance(error, TrainingInterrupted) else "[bold red]Error:[/]"
             err.print(f"{label} {where}{message}", markup=True, soft_wrap=True)
         raise typer.Exit(error.exit_code) from None
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as interrupt:
         err.print("Interrupted.")
-        raise typer.Exit(130) from None
+        raise typer.Exit(interrupt.exit_code if isinstance(interrupt, QuitNow) else 130) from None
     except (MemoryError, RuntimeError) as error:
         # torch's allocators say so in a RuntimeError (OutOfMemoryError on a GPU); anything else
         # a RuntimeError means is a bug, and keeps its traceback.
@@ -238,17 +238,29 @@ def fan_out(*reporters: Reporter) -> Reporter:
     return report
 
 
+class QuitNow(KeyboardInterrupt):
+    """A second stop signal: quit at once, with that signal's exit status."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__()
+        self.exit_code = 128 + signum
+
+
 @contextmanager
 def stop_on_signals(announce: bool = True) -> Iterator[threading.Event]:
     """The first Ctrl-C or SIGTERM asks training to stop after its current step and save a
     checkpoint; a second one quits at once (every file is written atomically, so nothing tears).
-    Under torchrun, Ctrl-C reaches torchrun, which sends each process one SIGTERM; they stop
-    together after the same step."""
+    Either way the exit status is the shell's for that signal, 128 + its number: 130 for Ctrl-C
+    (SIGINT), 143 for SIGTERM. Under torchrun, Ctrl-C reaches torchrun, which passes the signal it
+    got on to each process (SIGINT: 130; a SIGTERM sent to torchrun reaches them as SIGTERM: 143);
+    they stop together after the same step."""
     stop = threading.Event()
+    asked: list[int] = []  # the signals received, in order
 
     def handler(signum: int, frame: object) -> None:
+        asked.append(signum)
         if stop.is_set():
-            raise KeyboardInterrupt
+            raise QuitNow(signum)
         stop.set()
         if announce:
             err.print("\nstopping after this step and saving a checkpoint (press Ctrl-C again to quit now)")
@@ -256,6 +268,10 @@ def stop_on_signals(announce: bool = True) -> Iterator[threading.Event]:
     previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
         yield stop
+    except TrainingInterrupted as error:
+        if asked:  # not so where another process asked for the stop (torchrun): 130, the default
+            error.exit_code = 128 + asked[0]
+        raise
     finally:
         for sig, old_handler in previous.items():
             signal.signal(sig, old_handler)
