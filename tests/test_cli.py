@@ -12,6 +12,7 @@ from typer.testing import CliRunner
 
 from chargen import checkpoint as ckpt
 from chargen.cli import app
+from chargen.records import TrainSummary
 
 runner = CliRunner()
 TINY = ["--hidden", "32", "--embed", "16", "--layers", "1", "--batch-size", "4", "--bptt", "16"]
@@ -356,6 +357,32 @@ def test_help_does_not_import_torch() -> None:
     )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert result.returncode == 0, result.stderr
+
+
+@pytest.mark.parametrize(
+    ("command", "read_first"),
+    [
+        (["sample", "--length", "200000", "--seed", "0"], 100),  # streamed: the reader goes mid-way
+        (["info"], 0),  # a rich table, to a reader gone before it is printed
+        (["score", "--json", "TEXT"], 0),
+    ],
+)
+def test_output_cut_short_by_its_reader_ends_quietly_as_cat_does(
+    command: list[str], read_first: int, tiny_run: TrainSummary
+) -> None:
+    """`chargen sample --length 200000 | head -c 100`: no traceback or other noise on stderr, and
+    exit status 141 (128 + SIGPIPE), what the shell reports for cat there; it used to be 1."""
+    text = tiny_run.run_dir.parent / "lamp-small.txt"
+    args = [str(text) if arg == "TEXT" else arg for arg in command]
+    run = ["--model", str(tiny_run.run_dir)] if command[0] != "info" else [str(tiny_run.run_dir)]
+    process = subprocess.Popen(
+        [sys.executable, "-m", "chargen", *args, *run], stdout=subprocess.PIPE, stderr=subprocess.PIPE
+    )
+    assert process.stdout is not None and process.stderr is not None
+    assert len(process.stdout.read(read_first)) == read_first
+    process.stdout.close()  # as head does once it has what it wants
+    stderr = process.stderr.read().decode()
+    assert process.wait(timeout=120) == 141 and stderr == "", stderr
 
 
 def test_a_bad_value_names_the_keyword_in_the_library_and_the_flag_on_the_command_line(

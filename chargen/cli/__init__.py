@@ -23,6 +23,7 @@ from chargen.cli.render import (
     TrainProgress,
     Units,
     err,
+    exit_quietly_when_the_reader_goes,
     fan_out,
     process_rank,
     stop_on_signals,
@@ -606,4 +607,5 @@ def corpora(ctx: typer.Context) -> None:
 def main() -> None:
     if sys.stdout.encoding and sys.stdout.encoding.lower().replace("-", "") != "utf8":
         sys.stdout.reconfigure(encoding="utf-8")  # type: ignore[union-attr]  # samples are any Unicode
-    app()
+    with exit_quietly_when_the_reader_goes():
+        app()

@@ -5,6 +5,8 @@ only code that imports typer, rich or tqdm.
 
 from __future__ import annotations
 
+import io
+import os
 import re
 import signal
 import sys
@@ -312,6 +314,56 @@ def stream_out(prefix: str, pieces: Iterator[str]) -> str:
     sys.stdout.write("\n")
     sys.stdout.flush()
     return text
+
+
+class ReaderGone(Exception):
+    """What reads stdout stopped reading (`chargen sample | head`). Raised for a BrokenPipeError on
+    stdout, which typer and rich would each end with exit status 1 on their own, so that the entry
+    point alone decides (exit_quietly_when_the_reader_goes)."""
+
+
+class _Stdout(io.TextIOWrapper):
+    """sys.stdout, raising ReaderGone where its pipe has been closed."""
+
+    def write(self, text: str) -> int:
+        try:
+            return super().write(text)
+        except BrokenPipeError:
+            raise ReaderGone from None
+
+    def flush(self) -> None:
+        try:
+            super().flush()
+        except BrokenPipeError:
+            raise ReaderGone from None
+
+
+@contextmanager
+def exit_quietly_when_the_reader_goes() -> Iterator[None]:
+    """Output cut short by its reader (`chargen sample --length 100000 | head`) ends as `cat` ends
+    there: nothing on stderr, and exit status 141, 128 + SIGPIPE, the shell's for a process that
+    SIGPIPE stopped. chargen keeps SIGPIPE ignored, as Python sets it, rather than dying of it: a
+    client that hangs up would otherwise take `chargen serve` down."""
+    out = sys.stdout
+    if isinstance(out, io.TextIOWrapper):
+        out.flush()
+        sys.stdout = _Stdout(
+            out.buffer,
+            encoding=out.encoding,
+            errors=out.errors,
+            line_buffering=out.line_buffering,
+            write_through=out.write_through,
+        )
+    try:
+        try:
+            yield
+        finally:
+            sys.stdout.flush()  # what is still buffered, while a closed pipe can still be told apart
+    except ReaderGone:
+        # What is left goes nowhere, rather than to a second BrokenPipeError when Python flushes
+        # stdout at exit (as the Python docs do it: the signal module's note on SIGPIPE).
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        sys.exit(141)
 
 
 def write_samples(prefix: str, texts: list[str]) -> None:
