@@ -18,7 +18,7 @@ from typing import Any
 from chargen.config import CELLS, ModelConfig, TrainConfig
 from chargen.corpus import Corpus
 from chargen.distributed import World
-from chargen.errors import ConfigError, RunError
+from chargen.errors import ConfigError, RunError, StoppedBeforeTraining
 from chargen.files import write_json
 from chargen.plot import plot_runs, require_matplotlib
 from chargen.records import TrainSummary
@@ -101,7 +101,10 @@ def compare(
 
     Every run gets `model_config` with its own cell, and `config` unchanged: the same seed, data
     order and limit (steps, time or epochs). A time limit counts training only, as in `train`, so
-    the budgets stay equal however long each cell's evaluations take.
+    the budgets stay equal however long each cell's evaluations take. Setting `stop` stops the cell
+    in training as `train` stops (TrainingInterrupted), or one still being set up before its run is
+    made (StoppedBeforeTraining, naming the finished cells, whose runs are kept whole); either way
+    compare.json is not written.
     """
     report = report or (lambda _: None)
     # Everything that can fail on bad input is checked before anything is written.
@@ -127,7 +130,12 @@ def compare(
     rows = []
     for index, (cell, cell_model) in enumerate(models.items(), start=1):
         report(CellStart(cell, index, len(models)))
-        summary = train(corpus, cell_model, config, out=out / cell, report=report, stop=stop)
+        try:
+            summary = train(corpus, cell_model, config, out=out / cell, report=report, stop=stop)
+        except StoppedBeforeTraining:
+            if not rows:
+                raise  # nothing was written
+            raise StoppedBeforeTraining(_stopped_before(cell, [row.cell for row in rows], out)) from None
         rows.append(CompareRow(cell, summary))
 
     write_json(
@@ -142,6 +150,15 @@ def compare(
     )
     figure = plot_runs([row.summary.run_dir for row in rows], out / COMPARE_PNG) if plot else None
     return Comparison(out, config.seed or 0, rows, figure)
+
+
+def _stopped_before(cell: str, finished: list[str], out: Path) -> str:
+    """What a stop asked for while `cell` was being set up leaves: the runs of the cells before it,
+    each whole, and no comparison of them."""
+    kept = f"run ({finished[0]}) is kept in {out / finished[0]}"
+    if len(finished) > 1:
+        kept = f"runs ({', '.join(finished)}) are kept in {out}/<cell>"
+    return f"stopped before training {cell} began; the finished {kept}; {COMPARE_JSON} was not written"
 
 
 def _default_out(runs_root: Path, corpus_name: str) -> Path:

@@ -73,10 +73,11 @@ class TrainingInterrupted(ChargenError):
 
 class StoppedBeforeTraining(TrainingInterrupted):
     """Stopped at the user's request (Ctrl-C during the set-up) before the run directory was made:
-    nothing was written, so there is nothing to resume."""
+    nothing of the run was written, so there is nothing to resume. The message says what was
+    written before it, where something was (compare's finished cells)."""
 
-    def __init__(self) -> None:
-        ChargenError.__init__(self, "stopped before training began; nothing was written")
+    def __init__(self, message: str = "stopped before training began; nothing was written") -> None:
+        ChargenError.__init__(self, message)
         self.step, self.run_dir = 0, None
 
 

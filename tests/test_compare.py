@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import sys
+import threading
 from pathlib import Path
 
 import pytest
@@ -13,7 +14,7 @@ from chargen import checkpoint as ckpt
 from chargen.cli import app
 from chargen.compare import COMPARE_JSON, COMPARE_PNG, CellStart, compare
 from chargen.config import ModelConfig, TrainConfig
-from chargen.errors import ConfigError
+from chargen.errors import ConfigError, StoppedBeforeTraining
 from chargen.reports import StartReport
 from tests.conftest import corpus_from_text
 
@@ -75,6 +76,44 @@ def test_compare_with_a_time_budget_gives_each_cell_the_same_one(lamp_text: str,
     ]
     assert kinds == [("CellStart", "rnn"), ("StartReport", None), ("CellStart", "gru"), ("StartReport", None)]
     assert not (tmp_path / "cmp" / COMPARE_PNG).exists()
+
+
+@pytest.mark.parametrize(
+    ("stop_at", "said"),
+    [
+        (1, "stopped before training began; nothing was written"),
+        (2, "stopped before training gru began; the finished run (rnn) is kept in {out}/rnn"),
+        (3, "stopped before training lstm began; the finished runs (rnn, gru) are kept in {out}/<cell>"),
+    ],
+)
+def test_a_stop_asked_for_while_a_cell_is_set_up_keeps_the_finished_cells_and_makes_no_other(
+    stop_at: int, said: str, lamp_text: str, tmp_path: Path
+) -> None:
+    """Ctrl-C while a later cell was set up said 'stopped before training began; nothing was
+    written', though the cells before it had their runs written; now it names what is kept. The
+    cell being set up is not made, and compare.json is not written."""
+    corpus = corpus_from_text(tmp_path, lamp_text[:20_000])
+    config = TrainConfig(batch_size=4, bptt=16, max_steps=4, eval_every=2, seed=0)
+    stop = threading.Event()
+
+    def stop_when_set_up(report: object) -> None:
+        if isinstance(report, CellStart) and report.index == stop_at:
+            stop.set()  # as the first Ctrl-C sets it, before this cell's run reaches its first step
+
+    out = tmp_path / "cmp"
+    model = ModelConfig(hidden=16, embed=8, layers=1)
+    with pytest.raises(StoppedBeforeTraining) as stopped:
+        compare(corpus, ["rnn", "gru", "lstm"], model, config, out, stop_when_set_up, plot=False, stop=stop)
+    if stop_at > 1:
+        said += "; compare.json was not written"
+    assert str(stopped.value) == said.format(out=out)
+    finished = ["rnn", "gru"][: stop_at - 1]  # the cells trained before the stop
+    if finished:  # each whole; the cell being set up not made, and no compare.json
+        assert sorted(path.name for path in out.iterdir()) == sorted(finished)
+    else:
+        assert not out.exists()
+    for cell in finished:
+        assert json.loads((out / cell / ckpt.SUMMARY).read_text())["steps"] == 4
 
 
 @pytest.mark.parametrize(
