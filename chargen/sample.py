@@ -146,9 +146,13 @@ def _generate(
     config: SampleConfig,
     device: torch.device | str,
     state: State | None = None,
-) -> Generator[torch.Tensor, None, None]:
-    """Yield a (num_samples,) tensor of new ids per step, `config.length` times; the context is
-    read from `state` (None: a zero state)."""
+    chunk: int = STREAM_CHUNK,
+) -> Generator[list[torch.Tensor], None, None]:
+    """Yield the new ids, a (num_samples,) tensor per step, `config.length` steps in all, in lists
+    of `chunk` steps (the last may be shorter); the context is read from `state` (None: a zero
+    state). A list at a time, because torch enters and leaves inference mode at every resumption
+    of a generator: one a step cost a tenth of a one-stream step (2x256 LSTM, AMD EPYC with AVX2,
+    4,514 against 4,990 steps/s)."""
     ids = torch.from_numpy(context.astype(np.int64)).to(device)
     seed = config.seed if config.seed is not None else random.SystemRandom().randrange(2**31)
     generator = torch.Generator(device=device).manual_seed(seed)
@@ -160,10 +164,14 @@ def _generate(
     stepper = make_stepper(model, expand_state(state, config.num_samples), stepping.kernel(settings))
     pick = Picker(config, generator, config.num_samples, logits.shape[-1])
     with stepping.applied(settings):
-        for _ in range(config.length):
-            step = pick(logits)  # (B,)
-            yield step
-            logits = stepper(step)  # (B, V)
+        steps: list[torch.Tensor] = []
+        for made in range(1, config.length + 1):
+            steps.append(pick(logits))  # (B,)
+            if made < config.length:  # the last step's logits would never be read
+                logits = stepper(steps[-1])  # (B, V)
+            if len(steps) == chunk or made == config.length:
+                yield steps
+                steps = []
 
 
 def sample_stream(
@@ -184,14 +192,10 @@ def sample_stream(
 
     def pieces() -> Iterator[str]:
         # Read back to Python STREAM_CHUNK characters at a time: one call instead of one per character.
-        pending: list[torch.Tensor] = []
-        for step in _generate(model, context, config, device, state):
-            pending.append(step[:1])
-            if len(pending) == STREAM_CHUNK:
-                ids, pending = torch.cat(pending).tolist(), []
-                if text := decoder.decode(ids):
-                    yield text
-        if text := decoder.decode(torch.cat(pending).tolist() if pending else [], final=True):
+        for steps in _generate(model, context, config, device, state):
+            if text := decoder.decode(torch.cat([step[:1] for step in steps]).tolist()):
+                yield text
+        if text := decoder.decode([], final=True):
             yield text
 
     return pieces() if config.stop is None else until_stop(pieces(), config.stop)
@@ -240,7 +244,8 @@ def sample_batch(
     state = after.state if after is not None else None
     if config.stop is not None:
         return _batch_until_stop(model, vocab, context, config, device, state)
-    steps = list(_generate(model, context, config, device, state))  # stays on the device until the end
+    chunks = _generate(model, context, config, device, state)
+    steps = [step for chunk in chunks for step in chunk]  # stays on the device until the end
     if not steps:
         return [""] * config.num_samples
     ids = torch.stack(steps, dim=1).cpu().numpy()  # (B, length)
@@ -274,15 +279,12 @@ def _batch_until_stop(
             if at >= 0:
                 texts[i], done[i] = texts[i][:at], True
 
-    steps, pending = _generate(model, context, config, device, state), []
-    for step in steps:
-        pending.append(step)
-        if len(pending) == STOP_CHECK:
-            read_back(pending, final=False)
-            pending = []
-            if all(done):
-                steps.close()
-                break
+    chunks = _generate(model, context, config, device, state, chunk=STOP_CHECK)
+    for pending in chunks:
+        read_back(pending, final=False)
+        if all(done):
+            chunks.close()
+            break
     else:
-        read_back(pending, final=True)
+        read_back([], final=True)
     return texts
