@@ -169,11 +169,9 @@ def test_bad_init_is_one_line_and_writes_nothing(
     assert not out.exists()
 
 
-@pytest.mark.parametrize("unknown", ["skip", "replace"])
-def test_a_fine_tune_that_skips_or_replaces_resumes_reading_its_text_the_same_way(
-    lamp_text: str, tmp_path: Path, unknown: str
-) -> None:
-    # A parent with the unknown symbol (--min-count), so that `replace` maps to it rather than dropping.
+def _fine_tune_on_a_min_count_parent(lamp_text: str, tmp_path: Path, unknown: str) -> Path:
+    """A fine-tune, four steps on Turkish with `unknown`, of a tiny parent that has the unknown
+    symbol (--min-count), so that `replace` maps to it rather than dropping. Returns the child."""
     lamp = tmp_path / "lamp.txt"
     lamp.write_text(lamp_text[:20_000], encoding="utf-8")
     small = ["--hidden", "16", "--embed", "8", "--layers", "1", "--batch-size", "4", "--bptt", "16"]
@@ -185,6 +183,14 @@ def test_a_fine_tune_that_skips_or_replaces_resumes_reading_its_text_the_same_wa
     child = tmp_path / "child"
     fine_tune = ["--init", str(parent), "--unknown", unknown, "--batch-size", "4", "--bptt", "16"]
     _run(["train", str(text), *fine_tune, "--max-steps", "4", "--eval-every", "2", "--out", str(child)])
+    return child
+
+
+@pytest.mark.parametrize("unknown", ["skip", "replace"])
+def test_a_fine_tune_that_skips_or_replaces_resumes_reading_its_text_the_same_way(
+    lamp_text: str, tmp_path: Path, unknown: str
+) -> None:
+    child = _fine_tune_on_a_min_count_parent(lamp_text, tmp_path, unknown)
     recorded = json.loads((child / "run.json").read_text())
     assert recorded["parent"]["unknown"] == unknown and recorded["corpus"]["unknown"] > 0
     info = CliRunner().invoke(app, ["info", str(child), "--json"])
@@ -241,16 +247,7 @@ def test_a_skip_or_replace_fine_tune_from_before_the_policy_was_recorded_resumes
     """run.json's parent had no `unknown` before it was recorded; such a run read its text as it
     began all the same, told apart by the count of ids it recorded where it matters (skip and
     replace differ only where the vocabulary has the unknown symbol)."""
-    lamp = tmp_path / "lamp.txt"
-    lamp.write_text(lamp_text[:20_000], encoding="utf-8")
-    small = ["--hidden", "16", "--embed", "8", "--layers", "1", "--batch-size", "4", "--bptt", "16"]
-    parent = tmp_path / "parent"
-    _run(["train", str(lamp), "--min-count", "3", *small, "--max-steps", "2", "--out", str(parent)])
-    text = tmp_path / "tr.txt"
-    text.write_text(TURKISH, encoding="utf-8")
-    child = tmp_path / "child"
-    fine_tune = ["--init", str(parent), "--unknown", unknown, "--batch-size", "4", "--bptt", "16"]
-    _run(["train", str(text), *fine_tune, "--max-steps", "4", "--eval-every", "2", "--out", str(child)])
+    child = _fine_tune_on_a_min_count_parent(lamp_text, tmp_path, unknown)
     recorded = json.loads((child / "run.json").read_text())
     del recorded["parent"]["unknown"]  # as a run written before it was recorded
     (child / "run.json").write_text(json.dumps(recorded), encoding="utf-8")
