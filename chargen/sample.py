@@ -151,7 +151,7 @@ def _generate(
     """Yield the new ids, a (num_samples,) tensor per step, `config.length` steps in all, in lists
     of `chunk` steps (the last may be shorter); the context is read from `state` (None: a zero
     state). A list at a time, because torch enters and leaves inference mode at every resumption
-    of a generator: one a step cost a tenth of a one-stream step (2x256 LSTM, AMD EPYC with AVX2,
+    of a generator: a resumption a step cost a tenth of a one-stream step (2x256 LSTM, AMD EPYC with AVX2,
     4,514 against 4,990 steps/s)."""
     ids = torch.from_numpy(context.astype(np.int64)).to(device)
     seed = config.seed if config.seed is not None else random.SystemRandom().randrange(2**31)
