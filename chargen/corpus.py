@@ -75,7 +75,7 @@ def _encode(paths: list[Path], config: TextConfig, vocab: Tokenizer, unknown: st
     # (END END); it goes, as a blank line does, since no item is empty.
     end = end_id(vocab, config)
     after_end = False  # whether the last id written was END (pieces are cut between items)
-    shown = f"{what} {paths[0]}" + (f" and {len(paths) - 1} more file(s)" if len(paths) > 1 else "")
+    shown = f"{what} {name_paths(paths)}"
     for piece in source_pieces(paths, config, what):
         try:
             ids, missing = vocab.encode_counting(piece, what=shown, unknown=unknown)
@@ -93,6 +93,11 @@ def _encode(paths: list[Path], config: TextConfig, vocab: Tokenizer, unknown: st
         else:
             sink.write(ids.tobytes())
     return n_unknown
+
+
+def name_paths(paths: list[Path]) -> str:
+    """How a message names the files a text was read from: the first, and how many more."""
+    return f"{paths[0]}" + (f" and {len(paths) - 1} more file(s)" if len(paths) > 1 else "")
 
 
 def first_unseen(paths: list[Path], config: TextConfig, vocab: Tokenizer, what: str = "corpus") -> str:

@@ -16,7 +16,7 @@ from typing import Any
 from chargen import checkpoint as ckpt
 from chargen.allocator import keep_freed_memory
 from chargen.config import ModelConfig, SampleConfig, TrainConfig, differing
-from chargen.corpus import Corpus, first_unseen, load_corpus, resolve_paths
+from chargen.corpus import Corpus, first_unseen, load_corpus, name_paths, resolve_paths
 from chargen.distributed import World, process_group, world_from_env
 from chargen.errors import ConfigError, CorpusChanged, RunError, StoppedBeforeTraining, VocabError
 from chargen.finetune import Start, reading_policy
@@ -194,12 +194,12 @@ def _unseen(run: ckpt.Run, source: Path | str | list[str]) -> str:
     (A resumed run keeps its vocabulary, and replaces or skips them only if it began so.)"""
     paths, _, _ = resolve_paths(source)
     unseen = {c for piece in source_pieces(paths, run.text_config) for c in run.vocab.unknown_chars(piece)}
-    shown = f"{paths[0]}" + (f" and {len(paths) - 1} more file(s)" if len(paths) > 1 else "")
     where = first_unseen(paths, run.text_config, run.vocab)  # "; the first is on line 4: '...'"
     return (
-        f"cannot resume {run.path} on {shown}: it has {len(unseen)} character(s) the run never saw: "
-        f"{describe_chars(sorted(unseen))}{where}. A resumed run keeps its vocabulary: remove them from "
-        "the text, or start a new run from this one with `init`, whose vocabulary grows to take them"
+        f"cannot resume {run.path} on {name_paths(paths)}: it has {len(unseen)} character(s) the run "
+        f"never saw: {describe_chars(sorted(unseen))}{where}. A resumed run keeps its vocabulary: remove "
+        "them from the text, or start a new run from this one with `init`, whose vocabulary grows to "
+        "take them"
     )
 
 
