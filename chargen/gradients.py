@@ -14,14 +14,15 @@ import torch.nn.functional as F
 from chargen.config import ModelConfig
 from chargen.errors import ConfigError
 from chargen.model import CharRNN
+from chargen.steppers import CellStepper
 
 
 def gradient_decay(model: CharRNN, ids: torch.Tensor) -> np.ndarray:
     """(T,) mean gradient norm with respect to the top layer's hidden state k = 1..T steps before
     the last prediction of the (T + 1, B) window `ids`.
 
-    The window runs one step at a time (model.step), keeping each step's state in the graph, so
-    one backward pass gives the gradient at every step.
+    The window runs one step at a time, a CellStepper made afresh from each step's state, keeping
+    each step's state in the graph, so one backward pass gives the gradient at every step.
     """
     steps = ids.shape[0] - 1
     was_training = model.training
@@ -29,7 +30,9 @@ def gradient_decay(model: CharRNN, ids: torch.Tensor) -> np.ndarray:
     state = model.init_state(ids.shape[1], ids.device)
     tops = []
     for t in range(steps):
-        _, state = model.step(ids[t], state)
+        stepper = CellStepper(model, state)
+        stepper(ids[t])
+        state = stepper.state()  # stacked: the next step reads it, so its gradient is the whole one
         top = state[0] if isinstance(state, tuple) else state  # (layers, B, H)
         top.retain_grad()  # keep this step's gradient for reading after backward
         tops.append(top)

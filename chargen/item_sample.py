@@ -17,8 +17,9 @@ from chargen import stepping
 from chargen.config import SampleConfig, TextConfig
 from chargen.errors import ConfigError, SampleError
 from chargen.items import END
-from chargen.model import CharRNN, State, expand_state, make_stepper
+from chargen.model import CharRNN, State, expand_state
 from chargen.sample import Picker
+from chargen.steppers import make_stepper
 from chargen.text import prepare
 from chargen.vocab import Tokenizer
 

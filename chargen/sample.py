@@ -18,7 +18,8 @@ import torch
 from chargen import stepping
 from chargen.config import SampleConfig, TextConfig
 from chargen.errors import CorpusError
-from chargen.model import CharRNN, State, expand_state, make_stepper
+from chargen.model import CharRNN, State, expand_state
+from chargen.steppers import make_stepper
 from chargen.text import prepare
 from chargen.vocab import Tokenizer
 

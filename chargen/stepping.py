@@ -3,10 +3,11 @@
 One character for a few streams is a few hundred microseconds of work, and whether it runs faster
 on one thread or on all of them, with oneDNN or without, depends on the chip: on one AMD EPYC of
 ours one thread without oneDNN was 3.6 times faster than the defaults, on an Intel Xeon two threads
-with oneDNN were 1.6 times faster than that. Which stepper does the work is chosen alike (an LSTM's
-GemmStepper or torch's cell functions, model.make_stepper). So the first generations with a model
-shape and batch size on a machine time each candidate for a fraction of a second and remember the
-fastest in chargen_home(); later ones read it back. Knows nothing about sampling or text.
+with oneDNN were 1.6 times faster than that. Which stepper does the work is chosen alike (for an
+LSTM, GemmStepper or NumpyStepper, else torch's cell functions: steppers.py). So the first
+generations with a model shape and batch size on a machine time each candidate for a fraction of a
+second and remember the fastest in chargen_home(); later ones read it back. Knows nothing about
+sampling or text.
 """
 
 from __future__ import annotations
@@ -15,17 +16,24 @@ import json
 import statistics
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from dataclasses import asdict, dataclass
+from functools import cache
 from pathlib import Path
+from typing import TYPE_CHECKING
 
+import numpy as np
 import torch
 
 from chargen.device import cpu_model
 from chargen.errors import StorageError
 from chargen.files import write_json
-from chargen.model import CharRNN, make_stepper
+from chargen.model import CharRNN
 from chargen.paths import chargen_home
+from chargen.steppers import make_stepper
+
+if TYPE_CHECKING:
+    from threadpoolctl import ThreadpoolController
 
 CACHE_NAME = "step-settings.json"
 ROUNDS = 5  # timed rounds per candidate, taken in turn so that a busy moment hurts all alike
@@ -42,14 +50,14 @@ MEASUREMENTS = 3
 
 @dataclass(frozen=True)
 class StepSettings:
-    threads: int  # torch's intra-op threads
-    onednn: bool  # whether torch may hand matrix products to oneDNN (mkldnn)
-    kernel: str  # the stepper: "gemm" (an LSTM's GemmStepper) or "cells" (CellStepper)
+    threads: int  # torch's intra-op threads, and for "numpy" its BLAS's too
+    onednn: bool  # whether torch may hand matrix products to oneDNN (mkldnn); off for "numpy"
+    kernel: str  # the stepper: "gemm" (GemmStepper), "numpy" (NumpyStepper) or "cells" (CellStepper)
 
 
 def candidates(model: CharRNN) -> list[StepSettings]:
-    """One thread or all of them, oneDNN on or off, and for an LSTM either stepper: each setting
-    the fastest on some machine we measured."""
+    """One thread or all of them, oneDNN on or off, and for an LSTM each of its steppers (NumPy's
+    where its BLAS's threads can be set): each setting the fastest on some machine we measured."""
     every = torch.get_num_threads()
     kernels = ["gemm", "cells"] if model.config.cell == "lstm" else ["cells"]
     options = [
@@ -57,7 +65,23 @@ def candidates(model: CharRNN) -> list[StepSettings]:
         for kernel in kernels
         for threads, onednn in ((1, False), (1, True), (every, True), (every, False))
     ]
+    if model.config.cell == "lstm" and _blas() is not None:
+        options += [StepSettings(1, False, "numpy"), StepSettings(every, False, "numpy")]
     return list(dict.fromkeys(options))  # one thread in all: half as many
+
+
+@cache
+def _blas() -> ThreadpoolController | None:
+    """What sets the threads of NumPy's BLAS (threadpoolctl, which finds OpenBLAS, MKL or BLIS in
+    whatever build of NumPy is loaded), or None where it is missing or finds none: then NumpyStepper
+    is not a candidate, because a BLAS on all cores, unasked, waits on a busy machine as torch's
+    threads do."""
+    try:
+        from threadpoolctl import ThreadpoolController
+    except ImportError:
+        return None
+    controller = ThreadpoolController()  # made after NumPy is imported (above), so that it sees its BLAS
+    return controller if controller.select(user_api="blas").lib_controllers else None
 
 
 def cache_key(model: CharRNN, batch_size: int) -> str:
@@ -81,13 +105,16 @@ def choose(model: CharRNN, batch_size: int, device: torch.device | str) -> StepS
     key = cache_key(model, batch_size)
     known = _read(path)
     entry = known.get(key, {})
+    options = candidates(model)
     try:
         settings = StepSettings(**entry["settings"])
+        if set(entry["steps_per_sec"]) != {label(s) for s in options}:
+            raise KeyError("measured over other candidates")  # by an older chargen, say: not all
         if int(entry.get("measurements", 0)) >= MEASUREMENTS:
             return settings
-        best_seen = {s: float(entry["steps_per_sec"][label(s)]) for s in candidates(model)}
+        best_seen = {s: float(entry["steps_per_sec"][label(s)]) for s in options}
     except (TypeError, KeyError, ValueError):
-        entry, best_seen = {}, {}  # none yet, or an entry of another shape: measure afresh
+        entry, best_seen = {}, {}  # none yet, an entry of another shape or candidates: measure afresh
     rates = measure(model, batch_size)
     rates = {s: max(rate, best_seen.get(s, 0.0)) for s, rate in rates.items()}
     best = max(rates, key=lambda s: rates[s] / (THREADS_MARGIN if s.threads > 1 else 1.0))
@@ -102,6 +129,8 @@ def choose(model: CharRNN, batch_size: int, device: torch.device | str) -> StepS
 
 def label(settings: StepSettings) -> str:
     """How the cache names a candidate's rate."""
+    if settings.kernel == "numpy":
+        return f"numpy, {settings.threads} threads"
     onednn = "on" if settings.onednn else "off"
     return f"{settings.kernel}, {settings.threads} threads, onednn {onednn}"
 
@@ -113,15 +142,22 @@ def kernel(settings: StepSettings | None) -> str:
 
 @contextmanager
 def applied(settings: StepSettings | None) -> Iterator[None]:
-    """Run the block with `settings`, then put torch's own back."""
+    """Run the block with `settings`, then put torch's own back (and NumPy's BLAS's threads)."""
     if settings is None:
         yield
         return
     threads, onednn = torch.get_num_threads(), torch.backends.mkldnn.enabled
     torch.set_num_threads(settings.threads)
     torch.backends.mkldnn.enabled = settings.onednn
+    blas = _blas() if settings.kernel == "numpy" else None
     try:
-        yield
+        with ExitStack() as stack:
+            if blas is not None:
+                stack.enter_context(blas.limit(limits=settings.threads, user_api="blas"))
+                # A diverged model's inf and NaN go on to the Picker, which cleans them; NumPy
+                # would warn at each step on the way.
+                stack.enter_context(np.errstate(all="ignore"))
+            yield
     finally:
         torch.set_num_threads(threads)
         torch.backends.mkldnn.enabled = onednn

@@ -1,7 +1,10 @@
+import itertools
+
 import torch
 
 from chargen.config import ModelConfig
-from chargen.model import CellStepper, CharRNN, Dropout, GemmStepper, detach_state, mask_state, thinned
+from chargen.model import CharRNN, Dropout, detach_state, mask_state, thinned
+from chargen.steppers import CellStepper, GemmStepper, NumpyStepper
 
 
 def _model(cell: str = "lstm", **kw) -> CharRNN:
@@ -62,7 +65,8 @@ def test_one_step_equals_the_fused_module() -> None:
         with torch.no_grad():
             _, state = model(x[:5])
             expected, expected_state = model(x[5:6], state)
-            stepped, stepped_state = model.step(x[5], state)
+            stepper = CellStepper(model, state)
+            stepped, stepped_state = stepper(x[5]), stepper.state()
         assert torch.allclose(stepped, expected[0], atol=1e-5)
         for a, b in zip(
             stepped_state if cell == "lstm" else [stepped_state],
@@ -87,8 +91,8 @@ def test_the_stepper_walks_a_sequence_as_the_fused_module_reads_it() -> None:
             assert torch.allclose(a, b, atol=1e-5), cell
 
 
-def test_the_gemm_stepper_walks_a_sequence_as_the_fused_module_reads_it() -> None:
-    for layers, streams in ((1, 1), (2, 3), (3, 2)):
+def test_the_gemm_and_numpy_steppers_walk_a_sequence_as_the_fused_module_reads_it() -> None:
+    for (layers, streams), kind in itertools.product(((1, 1), (2, 3), (3, 2)), (GemmStepper, NumpyStepper)):
         torch.manual_seed(layers)
         config = ModelConfig(vocab_size=20, embed=8, hidden=16, layers=layers, dropout=0.0)
         model = CharRNN(config).eval()
@@ -96,9 +100,9 @@ def test_the_gemm_stepper_walks_a_sequence_as_the_fused_module_reads_it() -> Non
         with torch.no_grad():
             _, start = model(x[:3])  # a state that is not zero
             expected, expected_state = model(x[3:], start)
-            stepper = GemmStepper(model, start)
+            stepper = kind(model, start)
             for t in range(6):
-                assert torch.allclose(stepper(x[3 + t]), expected[t], atol=1e-5), (layers, t)
+                assert torch.allclose(stepper(x[3 + t]), expected[t], atol=1e-5), (kind, layers, t)
             got = stepper.state()
             for a, b in zip(got, expected_state, strict=True):
                 assert torch.allclose(a, b, atol=1e-5), layers

@@ -39,10 +39,11 @@ from chargen.errors import ChargenError, CorpusError, ServerBusy
 from chargen.evaluate import LossStats
 from chargen.item_sample import Item, item_context
 from chargen.items import END, describe_mode, text_items
-from chargen.model import CellStepper, CharRNN
+from chargen.model import CharRNN
 from chargen.sample import Picker, _could_begin, encode_prefix, filter_logits, gumbel_noise
 from chargen.scoring import UnitScore, score_units, split_lines
 from chargen.serve.requests import GenerateRequest, Limits, ScoreRequest
+from chargen.steppers import CellStepper
 from chargen.vocab import Tokenizer
 
 MIN_ROWS = 4  # see above: fewer rows would change the arithmetic
