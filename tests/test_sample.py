@@ -11,7 +11,15 @@ from chargen.config import SampleConfig
 from chargen.device import resolve_device
 from chargen.errors import ConfigError, VocabError
 from chargen.records import TrainSummary
-from chargen.sample import STREAM_CHUNK, Picker, filter_logits, sample_batch, sample_stream, until_stop
+from chargen.sample import (
+    STREAM_CHUNK,
+    Picker,
+    filter_logits,
+    gumbel_noise,
+    sample_batch,
+    sample_stream,
+    until_stop,
+)
 
 runner = CliRunner()
 
@@ -85,6 +93,23 @@ def test_the_gumbel_picker_draws_from_the_tempered_softmax() -> None:
         assert torch.allclose(counts, expected, atol=0.012), (temperature, counts, expected)
     top_2 = Picker(SampleConfig(top_k=2, seed=0), torch.Generator().manual_seed(1), 20_000, 4)
     assert set(top_2(logits).tolist()) == {0, 1}
+
+
+def test_the_picker_picks_as_torchs_add_and_argmax_would_with_nan_and_inf_cleaned_first() -> None:
+    # On a CPU the plain picks are NumPy's add and argmax: they must be the very picks of torch's.
+    config = SampleConfig(temperature=0.8, seed=0)
+    picker = Picker(config, torch.Generator().manual_seed(3), 3, 50)
+    twin, logits_from = torch.Generator().manual_seed(3), torch.Generator().manual_seed(0)
+    for step in range(3 * Picker.CHUNK):
+        if step % Picker.CHUNK == 0:
+            noise = gumbel_noise(picker.shape, twin, config.temperature)
+        logits = torch.randn(3, 50, generator=logits_from) * 3
+        if step % 7 == 0:
+            logits[1, 5] = float("nan")  # a diverged model's
+        if step % 11 == 0:
+            logits[2, 9] = float("inf")
+        clean = torch.nan_to_num(logits, nan=0.0, posinf=1e4, neginf=-1e4)
+        assert torch.equal(picker(logits), (clean + noise[step % Picker.CHUNK]).argmax(dim=-1)), step
 
 
 def _cut(text: str, stop: str) -> str:
