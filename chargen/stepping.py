@@ -50,14 +50,14 @@ MEASUREMENTS = 3
 
 @dataclass(frozen=True)
 class StepSettings:
-    threads: int  # torch's intra-op threads, and for "numpy" its BLAS's too
+    threads: int  # torch's intra-op threads, and for "numpy" its BLAS's too (always 1 there)
     onednn: bool  # whether torch may hand matrix products to oneDNN (mkldnn); off for "numpy"
     kernel: str  # the stepper: "gemm" (GemmStepper), "numpy" (NumpyStepper) or "cells" (CellStepper)
 
 
 def candidates(model: CharRNN) -> list[StepSettings]:
-    """One thread or all of them, oneDNN on or off, and for an LSTM each of its steppers (NumPy's
-    where its BLAS's threads can be set): each setting the fastest on some machine we measured."""
+    """One thread or all of them, oneDNN on or off, and for an LSTM each of its steppers (NumPy's on
+    one thread, where its BLAS's threads can be set): each the fastest on some machine we measured."""
     every = torch.get_num_threads()
     kernels = ["gemm", "cells"] if model.config.cell == "lstm" else ["cells"]
     options = [
@@ -66,7 +66,11 @@ def candidates(model: CharRNN) -> list[StepSettings]:
         for threads, onednn in ((1, False), (1, True), (every, True), (every, False))
     ]
     if model.config.cell == "lstm" and _blas() is not None:
-        options += [StepSettings(1, False, "numpy"), StepSettings(every, False, "numpy")]
+        # On one BLAS thread only: NumPy's step is for a few streams, too little work to share, and
+        # OpenBLAS's idle threads spin for a while after each product. On the 2-core AMD EPYC with
+        # AVX2, two gave one stream 6,868 steps/s against one thread's 9,896, and their spinning
+        # made the torch candidates timed after them read up to half their speed.
+        options.append(StepSettings(1, False, "numpy"))
     return list(dict.fromkeys(options))  # one thread in all: half as many
 
 
@@ -74,8 +78,7 @@ def candidates(model: CharRNN) -> list[StepSettings]:
 def _blas() -> ThreadpoolController | None:
     """What sets the threads of NumPy's BLAS (threadpoolctl, which finds OpenBLAS, MKL or BLIS in
     whatever build of NumPy is loaded), or None where it is missing or finds none: then NumpyStepper
-    is not a candidate, because a BLAS on all cores, unasked, waits on a busy machine as torch's
-    threads do."""
+    is not a candidate, because a BLAS left on all cores spins and waits as torch's threads do."""
     try:
         from threadpoolctl import ThreadpoolController
     except ImportError:
