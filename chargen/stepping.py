@@ -157,9 +157,9 @@ def applied(settings: StepSettings | None) -> Iterator[None]:
         with ExitStack() as stack:
             if blas is not None:
                 stack.enter_context(blas.limit(limits=settings.threads, user_api="blas"))
-                # A diverged model's inf and NaN go on to the Picker, which cleans them; NumPy
-                # would warn at each step on the way.
-                stack.enter_context(np.errstate(all="ignore"))
+            # A diverged model's inf and NaN go on to the Picker, which cleans them; NumPy, which
+            # steps and picks on a CPU, would warn on the way.
+            stack.enter_context(np.errstate(all="ignore"))
             yield
     finally:
         torch.set_num_threads(threads)

@@ -2,6 +2,7 @@
 
 import dataclasses
 import json
+import warnings
 
 import pytest
 import torch
@@ -136,3 +137,21 @@ def test_every_stepper_gives_a_seed_the_same_sample_through_sample_batch() -> No
         assert len(samples) == len({s.kernel for s in options}) >= 2
         assert all(sample == samples[0] for sample in samples), streams
         assert all(len(text) == 80 for text in samples[0])
+
+
+def test_a_diverged_models_inf_and_nan_sample_quietly_with_every_stepper() -> None:
+    vocab = Vocab.from_text("abcdefghij \n")
+    model = _model(hidden=40)
+    with torch.no_grad():
+        model.head.bias[0], model.head.bias[1] = float("inf"), -float("inf")  # their sum is NaN
+    path = chargen_home() / stepping.CACHE_NAME
+    options = stepping.candidates(model)
+    rates = {stepping.label(s): 1.0 for s in options}
+    for settings in {s.kernel: s for s in options if s.threads == 1}.values():
+        entry = {"settings": dataclasses.asdict(settings), "steps_per_sec": rates, "measurements": 9}
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps({stepping.cache_key(model, 1): entry}))
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")  # NumPy's RuntimeWarning on the way would fail here
+            (text,) = sample_batch(model, vocab, SampleConfig(length=30, seed=2))
+        assert text == vocab.decode([0] * 30), settings.kernel  # inf is clamped, and then the top
