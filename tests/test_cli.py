@@ -121,24 +121,31 @@ METAVARS |= {"DURATION", "ENCODING", "MODE", "LIST", "ADDRESS", "TOKEN"}
 
 def test_every_value_has_a_placeholder_of_one_style() -> None:
     """Each argument and valued option names what to type in capitals from one short list: N for
-    a whole number, X for any other, a path by its kind; none is left to Typer's `<int>` or `[model]`."""
+    a whole number, X for any other, a path by its kind; none is left to Typer's `<int>`,
+    `<list[str]>` or `[model]`. An argument's row in --help is its placeholder, then its help."""
     import typer.main
 
     group = typer.main.get_command(app)
+    arguments: dict[str, list[tuple[str, str]]] = {}  # by command: placeholder, first word of help
     for name, command in group.commands.items():  # type: ignore[attr-defined]
         for param in command.params:
             if getattr(param, "is_flag", False):
                 continue
             assert param.metavar in METAVARS, (name, param.name, param.metavar)
+            if param.param_type_name == "argument":
+                arguments.setdefault(name, []).append((param.metavar, param.help.split()[0]))
             kind = param.type_descriptor.annotation
             if kind is int:
                 assert param.metavar == "N", (name, param.name)
             if kind is float:
                 assert param.metavar == "X", (name, param.name)
+    assert {"train", "compare", "plot", "eval", "score", "info"} <= set(arguments)
     for command, text in _helps().items():
-        assert not re.search(r"<(int|float|str)>", text), command
+        assert not re.search(r"<[A-Za-z][\w\[\], ]*>", text), command  # <int>, <path>, <list[str]>
         usage = next(line for line in text.splitlines() if "Usage:" in line)
         assert not re.search(r"[\[{][a-z_]+[\]}]", usage), usage  # [model], {text_file}
+        for placeholder, word in arguments.get(command, []):
+            assert re.search(rf"^│ [* ]\s+{placeholder} +{re.escape(word)} ", text, flags=re.M), text
 
 
 MIXED = (

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Annotated, Any, TypeVar
 
 import typer
-from typer.core import TyperCommand
+from typer.core import TyperArgument, TyperCommand
 
 from chargen.cli.render import OneLineErrors
 from chargen.config import AdaptConfig, ModelConfig, TextConfig, TrainConfig
@@ -25,22 +25,31 @@ from chargen.errors import ConfigError
 T = TypeVar("T")
 
 
-class _FlagsWithoutValues:
-    """Typer's help gives every option a column for its value, `<bool>` for a flag, which reads as
-    if the flag took one (`--json <bool>`): a flag's column is left empty, --help's included."""
+class _PlaceholdersOnly:
+    """Typer's help gives every value a column for its type, where an option shows its placeholder:
+    `<bool>` for a flag reads as if the flag took a value (`--json <bool>`), and `<path>` or
+    `<list[str]>` for an argument repeats in Typer's words what the argument's name, its placeholder
+    (RUN_DIR, CORPUS), already says. Both columns are left empty, --help's included; the usage line
+    shows an argument that may be repeated (`[CORPUS]...`)."""
 
     def format_help(self, ctx: typer.Context, formatter: Any) -> None:
         for param in self.get_params(ctx):  # type: ignore[attr-defined]
             if getattr(param, "is_flag", False) and param.metavar is None:
                 param.metavar = ""
+            elif isinstance(param, TyperArgument):
+                param.display_type_rich = _no_type  # type: ignore[method-assign]
         super().format_help(ctx, formatter)  # type: ignore[misc]
 
 
-class Command(_FlagsWithoutValues, TyperCommand):
+def _no_type(ctx: typer.Context) -> None:
+    return None
+
+
+class Command(_PlaceholdersOnly, TyperCommand):
     """A chargen command: `@app.command(cls=Command)`."""
 
 
-class Group(_FlagsWithoutValues, OneLineErrors):
+class Group(_PlaceholdersOnly, OneLineErrors):
     """The chargen command itself: one-line usage errors, and flags shown as flags."""
 
 
