@@ -169,6 +169,29 @@ def test_bad_init_is_one_line_and_writes_nothing(
     assert not out.exists()
 
 
+def test_a_switch_turned_off_that_differs_is_named_as_typed(lamp_text: str, tmp_path: Path) -> None:
+    """A parent that lowercases, and --no-lowercase given to a fine-tune or a resume of it: the
+    message names --no-lowercase, the flag typed, not `--lowercase False`."""
+    lamp = tmp_path / "lamp.txt"
+    lamp.write_text(lamp_text[:20_000], encoding="utf-8")
+    small = ["--hidden", "16", "--embed", "8", "--layers", "1", "--batch-size", "4", "--bptt", "16"]
+    parent = tmp_path / "parent"
+    _run(["train", str(lamp), "--lowercase", *small, "--max-steps", "2", "--out", str(parent)])
+    child = tmp_path / "child"
+    for args, phrase in (
+        (
+            [str(lamp), "--init", str(parent), "--out", str(child)],
+            "differ: --no-lowercase (the parent has it on)",
+        ),
+        (["--resume", str(parent), "--max-steps", "3"], "differ: --no-lowercase (the run has it on)"),
+    ):
+        result = CliRunner().invoke(app, ["train", *args, "--no-lowercase"])
+        message = result.stderr.strip()
+        assert result.exit_code == 2 and "\n" not in message and phrase in message, message
+        assert "False" not in message
+    assert not child.exists()
+
+
 def _fine_tune_on_a_min_count_parent(lamp_text: str, tmp_path: Path, unknown: str) -> Path:
     """A fine-tune, four steps on Turkish with `unknown`, of a tiny parent that has the unknown
     symbol (--min-count), so that `replace` maps to it rather than dropping. Returns the child."""

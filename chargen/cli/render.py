@@ -126,20 +126,30 @@ def user_errors(ctx: typer.Context, names: dict[str, str] | None = None) -> Iter
 def in_flags(ctx: typer.Context, error: ChargenError, names: dict[str, str] | None = None) -> str:
     """The library's message as the command line says it: each setting it names (`max_time`,
     `encoding='utf-16'`) as this command's flag (--max-time, --encoding utf-16), or as `names` says
-    it where the value came in by another flag (`prefix` read with --prefix-file). A name the
+    it where the value came in by another flag (`prefix` read with --prefix-file). A switch with
+    an off form is named as the user types it: `lowercase=False` as --no-lowercase. A name the
     command has no option for stays as it is."""
     if isinstance(error, TrainingInterrupted) and error.run_dir is not None:
         return (
             f"training stopped at step {error.step} and a checkpoint is saved; "
             f"resume with: chargen train --resume {error.run_dir}"
         )
-    flags = {p.name: p.opts[0] for p in ctx.command.params if p.param_type_name == "option" and p.name}
+    options = [p for p in ctx.command.params if p.param_type_name == "option" and p.name]
+    flags = {p.name: p.opts[0] for p in options}
+    switches = {
+        (p.name, str(on)): typed[0]
+        for p in options
+        if getattr(p, "is_flag", False) and p.secondary_opts and p.name not in (names or {})
+        for on, typed in ((True, p.opts), (False, p.secondary_opts))
+    }
     flags.update(names or {})
 
     def flag(match: re.Match[str]) -> str:
         name, value = match[1], match[2]
         if name not in flags:
             return match[0]
+        if (name, value) in switches:
+            return switches[name, value]
         return flags[name] if value is None else flags[name] + " " + value.strip("'")
 
     return NAMED_SETTING.sub(flag, str(error))
