@@ -115,3 +115,38 @@ def test_info_shows_a_list_separator_escaped_and_quoted(tmp_path: Path) -> None:
     assert all(line[0] in "┌│└ /" for line in result.stdout.splitlines()), result.stdout
     facts = json.loads(runner.invoke(app, ["info", str(run), "--json"]).stdout)
     assert facts["text"]["items"] == "\n[b]\n"  # JSON gives it exactly
+
+
+def test_paths_and_names_with_brackets_print_exactly(
+    lamp_text: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A run directory and a corpus file named with brackets, which rich would read as markup (a
+    style to apply, or a closing tag with nothing open to fail on): every command prints them as
+    they are."""
+    monkeypatch.chdir(tmp_path)
+    Path("notes[red].txt").write_text(lamp_text[:20_000], encoding="utf-8")
+    run, wide = "a[b]/r[/x]", {"COLUMNS": "300"}  # wide: a table's long path on one line
+    trained = runner.invoke(app, ["train", "notes[red].txt", *TINY, "--max-steps", "2", "--out", run])
+    assert trained.exit_code == 0, trained.output
+    assert f"run {run} |" in trained.stderr and f"│ {run} " in trained.stderr, trained.stderr
+    assert f"next: chargen sample --model {run} --prefix" in trained.stderr, trained.stderr
+
+    info = runner.invoke(app, ["info", run], env=wide)
+    assert info.exit_code == 0, info.output
+    assert info.stdout.splitlines()[0].strip() == run, info.stdout
+    assert "│ notes[red] (" in info.stdout and str(tmp_path / "notes[red].txt") in info.stdout, info.stdout
+
+    child = "c[i]"
+    fine_tune = ["train", "notes[red].txt", "--init", run, "--max-steps", "2", "--out", child]
+    assert runner.invoke(app, fine_tune).exit_code == 0
+    info = runner.invoke(app, ["info", child], env=wide)
+    assert f"│ started from    │ {(tmp_path / run).resolve()} (" in info.stdout, info.stdout
+
+    evaluated = runner.invoke(app, ["eval", "--model", run, "notes[red].txt"], env=wide)
+    assert evaluated.exit_code == 0 and f"{run} on notes[red].txt" in evaluated.stdout, evaluated.output
+    measured = runner.invoke(app, ["gradients", run, "--steps", "3"], env=wide)
+    assert measured.exit_code == 0 and f"{run} (lstm)" in measured.stdout, measured.output
+    compare = ["compare", "notes[red].txt", "--cells", "gru", *TINY, "--max-steps", "2", "--no-plot"]
+    compared = runner.invoke(app, [*compare, "--out", "k[b]"], env=wide)
+    assert compared.exit_code == 0 and "k[b] (seed" in compared.stdout, compared.output
+    assert "wrote k[b]/compare.json; each run is in k[b]/<cell>" in compared.stderr, compared.stderr

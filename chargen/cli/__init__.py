@@ -25,6 +25,7 @@ from chargen.cli.render import (
     err,
     exit_quietly_when_the_reader_goes,
     fan_out,
+    literal,
     process_rank,
     stop_on_signals,
     stream_out,
@@ -586,7 +587,7 @@ def serve(
             ) from None
 
         def started(url: str) -> None:
-            err.print(f"serving {model} at {url} (Ctrl-C stops)", soft_wrap=True)
+            err.print(f"serving {literal(model)} at {literal(url)} (Ctrl-C stops)", soft_wrap=True)
 
         run_server(str(model), host, port, token, insecure_no_token, limits, started)
 

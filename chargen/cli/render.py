@@ -33,6 +33,12 @@ if TYPE_CHECKING:
 err = Console(stderr=True, highlight=False)
 
 
+def literal(value: object) -> str:
+    """`value` (a path, a file's or corpus's name) as rich markup that prints it exactly: brackets
+    in it (`runs/a[b]`, `notes[red].txt`) are text, not a style to apply or a tag to fail on."""
+    return escape(str(value))
+
+
 @dataclass(frozen=True)
 class Units:
     """The names of a run's figures, from what they are per: its tokenizer's `symbol` (vocab.py).
@@ -174,7 +180,7 @@ class TrainProgress:
                 resumed = f" | resumed at step {report.resumed_at}, limits now: {report.limits}"
             processes = f" | {report.processes} processes" if report.processes > 1 else ""
             err.print(
-                f"run [bold]{report.run_dir}[/]{resumed} | {report.model} | "
+                f"run [bold]{literal(report.run_dir)}[/]{resumed} | {report.model} | "
                 f"{report.parameters:,} parameters | vocabulary "
                 f"{report.vocab_size} | {report.train_chars:,} training and {report.val_chars:,} "
                 f"validation {self.units.symbol}s | {report.device}{processes} | seed {report.seed}"

@@ -13,10 +13,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from rich.console import Console
-from rich.markup import escape
 from rich.table import Table
 
-from chargen.cli.render import Units, err
+from chargen.cli.render import Units, err, literal
 from chargen.items import describe_mode
 
 if TYPE_CHECKING:
@@ -32,7 +31,7 @@ if TYPE_CHECKING:
 
 def print_summary(summary: TrainSummary, units: Units) -> None:
     table = Table(title="training finished", show_header=False, title_justify="left")
-    table.add_row("run", str(summary.run_dir))
+    table.add_row("run", literal(summary.run_dir))
     table.add_row(
         "best validation",
         f"{summary.best.bpc:.4f} {units.bits}, {summary.best.loss:.4f} nats/{units.short}, "
@@ -49,9 +48,9 @@ def print_summary(summary: TrainSummary, units: Units) -> None:
     table.add_row("parameters", f"{summary.parameters:,}")
     err.print(table)
     if summary.best.items:  # a list
-        err.print(f"next: chargen sample --model {summary.run_dir} --items 20 --new")
+        err.print(f"next: chargen sample --model {literal(summary.run_dir)} --items 20 --new")
     else:
-        err.print(f'next: chargen sample --model {summary.run_dir} --prefix "..."')
+        err.print(f'next: chargen sample --model {literal(summary.run_dir)} --prefix "..."')
 
 
 def print_comparison(comparison: Comparison, units: Units) -> None:
@@ -63,7 +62,7 @@ def print_comparison(comparison: Comparison, units: Units) -> None:
         f"best validation {units.bits}",
         "clipped",
         "steps",
-        title=f"{comparison.out} (seed {comparison.seed})",
+        title=f"{literal(comparison.out)} (seed {comparison.seed})",
         title_justify="left",
     )
     for row in comparison.rows:
@@ -77,8 +76,8 @@ def print_comparison(comparison: Comparison, units: Units) -> None:
             f"{s.steps:,}",
         )
     Console().print(table)
-    written = [str(comparison.out / "compare.json"), *([str(comparison.plot)] if comparison.plot else [])]
-    err.print(f"wrote {' and '.join(written)}; each run is in {comparison.out}/<cell>")
+    written = [comparison.out / "compare.json", *([comparison.plot] if comparison.plot else [])]
+    err.print(f"wrote {' and '.join(map(literal, written))}; each run is in {literal(comparison.out)}/<cell>")
 
 
 def print_run_info(model: Path, facts: RunDescription) -> None:
@@ -86,7 +85,7 @@ def print_run_info(model: Path, facts: RunDescription) -> None:
     out = Console()
     m, corpus, summary, plan = facts.info.model, facts.info.corpus, facts.summary, facts.info.plan
     units = Units(facts.vocab.symbol)
-    table = Table(show_header=False, title=str(model), title_justify="left")
+    table = Table(show_header=False, title=literal(model), title_justify="left")
     table.add_row(
         "model",
         f"{m.layers}x{m.hidden} {m.cell}, embedding {m.embed}, "
@@ -101,26 +100,25 @@ def print_run_info(model: Path, facts: RunDescription) -> None:
         )
     vocab = facts.vocab
     shown = "".join(getattr(vocab, "chars", None) or [])
-    table.add_row("vocabulary", f"{len(vocab)} {vocab.kind}" + (f": {shown!r}" if shown else ""))
+    table.add_row("vocabulary", f"{len(vocab)} {vocab.kind}" + (f": {literal(repr(shown))}" if shown else ""))
     # The list's mode as messages say it: a separator quoted, its line breaks and other control
     # characters escaped (\n), so that it cannot break the table or be read as markup ([b]).
     items = facts.info.text.items
     text = {**facts.info.text.to_dict(), "items": items and describe_mode(items)}
-    table.add_row("text", escape(", ".join(f"{k} {v}" for k, v in text.items() if v not in (None, False))))
-    table.add_row(
-        "corpus", f"{corpus.name} ({corpus.tokens:,} symbols, {corpus.unknown:,} unknown) {corpus.path}"
-    )
+    table.add_row("text", literal(", ".join(f"{k} {v}" for k, v in text.items() if v not in (None, False))))
+    counts = f"{corpus.tokens:,} symbols, {corpus.unknown:,} unknown"
+    table.add_row("corpus", f"{literal(corpus.name)} ({counts}) {literal(corpus.path)}")
     if corpus.items:
         table.add_row(
             "items",
-            f"{corpus.items:,} ({escape(text['items'])}), {corpus.held_out_items:,} held out at random "
+            f"{corpus.items:,} ({literal(text['items'])}), {corpus.held_out_items:,} held out at random "
             f"(seed {corpus.split_seed})",
         )
     parent = facts.info.parent
     if parent:
         table.add_row(
             "started from",
-            f"{parent['path']} ({parent['weights']}, sha256 {parent['weights_sha256'][:16]}...; "
+            f"{literal(parent['path'])} ({parent['weights']}, sha256 {parent['weights_sha256'][:16]}...; "
             f"unknown {facts.info.unknown})",
         )
     t = facts.info.train
@@ -137,14 +135,14 @@ def print_run_info(model: Path, facts: RunDescription) -> None:
             f"(step {summary.best_step}); {summary.chars_per_sec:,.0f} {units.symbol}s/s",
         )
     for name, size in facts.files.items():
-        table.add_row("file", f"{name}  {size:,} bytes")
+        table.add_row("file", f"{literal(name)}  {size:,} bytes")
     for problem in facts.problems:
-        table.add_row("[bold red]problem[/]", escape(problem))
+        table.add_row("[bold red]problem[/]", literal(problem))
     out.print(table)
 
 
 def print_eval(label: str, stats: LossStats, unknown: str, units: Units) -> None:
-    table = Table(show_header=False, title=label)
+    table = Table(show_header=False, title=literal(label))
     if stats.items:
         table.add_row("items", f"{stats.items:,}")
         table.add_row(f"{units.symbol}s", f"{stats.chars:,} (each item's end counted as one)")
@@ -165,7 +163,7 @@ def print_eval(label: str, stats: LossStats, unknown: str, units: Units) -> None
 def print_adapted_eval(label: str, result: AdaptedEvaluation, unknown: str, units: Units) -> None:
     """eval --adapt: the static and the adapted figures side by side, with the time each took."""
     static, adapted, config = result.static, result.adapted, result.config
-    table = Table("", "static", "adapted", title=label)
+    table = Table("", "static", "adapted", title=literal(label))
     table.add_row(f"loss (nats/{units.short})", f"{static.loss:.4f}", f"{adapted.loss:.4f}")
     table.add_row("perplexity", f"{static.perplexity:.3f}", f"{adapted.perplexity:.3f}")
     table.add_row(f"bits per {units.symbol}", f"{static.bpc:.4f}", f"{adapted.bpc:.4f}")
@@ -245,7 +243,7 @@ def print_novelty(shares: list[float], n: int, units: Units) -> None:
 
 def print_gradients(label: str, norms: Any) -> None:
     """The gradient norm k steps back, and how many orders of magnitude it fell since k = 1."""
-    table = Table("k steps back", "gradient norm", "orders of magnitude below k = 1", title=label)
+    table = Table("k steps back", "gradient norm", "orders of magnitude below k = 1", title=literal(label))
     for k in (1, 2, 3, 5, 10, 20, 30, 40, 50, 75, 100, 150, 200):
         if k <= len(norms):
             fall = math.log10(norms[0] / norms[k - 1]) if norms[k - 1] > 0 else math.inf
@@ -266,4 +264,4 @@ def print_corpora(entries: Iterable[Entry], find: Callable[[Entry], Found]) -> N
             refusals.append(f"{entry.name} cannot be loaded: {found.refusal}")
     Console().print(table)
     for refusal in refusals:
-        err.print(escape(refusal), soft_wrap=True)
+        err.print(literal(refusal), soft_wrap=True)
