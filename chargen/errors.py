@@ -72,9 +72,9 @@ class TrainingInterrupted(ChargenError):
 
 
 class StoppedBeforeTraining(TrainingInterrupted):
-    """Stopped at the user's request (Ctrl-C during the set-up) before the run directory was made:
-    nothing of the run was written, so there is nothing to resume. The message says what was
-    written before it, where something was (compare's finished cells)."""
+    """Stopped at the user's request (Ctrl-C during the set-up) before training began: nothing of
+    the run was written (a new run's directory is not made), so there is nothing new to resume.
+    The message says what was written before it, where something was (compare's finished cells)."""
 
     def __init__(self, message: str = "stopped before training began; nothing was written") -> None:
         ChargenError.__init__(self, message)

@@ -13,6 +13,14 @@ from chargen.evaluate import LossStats
 
 
 @dataclass
+class ReadyReport:
+    """The run is set up (its settings decided, its model made) and nothing of it is written yet:
+    a stop asked for from here ends it after a step, with a checkpoint (TrainingInterrupted); one
+    asked for before, by one process, here, with nothing written (StoppedBeforeTraining; see
+    training._set_up_over)."""
+
+
+@dataclass
 class StartReport:
     run_dir: Path
     device: str
@@ -52,5 +60,5 @@ class EvalReport:
     sample: str  # a short continuation of a fixed prefix
 
 
-Report = StartReport | StepReport | EvalReport
+Report = ReadyReport | StartReport | StepReport | EvalReport
 Reporter = Callable[[Report], None]

@@ -26,7 +26,7 @@ from chargen.loop import build_loop
 from chargen.model import CharRNN
 from chargen.recorder import Preview
 from chargen.records import CorpusRecord, RunInfo, TrainSummary
-from chargen.reports import Reporter, StartReport
+from chargen.reports import ReadyReport, Reporter, StartReport
 from chargen.sample import sample_batch
 from chargen.settings import Layout, RunSettings, choose_device, prepare, seed_own_dropout, with_batch
 from chargen.vocab import describe_chars
@@ -54,7 +54,8 @@ def train(
     optimiser and schedule at the fine-tuning learning rate; `corpus` and `model_config` are then
     the start's own.
     Setting `stop` makes training save a checkpoint after the current step and raise
-    TrainingInterrupted; `resume` continues from there exactly. Started by torchrun, the
+    TrainingInterrupted; `resume` continues from there exactly. Set before the set-up is over, it
+    ends the run there, with nothing written (see _set_up_over). Started by torchrun, the
     processes train together: `config.batch_size` is the global batch, shared out between them.
     """
     keep_freed_memory()  # a fifth of a CPU step's time otherwise goes to fresh pages (allocator.py)
@@ -68,13 +69,12 @@ def train(
             model.load_state_dict(start.weights)
         world.share_weights(model)
         seed_own_dropout(settings)  # the same initial weights everywhere, but each its own dropout masks
-        if world.size == 1 and stop is not None and stop.is_set():  # Ctrl-C during the set-up
-            raise StoppedBeforeTraining()
+        report = _main_only(report, world)
+        _set_up_over(world, stop, report)
         run_dir = world.from_main(ckpt.new_run_dir(out, corpus.name, runs_root) if world.is_main else None)
         if world.is_main:
             info = _run_info(corpus, settings, layout, start.parent.to_dict() if start else None)
             ckpt.write_new_run(run_dir, info, corpus.vocab, layout.val_ids)
-        report = _main_only(report, world)
         loop = build_loop(settings, model, layout, run_dir, report, _preview(corpus, settings), stop)
         loop.save()  # resumable from the first moment
         report(_start_report(settings, model, layout, run_dir, corpus.vocab.symbol, resumed_at=0))
@@ -123,6 +123,7 @@ def resume(
         loop = build_loop(decided, model, layout, run.path, report, _preview(data, decided), stop)
         loop.restore(checkpoint)
         loop.refuse_a_finished_run()  # before the start is reported: a refusal is its one line
+        _set_up_over(world, stop, report)
         report(_start_report(decided, model, layout, run.path, run.vocab.symbol, resumed_at=loop.at.step))
         return loop.run()
 
@@ -201,6 +202,16 @@ def _unseen(run: ckpt.Run, source: Path | str | list[str]) -> str:
         "them from the text, or start a new run from this one with `init`, whose vocabulary grows to "
         "take them"
     )
+
+
+def _set_up_over(world: World, stop: threading.Event | None, report: Reporter) -> None:
+    """The end of a run's set-up, before anything of it is written: StoppedBeforeTraining where a
+    stop was asked for during it (Ctrl-C while `size='auto'` times the machine, say), else a
+    ReadyReport, after which a stop is the loop's to make, after a step, with a checkpoint. With
+    several processes the loop makes it even so, as they must all stop at the same step."""
+    if world.size == 1 and stop is not None and stop.is_set():
+        raise StoppedBeforeTraining()
+    report(ReadyReport())
 
 
 def _main_only(report: Reporter | None, world: World) -> Reporter:

@@ -283,3 +283,42 @@ def test_a_stop_asked_for_during_the_set_up_writes_nothing(lamp_text: str, tmp_p
     with pytest.raises(StoppedBeforeTraining):
         train(corpus, TINY_MODEL, TINY_TRAIN, out=tmp_path / "run", runs_root=tmp_path / "runs", stop=stop)
     assert not (tmp_path / "run").exists() and not (tmp_path / "runs").exists()
+
+
+def _catches_sigterm(process: subprocess.Popen) -> bool:
+    """Whether the process has its own SIGTERM handler: chargen's stop_on_signals installs one."""
+    status = Path(f"/proc/{process.pid}/status").read_text()
+    caught = int(next(line for line in status.splitlines() if line.startswith("SigCgt:")).split()[1], 16)
+    return bool(caught & 1 << (signal.SIGTERM - 1))
+
+
+@pytest.mark.skipif(not Path("/proc/self/status").exists(), reason="reads a process's signals from /proc")
+@pytest.mark.parametrize(
+    ("command", "stop_signal", "exit_code"),
+    [("train", signal.SIGINT, 130), ("train", signal.SIGTERM, 143), ("compare", signal.SIGINT, 130)],
+)
+def test_a_stop_signal_during_the_set_up_stops_at_once_and_says_so(
+    command: str, stop_signal: signal.Signals, exit_code: int, lamp_text: str, tmp_path: Path
+) -> None:
+    """Ctrl-C while --size auto timed the machine printed 'stopping after this step and saving a
+    checkpoint', and the set-up went on to its end (seconds of timing) before saying that training
+    stopped before it began, with nothing written. There is no step to finish and nothing to save:
+    it stops at once, and says only that."""
+    corpus = tmp_path / "small.txt"
+    corpus.write_text(lamp_text[:20_000], encoding="utf-8")
+    out = tmp_path / "out"
+    args = [command, str(corpus), "--out", str(out), "--size", "auto", "--max-time", "10h"]
+    args += ["--no-plot"] if command == "compare" else []
+    process = subprocess.Popen(
+        [sys.executable, "-m", "chargen", *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
+    deadline = time.monotonic() + 60
+    while not _catches_sigterm(process):  # the text is read, and the set-up begins
+        assert process.poll() is None, process.communicate()
+        assert time.monotonic() < deadline, "chargen never began to handle stop signals"
+        time.sleep(0.01)
+    process.send_signal(stop_signal)  # while sizes are timed: seconds of it, all but this step left
+    stdout, stderr = process.communicate(timeout=60)
+    assert process.returncode == exit_code, stderr
+    assert stderr == "Stopped: stopped before training began; nothing was written\n" and stdout == ""
+    assert not out.exists()

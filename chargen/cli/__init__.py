@@ -175,7 +175,7 @@ def train(
             with DownloadBar() as download:
                 data = load_corpus(corpus, text_config, progress=download)
         with stop_on_signals(announce=main) as stop, TrainProgress() as progress:
-            report = fan_out(progress, *plotter)
+            report = fan_out(stop.watch, progress, *plotter)
             if resume is None:
                 summary = run_training(data, model_config, train_config, out, report, stop=stop, start=start)
             else:
@@ -247,7 +247,7 @@ def compare(
             data = load_corpus(corpus, text_config, progress=download)
         with stop_on_signals() as stop, CompareProgress() as progress:
             comparison = run_comparison(
-                data, names, model_config, train_config, out, progress, plot, stop=stop
+                data, names, model_config, train_config, out, fan_out(stop.watch, progress), plot, stop=stop
             )
         print_comparison(comparison, Units(data.vocab.symbol))
 

@@ -12,25 +12,27 @@ import signal
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import typer
 from rich.console import Console
 from rich.markup import escape
 from typer.core import TyperGroup
 
-from chargen.errors import NAMED_SETTING, ChargenError, TrainingInterrupted
+from chargen.errors import NAMED_SETTING, ChargenError, StoppedBeforeTraining, TrainingInterrupted
 
 if TYPE_CHECKING:
     from tqdm import tqdm
 
     from chargen.compare import CellStart
-    from chargen.reports import Report, Reporter
+    from chargen.launch import Place
+    from chargen.reports import Report
 
 err = Console(stderr=True, highlight=False)
+R = TypeVar("R")  # what a reporter is given: a training report, or compare's too
 
 
 def literal(value: object) -> str:
@@ -81,12 +83,18 @@ class OneLineErrors(TyperGroup):
 def process_rank() -> int:
     """This process's rank when torchrun started several; 0 otherwise. Only rank 0 shows progress
     and results."""
-    from chargen.launch import place_from_env
+    return _place().rank
+
+
+def _place() -> Place:
+    """This process's place among those torchrun started; a single process's where none (or its
+    settings are wrong: the command itself then says so)."""
+    from chargen.launch import Place, place_from_env
 
     try:
-        return place_from_env().rank
+        return place_from_env()
     except ChargenError:
-        return 0
+        return Place()
 
 
 @contextmanager
@@ -246,10 +254,10 @@ class CompareProgress:
             self.current = None
 
 
-def fan_out(*reporters: Reporter) -> Reporter:
+def fan_out(*reporters: Callable[[R], None]) -> Callable[[R], None]:
     """One reporter that hands each report to all of `reporters`, in order."""
 
-    def report(item: Report) -> None:
+    def report(item: R) -> None:
         for reporter in reporters:
             reporter(item)
 
@@ -264,22 +272,50 @@ class QuitNow(KeyboardInterrupt):
         self.exit_code = 128 + signum
 
 
+class StopRequest(threading.Event):
+    """The event a run's loop watches for a stop, which also follows the run's reports (`watch`):
+    until its set-up is over (ReadyReport), a stop cannot wait for a step, and need not."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.set_up = True  # until the run's ReadyReport: nothing of it written, no step to finish
+
+    def watch(self, report: object) -> None:
+        """A reporter: pass the run's reports (and compare's) through it."""
+        from chargen.compare import CellStart
+        from chargen.reports import ReadyReport
+
+        if isinstance(report, ReadyReport):
+            self.set_up = False
+        elif isinstance(report, CellStart):  # the next cell's run is set up
+            self.set_up = True
+
+
 @contextmanager
-def stop_on_signals(announce: bool = True) -> Iterator[threading.Event]:
+def stop_on_signals(announce: bool = True) -> Iterator[StopRequest]:
     """The first Ctrl-C or SIGTERM asks training to stop after its current step and save a
     checkpoint; a second one quits at once (every file is written atomically, so nothing tears).
-    Either way the exit status is the shell's for that signal, 128 + its number: 130 for Ctrl-C
-    (SIGINT), 143 for SIGTERM. Under torchrun, Ctrl-C reaches torchrun, which passes the signal it
-    got on to each process (SIGINT: 130; a SIGTERM sent to torchrun reaches them as SIGTERM: 143);
-    they stop together after the same step."""
-    stop = threading.Event()
+    During a run's set-up (timing the machine for `--size auto`, say), before anything of it is
+    written, the first one stops it at once: there is no step to finish and nothing to save
+    (StoppedBeforeTraining). Either way the exit status is the shell's for that signal, 128 + its
+    number: 130 for Ctrl-C (SIGINT), 143 for SIGTERM. Under torchrun, Ctrl-C reaches torchrun,
+    which passes the signal it got on to each process (SIGINT: 130; a SIGTERM sent to torchrun
+    reaches them as SIGTERM: 143); they stop together after the same step, set-up or not.
+
+    Pass the run's reports through the StopRequest's `watch`, which tells set-up from training."""
+    stop = StopRequest()
     asked: list[int] = []  # the signals received, in order
+    alone = _place().size == 1
 
     def handler(signum: int, frame: object) -> None:
         asked.append(signum)
         if stop.is_set():
             raise QuitNow(signum)
         stop.set()
+        if stop.set_up and alone:
+            # The library reports ReadyReport after its own check of `stop` and before it writes
+            # anything, so this leaves nothing half-written, and no stop unseen.
+            raise StoppedBeforeTraining()
         if announce:
             err.print("\nstopping after this step and saving a checkpoint (press Ctrl-C again to quit now)")
 
