@@ -392,6 +392,46 @@ def test_output_cut_short_by_its_reader_ends_quietly_as_cat_does(
     assert process.wait(timeout=120) == 141 and stderr == "", stderr
 
 
+def test_a_command_whose_stderr_reader_goes_ends_quietly_as_on_stdout(lamp_text: str, tmp_path: Path) -> None:
+    """`chargen train ... 2>&1 >/dev/null | head -c 1`: training ends at its next line on stderr,
+    quietly and with exit status 141, as where stdout's reader goes (and as a C or Go program would
+    end, killed by SIGPIPE). It used to be 1, as for an error; the run is left resumable either way."""
+    corpus = tmp_path / "small.txt"
+    corpus.write_text(lamp_text[:30_000], encoding="utf-8")
+    run_dir = tmp_path / "run"
+    command = [sys.executable, "-m", "chargen", "train", str(corpus), *TINY, "--out", str(run_dir)]
+    command += ["--max-steps", "100000", "--eval-every", "2"]  # a line on stderr every second step
+    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        assert process.stderr is not None
+        assert process.stderr.read(1)  # once the run has started: the line that says so
+        process.stderr.close()  # as head does once it has what it wants
+        assert process.wait(timeout=120) == 141
+    finally:
+        process.kill()
+    ckpt.load_checkpoint(run_dir / ckpt.CHECKPOINT)  # what --resume continues from
+
+
+def test_a_command_started_without_stderr_runs_as_usual(lamp_text: str, tmp_path: Path) -> None:
+    """`chargen train ... 2>&-` stopped at its first progress line with an AttributeError (Python
+    has sys.stderr None then) and exit status 1; it trains as it would with stderr going nowhere,
+    and only a real error exits 1."""
+    corpus = tmp_path / "small.txt"
+    corpus.write_text(lamp_text[:30_000], encoding="utf-8")
+    run_dir = tmp_path / "run"
+
+    def without_stderr(*args: str) -> subprocess.CompletedProcess[str]:
+        shell = 'exec "$0" -m chargen "$@" 2>&-'  # the shell closes the command's stderr
+        return subprocess.run(["sh", "-c", shell, sys.executable, *args], capture_output=True, text=True)
+
+    trained = without_stderr("train", str(corpus), *TINY, "--out", str(run_dir), "--max-steps", "4")
+    assert trained.returncode == 0 and trained.stdout == ""
+    assert json.loads((run_dir / ckpt.SUMMARY).read_text())["steps"] == 4
+    sampled = without_stderr("sample", "--model", str(run_dir), "--length", "20", "--seed", "0")
+    assert sampled.returncode == 0 and len(sampled.stdout) == 21
+    assert without_stderr("sample", "--model", str(tmp_path / "none")).returncode == 1
+
+
 def test_a_bad_value_names_the_keyword_in_the_library_and_the_flag_on_the_command_line(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

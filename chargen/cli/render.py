@@ -15,7 +15,7 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any, TextIO, TypeVar
 
 import typer
 from rich.console import Console
@@ -368,14 +368,16 @@ def stream_out(prefix: str, pieces: Iterator[str]) -> str:
     return text
 
 
-class ReaderGone(Exception):
-    """What reads stdout stopped reading (`chargen sample | head`). Raised for a BrokenPipeError on
-    stdout, which typer and rich would each end with exit status 1 on their own, so that the entry
-    point alone decides (exit_quietly_when_the_reader_goes)."""
+class ReaderGone(OSError):
+    """What reads stdout or stderr stopped reading (`chargen sample | head`, `chargen train 2>&1 |
+    head`). Raised for a BrokenPipeError on either, which typer and rich would each end with exit
+    status 1 on their own, so that the entry point alone decides (exit_quietly_when_the_reader_goes).
+    An OSError still, as a broken pipe's is: what bears a failing stream on purpose (logging, and
+    so `chargen serve`'s log; warnings) still does."""
 
 
-class _Stdout(io.TextIOWrapper):
-    """sys.stdout, raising ReaderGone where its pipe has been closed."""
+class _Guarded(io.TextIOWrapper):
+    """sys.stdout or sys.stderr, raising ReaderGone where its pipe has been closed."""
 
     def write(self, text: str) -> int:
         try:
@@ -390,22 +392,31 @@ class _Stdout(io.TextIOWrapper):
             raise ReaderGone from None
 
 
+def _guarded(stream: TextIO | None) -> TextIO | None:
+    """`stream` as a _Guarded one, writing to the same file from here on."""
+    if not isinstance(stream, io.TextIOWrapper):
+        return stream
+    stream.flush()
+    return _Guarded(
+        stream.buffer,
+        encoding=stream.encoding,
+        errors=stream.errors,
+        line_buffering=stream.line_buffering,
+        write_through=stream.write_through,
+    )
+
+
 @contextmanager
 def exit_quietly_when_the_reader_goes() -> Iterator[None]:
     """Output cut short by its reader (`chargen sample --length 100000 | head`) ends as `cat` ends
     there: nothing on stderr, and exit status 141, 128 + SIGPIPE, the shell's for a process that
-    SIGPIPE stopped. chargen keeps SIGPIPE ignored, as Python sets it, rather than dying of it: a
-    client that hangs up would otherwise take `chargen serve` down."""
-    out = sys.stdout
-    if isinstance(out, io.TextIOWrapper):
-        out.flush()
-        sys.stdout = _Stdout(
-            out.buffer,
-            encoding=out.encoding,
-            errors=out.errors,
-            line_buffering=out.line_buffering,
-            write_through=out.write_through,
-        )
+    SIGPIPE stopped. So does a command whose stderr's reader goes, as a C or Go program does: what
+    it would say can no longer be read. chargen keeps SIGPIPE ignored, as Python sets it, rather
+    than dying of it: a client that hangs up would otherwise take `chargen serve` down. Started
+    with stderr closed (`2>&-`), a command runs as it would with stderr going to /dev/null."""
+    sys.stdout, sys.stderr = _guarded(sys.stdout), _guarded(sys.stderr)
+    if sys.stderr is None:  # no stderr: Python's None, on which progress bars fail
+        sys.stderr = open(os.devnull, "w", encoding="utf-8")  # noqa: SIM115 (open until exit)
     try:
         try:
             yield
@@ -413,8 +424,11 @@ def exit_quietly_when_the_reader_goes() -> Iterator[None]:
             sys.stdout.flush()  # what is still buffered, while a closed pipe can still be told apart
     except ReaderGone:
         # What is left goes nowhere, rather than to a second BrokenPipeError when Python flushes
-        # stdout at exit (as the Python docs do it: the signal module's note on SIGPIPE).
-        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        # stdout and stderr at exit (as the Python docs do it: the signal module's note on SIGPIPE).
+        # Whichever pipe was closed, the other has nothing left to write: stdout was flushed above.
+        nowhere = os.open(os.devnull, os.O_WRONLY)
+        for fd in (1, 2):
+            os.dup2(nowhere, fd)
         sys.exit(141)
 
 
