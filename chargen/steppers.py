@@ -89,8 +89,8 @@ class GemmStepper:
     matrices and biases are doubled once); and the rest of the gate arithmetic done in place in
     buffers kept from step to step. On the AMD EPYC of docs/benchmarks.md a 2x256 step for one
     stream took 90 us against CellStepper's 133 (one thread, fp32); taking g's tanh as a sigmoid
-    made 64 streams 5-10% faster. The same arithmetic up to rounding; stepping.py measures both
-    steppers on the machine at hand and uses the faster. Holds a transposed copy of the weights."""
+    made 64 streams 5-10% faster. The same arithmetic up to rounding; stepping.py measures every
+    stepper on the machine at hand and uses the fastest. Holds a transposed copy of the weights."""
 
     def __init__(self, model: CharRNN, state: State) -> None:
         assert model.config.cell == "lstm" and isinstance(state, tuple), "GemmStepper steps LSTMs"
