@@ -412,10 +412,10 @@ def test_a_command_whose_stderr_reader_goes_ends_quietly_as_on_stdout(lamp_text:
     ckpt.load_checkpoint(run_dir / ckpt.CHECKPOINT)  # what --resume continues from
 
 
-def test_a_command_started_without_stderr_runs_as_usual(lamp_text: str, tmp_path: Path) -> None:
+def test_a_command_started_without_stderr_or_stdout_runs_as_usual(lamp_text: str, tmp_path: Path) -> None:
     """`chargen train ... 2>&-` stopped at its first progress line with an AttributeError (Python
     has sys.stderr None then) and exit status 1; it trains as it would with stderr going nowhere,
-    and only a real error exits 1."""
+    and only a real error exits 1. `>&-` failed alike, at once, in main()."""
     corpus = tmp_path / "small.txt"
     corpus.write_text(lamp_text[:30_000], encoding="utf-8")
     run_dir = tmp_path / "run"
@@ -430,6 +430,11 @@ def test_a_command_started_without_stderr_runs_as_usual(lamp_text: str, tmp_path
     sampled = without_stderr("sample", "--model", str(run_dir), "--length", "20", "--seed", "0")
     assert sampled.returncode == 0 and len(sampled.stdout) == 21
     assert without_stderr("sample", "--model", str(tmp_path / "none")).returncode == 1
+    # So with stdout closed: what it would print goes nowhere, as Python's print() does then.
+    shell = 'exec "$0" -m chargen "$@" >&-'
+    for args in (["sample", "--model", str(run_dir), "--length", "20"], ["--help"]):
+        closed = subprocess.run(["sh", "-c", shell, sys.executable, *args], capture_output=True, text=True)
+        assert closed.returncode == 0 and closed.stderr == "", closed.stderr
 
 
 def test_a_bad_value_names_the_keyword_in_the_library_and_the_flag_on_the_command_line(

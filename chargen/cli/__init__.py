@@ -606,7 +606,7 @@ def corpora(ctx: typer.Context) -> None:
 
 
 def main() -> None:
-    if sys.stdout.encoding and sys.stdout.encoding.lower().replace("-", "") != "utf8":
-        sys.stdout.reconfigure(encoding="utf-8")  # type: ignore[union-attr]  # samples are any Unicode
-    with exit_quietly_when_the_reader_goes():
+    with exit_quietly_when_the_reader_goes():  # first: it gives a closed stdout a stream
+        if sys.stdout.encoding and sys.stdout.encoding.lower().replace("-", "") != "utf8":
+            sys.stdout.reconfigure(encoding="utf-8")  # type: ignore[union-attr]  # samples are any Unicode
         app()

@@ -413,10 +413,12 @@ def exit_quietly_when_the_reader_goes() -> Iterator[None]:
     SIGPIPE stopped. So does a command whose stderr's reader goes, as a C or Go program does: what
     it would say can no longer be read. chargen keeps SIGPIPE ignored, as Python sets it, rather
     than dying of it: a client that hangs up would otherwise take `chargen serve` down. Started
-    with stderr closed (`2>&-`), a command runs as it would with stderr going to /dev/null."""
+    with stdout or stderr closed (`>&-`, `2>&-`), a command runs as it would with that stream going
+    to /dev/null, as Python's own print() does then."""
     sys.stdout, sys.stderr = _guarded(sys.stdout), _guarded(sys.stderr)
-    if sys.stderr is None:  # no stderr: Python's None, on which progress bars fail
-        sys.stderr = open(os.devnull, "w", encoding="utf-8")  # noqa: SIM115 (open until exit)
+    for name in ("stdout", "stderr"):
+        if getattr(sys, name) is None:  # closed: Python's None, on which printing and progress bars fail
+            setattr(sys, name, open(os.devnull, "w", encoding="utf-8"))  # noqa: SIM115 (open until exit)
     try:
         try:
             yield
