@@ -10,6 +10,7 @@ times them on the machine at hand and uses the fastest.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Protocol
 
 import numpy as np
@@ -68,15 +69,42 @@ class CellStepper:
         return (torch.stack(self.h), torch.stack(self.c)) if self.cell == "lstm" else torch.stack(self.h)
 
 
-def _gate_layout(hidden: int, sigmoid_scale: float, g_scale: float) -> tuple[torch.Tensor, torch.Tensor]:
-    """The gate rows of an LSTM's matrices reordered from torch's i, f, g, o to i, f, o, g (the
-    three sigmoid gates side by side), and a factor per row: `sigmoid_scale` for those, `g_scale`
-    for the cell gate g's (what each stepper's trick for its nonlinearities needs: see each)."""
+@dataclass
+class _LaidOut:
+    """An LSTM's weights as GemmStepper and NumpyStepper step with them (see GemmStepper): the
+    gate rows reordered to i, f, o, g and scaled, the products stored transposed."""
+
+    table: torch.Tensor  # (V, 4H): the embedding times the first layer's input matrix, plus its biases
+    products: list[torch.Tensor]  # the first layer's recurrent (H, 4H), then each [input; recurrent] (2H, 4H)
+    biases: list[torch.Tensor]  # (4H,) for each layer but the first
+    head_weight: torch.Tensor  # (H, V)
+    head_bias: torch.Tensor  # (V,)
+
+
+def _laid_out(model: CharRNN, sigmoid_scale: float, g_scale: float) -> _LaidOut:
+    """`model`'s weights laid out for a stepper, the sigmoid gates' rows times `sigmoid_scale` and
+    the cell gate g's times `g_scale` (what each stepper's trick for its nonlinearities needs: see
+    each). Fresh tensors, holding no gradient."""
+    hidden = model.config.hidden
     order = torch.cat([torch.arange(2 * hidden), torch.arange(3 * hidden, 4 * hidden)])
     order = torch.cat([order, torch.arange(2 * hidden, 3 * hidden)])  # i, f, o, g
     scale = torch.full((4 * hidden,), sigmoid_scale)
     scale[3 * hidden :] = g_scale
-    return order, scale
+    column = scale[:, None]  # (4H, 1): scales the gate rows of a (4H, K) matrix
+    with torch.no_grad():
+        weights = [tuple(w.float() for w in layer) for layer in layer_weights(model)]
+        w_ih, w_hh, b_ih, b_hh = weights[0]
+        table = F.linear(model.embed.weight.float(), w_ih, b_ih + b_hh)  # (V, 4H)
+        products = [(w_hh[order] * column).t().contiguous()]  # (H, 4H): the recurrent part
+        biases = []
+        for w_ih, w_hh, b_ih, b_hh in weights[1:]:
+            both = torch.cat([w_ih, w_hh], dim=1)[order] * column
+            products.append(both.t().contiguous())  # (2H, 4H)
+            biases.append((b_ih + b_hh)[order] * scale)  # (4H,)
+        head_weight = model.head.weight.float().t().contiguous()  # (H, V)
+        return _LaidOut(
+            table[:, order] * scale, products, biases, head_weight, model.head.bias.float().clone()
+        )
 
 
 class GemmStepper:
@@ -94,23 +122,10 @@ class GemmStepper:
 
     def __init__(self, model: CharRNN, state: State) -> None:
         assert model.config.cell == "lstm" and isinstance(state, tuple), "GemmStepper steps LSTMs"
-        hidden, layers = model.config.hidden, model.config.layers
-        self.hidden, self.layers = hidden, layers
-        order, doubled_g = _gate_layout(hidden, 1.0, 2.0)  # so that g's sigmoid gives (tanh(g) + 1) / 2
-        with torch.no_grad():
-            weights = layer_weights(model)  # what is computed from them here needs no gradient
-            w_ih, w_hh, b_ih, b_hh = weights[0]
-            table = F.linear(model.embed.weight.detach(), w_ih, b_ih + b_hh)  # (V, 4H)
-            self.table = table[:, order] * doubled_g
-            column = doubled_g[:, None]  # (4H, 1): scales the gate rows of a (4H, K) matrix
-            self.products = [(w_hh[order] * column).t().contiguous()]  # (H, 4H): the recurrent part
-            self.biases: list[torch.Tensor] = []
-            for w_ih, w_hh, b_ih, b_hh in weights[1:]:
-                both = torch.cat([w_ih, w_hh], dim=1)[order] * column
-                self.products.append(both.t().contiguous())  # (2H, 4H)
-                self.biases.append((b_ih + b_hh)[order] * doubled_g)  # (4H,)
-            self.head_weight = model.head.weight.detach().t().contiguous()  # (H, V)
-            self.head_bias = model.head.bias.detach()
+        self.hidden, self.layers = model.config.hidden, model.config.layers
+        w = _laid_out(model, 1.0, 2.0)  # g's rows doubled: its sigmoid gives (tanh(g) + 1) / 2
+        self.table, self.products, self.biases = w.table, w.products, w.biases
+        self.head_weight, self.head_bias = w.head_weight, w.head_bias
         self.load(state)
 
     def load(self, state: State) -> None:
@@ -168,23 +183,11 @@ class NumpyStepper:
 
     def __init__(self, model: CharRNN, state: State) -> None:
         assert model.config.cell == "lstm" and isinstance(state, tuple), "NumpyStepper steps LSTMs"
-        hidden, layers = model.config.hidden, model.config.layers
-        self.hidden, self.layers = hidden, layers
-        order, scale = _gate_layout(hidden, 0.5, 1.0)
-        with torch.no_grad():
-            weights = [tuple(w.float() for w in layer) for layer in layer_weights(model)]
-            w_ih, w_hh, b_ih, b_hh = weights[0]
-            table = F.linear(model.embed.weight.float(), w_ih, b_ih + b_hh)  # (V, 4H)
-            self.table = _array(table[:, order] * scale)
-            column = scale[:, None]
-            self.products = [_array((w_hh[order] * column).t())]  # (H, 4H)
-            self.biases = []
-            for w_ih, w_hh, b_ih, b_hh in weights[1:]:
-                both = torch.cat([w_ih, w_hh], dim=1)[order] * column
-                self.products.append(_array(both.t()))  # (2H, 4H)
-                self.biases.append(_array((b_ih + b_hh)[order] * scale))  # (4H,)
-            self.head_weight = _array(model.head.weight.float().t())  # (H, V)
-            self.head_bias = _array(model.head.bias.float())
+        self.hidden, self.layers = model.config.hidden, model.config.layers
+        w = _laid_out(model, 0.5, 1.0)  # the sigmoid gates' rows halved: one tanh serves all four
+        self.table, self.products = _array(w.table), [_array(p) for p in w.products]
+        self.biases = [_array(b) for b in w.biases]
+        self.head_weight, self.head_bias = _array(w.head_weight), _array(w.head_bias)
         self.load(state)
 
     def load(self, state: State) -> None:
