@@ -118,23 +118,35 @@ def test_the_same_seed_gives_the_same_sample_before_and_after_the_choice_is_reme
     assert sample_batch(model, vocab, config) == first  # reads the choice back
 
 
+def _one_thread_each(model: CharRNN) -> list[stepping.StepSettings]:
+    """A candidate for each stepper of `model`, on one thread."""
+    return list({s.kernel: s for s in stepping.candidates(model) if s.threads == 1}.values())
+
+
+def _settle(model: CharRNN, streams: int, settings: stepping.StepSettings) -> None:
+    """Plant `settings` as the settled choice for `model` and `streams`, measured over every candidate."""
+    rates = {stepping.label(s): 1.0 for s in stepping.candidates(model)}
+    entry = {
+        "settings": dataclasses.asdict(settings),
+        "steps_per_sec": rates,
+        "measurements": stepping.MEASUREMENTS,
+    }
+    path = chargen_home() / stepping.CACHE_NAME
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps({stepping.cache_key(model, streams): entry}))
+
+
 def test_every_stepper_gives_a_seed_the_same_sample_through_sample_batch() -> None:
     vocab = Vocab.from_text("abcdefghij \n")
     model = _model(hidden=40)
-    path = chargen_home() / stepping.CACHE_NAME
-    options = stepping.candidates(model)
-    rates = {stepping.label(s): 1.0 for s in options}
     for streams in (1, 3):
         config = SampleConfig(length=80, seed=5, num_samples=streams)
         samples = []
-        for settings in {s.kernel: s for s in options if s.threads == 1}.values():
-            settled = {"settings": dataclasses.asdict(settings), "steps_per_sec": rates}
-            entry = {**settled, "measurements": stepping.MEASUREMENTS}
-            path.parent.mkdir(parents=True, exist_ok=True)
-            path.write_text(json.dumps({stepping.cache_key(model, streams): entry}))
+        for settings in _one_thread_each(model):
+            _settle(model, streams, settings)
             samples.append(sample_batch(model, vocab, config))
             assert stepping.choose(model, streams, "cpu") == settings  # the planted one was used
-        assert len(samples) == len({s.kernel for s in options}) >= 2
+        assert len(samples) == len({s.kernel for s in stepping.candidates(model)}) >= 2
         assert all(sample == samples[0] for sample in samples), streams
         assert all(len(text) == 80 for text in samples[0])
 
@@ -144,13 +156,8 @@ def test_a_diverged_models_inf_and_nan_sample_quietly_with_every_stepper() -> No
     model = _model(hidden=40)
     with torch.no_grad():
         model.head.bias[0], model.head.bias[1] = float("inf"), -float("inf")  # their sum is NaN
-    path = chargen_home() / stepping.CACHE_NAME
-    options = stepping.candidates(model)
-    rates = {stepping.label(s): 1.0 for s in options}
-    for settings in {s.kernel: s for s in options if s.threads == 1}.values():
-        entry = {"settings": dataclasses.asdict(settings), "steps_per_sec": rates, "measurements": 9}
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps({stepping.cache_key(model, 1): entry}))
+    for settings in _one_thread_each(model):
+        _settle(model, 1, settings)
         with warnings.catch_warnings():
             warnings.simplefilter("error")  # NumPy's RuntimeWarning on the way would fail here
             (text,) = sample_batch(model, vocab, SampleConfig(length=30, seed=2))
