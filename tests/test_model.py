@@ -3,7 +3,7 @@ import itertools
 import torch
 
 from chargen.config import ModelConfig
-from chargen.model import CharRNN, Dropout, detach_state, mask_state, thinned
+from chargen.model import CharRNN, Dropout, detach_state, keep_mask, mask_state, thinned
 from chargen.steppers import CellStepper, GemmStepper, NumpyStepper
 
 
@@ -125,6 +125,35 @@ def test_dropout_keeps_each_entry_with_probability_one_minus_p_scaled_in_trainin
     drop.eval()
     assert drop(x) is x
     assert torch.equal(thinned(torch.arange(5.0), 0.0), torch.arange(5.0))
+
+
+def test_keep_mask_keeps_every_entry_alike_and_independently() -> None:
+    # On a CPU four entries share one 64-bit draw: each of the four places must keep 1 - p of its
+    # entries (a draw whose top bit were never set would keep every fourth entry always), and
+    # neighbours, in one draw or in two, must be kept independently.
+    torch.manual_seed(0)
+    for p in (0.1, 0.3, 0.5):
+        keep = keep_mask(torch.Size([100_000, 4]), p, torch.device("cpu")).float()
+        for place in range(4):
+            assert abs(float(keep[:, place].mean()) - (1 - p)) < 0.01, (p, place)
+        flat = keep.flatten()
+        for gap in (1, 3, 4, 5):
+            both = float((flat[:-gap] * flat[gap:]).mean())
+            assert abs(both - (1 - p) ** 2) < 0.01, (p, gap)
+    odd = keep_mask(torch.Size([3, 7]), 0.2, torch.device("cpu"))  # entries not a multiple of four
+    assert odd.shape == (3, 7) and odd.dtype == torch.bool
+    assert bool(keep_mask(torch.Size([1000]), 0.0, torch.device("cpu")).all())
+
+
+def test_thinned_gives_the_product_in_fp32_and_its_gradient_through_the_kept_entries() -> None:
+    x = torch.randn(64, 16, requires_grad=True)
+    torch.manual_seed(3)
+    out = thinned(x, 0.25)
+    kept = out != 0
+    assert torch.equal(out[kept], x[kept] * (1 / 0.75))  # one rounding, as x * (1 / (1 - p))
+    out.sum().backward()
+    assert torch.equal(x.grad, kept.float() / 0.75)
+    assert thinned(torch.ones(8, dtype=torch.bfloat16), 0.5).dtype == torch.float32
 
 
 def test_weight_drop_thins_the_recurrent_matrices_in_training_only() -> None:
