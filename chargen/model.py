@@ -60,6 +60,12 @@ class CharRNN(nn.Module):
             dropout=config.dropout if config.layers > 1 else 0.0,
         )
         self.drop = Dropout(config.dropout)
+        # One-layer modules without weights of their own, for _layer_by_layer; a tuple attribute,
+        # so that torch neither registers nor moves them.
+        self._templates = tuple(
+            _CELLS[config.cell](config.embed if k == 0 else config.hidden, config.hidden, device="meta")
+            for k in range(config.layers)
+        )
         # DropConnect on the recurrent matrices (Wan et al., 2013; the "weight drop" of Merity et al.,
         # 2017): a fresh mask per window, the same at every step of it, so that it thins what the
         # state can carry from one character to the next, which output dropout never touches.
@@ -74,17 +80,44 @@ class CharRNN(nn.Module):
     def forward(self, x: torch.Tensor, state: State | None = None) -> tuple[torch.Tensor, State]:
         """Logits for the next character at every position, and the state after the last one."""
         emb = self.embed(x)  # (T, B) -> (T, B, E)
+        dropped: dict[str, torch.Tensor] = {}  # the recurrent matrices' dropped copies, run in their place
         if self.training and self.weight_drop > 0:
-            # the fused module run with dropped copies of its recurrent matrices in their place
             dropped = {
                 f"weight_hh_l{k}": thinned(getattr(self.rnn, f"weight_hh_l{k}"), self.weight_drop)
                 for k in range(self.config.layers)
             }
+        if self.training and self.rnn.dropout > 0 and emb.device.type == "cpu":
+            out, state = self._layer_by_layer(emb, state, dropped)
+        elif dropped:
             out, state = torch.func.functional_call(self.rnn, dropped, (emb, state))
         else:
             out, state = self.rnn(emb, state)  # (T, B, H)
         logits = self.head(self.drop(out))  # (T, B, V)
         return logits, state
+
+    def _layer_by_layer(
+        self, emb: torch.Tensor, state: State | None, dropped: dict[str, torch.Tensor]
+    ) -> tuple[torch.Tensor, State]:
+        """The stacked module in training, a layer a call, with the dropout between layers drawn by
+        `thinned` where torch's own draws a Bernoulli per entry: on a CPU, where torch calls oneDNN
+        a layer at a time anyway, a default training step (2x256, 16 x 64, dropout 0.14) ran 4-6%
+        faster (AMD EPYC with AVX2, fp32, one thread and two). Each call runs a one-layer template
+        (on the meta device, out of the state dict) with layer k's weights in place of its own."""
+        layers = self.config.layers
+        states: list[State] = []
+        for k, template in enumerate(self._templates):
+            weights = {
+                f"{kind}_l0": dropped.get(f"{kind}_l{k}", getattr(self.rnn, f"{kind}_l{k}"))
+                for kind in ("weight_ih", "weight_hh", "bias_ih", "bias_hh")
+            }
+            own = None if state is None else _layer_state(state, k)
+            emb, after = torch.func.functional_call(template, weights, (emb, own))
+            states.append(after)
+            if k + 1 < layers:
+                emb = thinned(emb, self.rnn.dropout)
+        if isinstance(states[0], tuple):
+            return emb, (torch.cat([s[0] for s in states]), torch.cat([s[1] for s in states]))  # type: ignore[index]
+        return emb, torch.cat(states)  # type: ignore[arg-type]
 
     def init_state(self, batch_size: int, device: torch.device | str = "cpu") -> State:
         h = torch.zeros(self.config.layers, batch_size, self.config.hidden, device=device)
@@ -92,6 +125,13 @@ class CharRNN(nn.Module):
 
     def num_parameters(self) -> int:
         return sum(p.numel() for p in self.parameters())  # parameters() lists a tied matrix once
+
+
+def _layer_state(state: State, k: int) -> State:
+    """Layer k's part of a (layers, B, H) state, as a one-layer module takes it."""
+    if isinstance(state, tuple):
+        return tuple(s[k : k + 1] for s in state)  # type: ignore[return-value]
+    return state[k : k + 1]
 
 
 def detach_state(state: State) -> State:

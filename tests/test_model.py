@@ -7,9 +7,14 @@ from chargen.model import CharRNN, Dropout, detach_state, keep_mask, mask_state,
 from chargen.steppers import CellStepper, GemmStepper, NumpyStepper
 
 
+def _parts(state: torch.Tensor | tuple[torch.Tensor, ...]) -> tuple[torch.Tensor, ...]:
+    return state if isinstance(state, tuple) else (state,)
+
+
 def _model(cell: str = "lstm", **kw) -> CharRNN:
     torch.manual_seed(0)
-    return CharRNN(ModelConfig(cell=cell, vocab_size=20, embed=8, hidden=16, layers=2, dropout=0.0, **kw))
+    settings = {"vocab_size": 20, "embed": 8, "hidden": 16, "layers": 2, "dropout": 0.0, **kw}
+    return CharRNN(ModelConfig(cell=cell, **settings))
 
 
 def test_shapes_for_every_cell() -> None:
@@ -154,6 +159,45 @@ def test_thinned_gives_the_product_in_fp32_and_its_gradient_through_the_kept_ent
     out.sum().backward()
     assert torch.equal(x.grad, kept.float() / 0.75)
     assert thinned(torch.ones(8, dtype=torch.bfloat16), 0.5).dtype == torch.float32
+
+
+def test_training_with_dropout_runs_the_layers_one_call_each_as_the_fused_module() -> None:
+    # On a CPU, a model with dropout trains a layer a call (CharRNN._layer_by_layer). With a dropout
+    # that keeps every entry, it must compute what the fused module computes, gradients included.
+    x = torch.randint(0, 20, (7, 3))
+    for cell in ("lstm", "gru", "rnn"):
+        for layers in (2, 3):
+            model = _model(cell, layers=layers, dropout=0.1, weight_drop=0.0)
+            model.drop.p = 0.0
+            start = model.init_state(3)
+            start = tuple(s + 0.5 for s in start) if isinstance(start, tuple) else start + 0.5
+            for given in (None, start):
+                results = []
+                for between in (0.0, 1e-9):  # the fused module; a layer a call, keeping every entry
+                    model.rnn.dropout = between
+                    model.zero_grad()
+                    logits, state = model(x, given)
+                    logits.sum().backward()
+                    results.append((logits, _parts(state), [p.grad.clone() for p in model.parameters()]))
+                (fused, fused_state, fused_grads), (split, split_state, split_grads) = results
+                assert torch.allclose(split, fused, atol=1e-6), (cell, layers)
+                for a, b in zip(split_state, fused_state, strict=True):
+                    assert a.shape == b.shape and torch.allclose(a, b, atol=1e-6), (cell, layers)
+                for a, b in zip(split_grads, fused_grads, strict=True):
+                    assert torch.allclose(a, b, atol=1e-5), (cell, layers)
+
+
+def test_dropout_between_layers_thins_what_the_next_layer_reads_in_training_only() -> None:
+    model = _model(dropout=0.5, weight_drop=0.0)
+    x = torch.randint(0, 20, (6, 3))
+    _, (h1, c1) = model(x)
+    _, (h2, c2) = model(x)
+    assert torch.equal(h1[0], h2[0]) and torch.equal(c1[0], c2[0])  # the first layer reads the embedding
+    assert not torch.allclose(h1[1], h2[1])  # the second reads a fresh mask of the first's output
+    model.eval()
+    _, (h3, _) = model(x)
+    _, (h4, _) = model(x)
+    assert torch.equal(h3, h4)
 
 
 def test_weight_drop_thins_the_recurrent_matrices_in_training_only() -> None:
