@@ -163,11 +163,12 @@ def test_thinned_gives_the_product_in_fp32_and_its_gradient_through_the_kept_ent
 
 def test_training_with_dropout_runs_the_layers_one_call_each_as_the_fused_module() -> None:
     # On a CPU, a model with dropout trains a layer a call (CharRNN._layer_by_layer). With a dropout
-    # that keeps every entry, it must compute what the fused module computes, gradients included.
+    # that keeps every entry, it must compute what the fused module computes, gradients included,
+    # with the same weight-drop masks (drawn first, from the same seed) in the recurrent matrices.
     x = torch.randint(0, 20, (7, 3))
     for cell in ("lstm", "gru", "rnn"):
         for layers in (2, 3):
-            model = _model(cell, layers=layers, dropout=0.1, weight_drop=0.0)
+            model = _model(cell, layers=layers, dropout=0.1, weight_drop=0.3)
             model.drop.p = 0.0
             start = model.init_state(3)
             start = tuple(s + 0.5 for s in start) if isinstance(start, tuple) else start + 0.5
@@ -176,6 +177,7 @@ def test_training_with_dropout_runs_the_layers_one_call_each_as_the_fused_module
                 for between in (0.0, 1e-9):  # the fused module; a layer a call, keeping every entry
                     model.rnn.dropout = between
                     model.zero_grad()
+                    torch.manual_seed(7)
                     logits, state = model(x, given)
                     logits.sum().backward()
                     results.append((logits, _parts(state), [p.grad.clone() for p in model.parameters()]))
