@@ -60,5 +60,14 @@ class EvalReport:
     sample: str  # a short continuation of a fixed prefix
 
 
-Report = ReadyReport | StartReport | StepReport | EvalReport
+@dataclass
+class FinishingReport:
+    """The run's last step is taken (a limit or patience ended it): its final evaluation, if that
+    step has none yet, and its summary follow. A stop asked for from here changes nothing: the run
+    is finished, not interrupted."""
+
+    step: int
+
+
+Report = ReadyReport | StartReport | StepReport | EvalReport | FinishingReport
 Reporter = Callable[[Report], None]

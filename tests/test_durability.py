@@ -322,3 +322,31 @@ def test_a_stop_signal_during_the_set_up_stops_at_once_and_says_so(
     assert process.returncode == exit_code, stderr
     assert stderr == "Stopped: stopped before training began; nothing was written\n" and stdout == ""
     assert not out.exists()
+
+
+def test_ctrl_c_once_a_runs_steps_are_done_lets_it_finish_and_says_so(
+    lamp_text: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Ctrl-C during a run's last evaluation (minutes, on a long validation text) used to print
+    "stopping after this step and saving a checkpoint", then finish the evaluation and exit 0 as a
+    finished run. There is no step left: it says the run is finishing, and finishes."""
+    from chargen.cli.render import stop_on_signals
+    from chargen.reports import FinishingReport
+
+    corpus = corpus_from_text(tmp_path, lamp_text[:20_000])
+    config = TrainConfig(batch_size=4, bptt=16, max_steps=6, eval_every=4, seed=0)
+    seen: list[object] = []
+    with stop_on_signals() as stop:
+
+        def report(item: object) -> None:
+            stop.watch(item)
+            seen.append(item)
+            if isinstance(item, FinishingReport):
+                os.kill(os.getpid(), signal.SIGINT)  # the handler runs here, in the main thread
+
+        summary = train(corpus, TINY_MODEL, config, out=tmp_path / "run", report=report, stop=stop)
+    assert stop.is_set() and summary.steps == 6 and summary.final is not None
+    assert [type(r).__name__ for r in seen[-2:]] == ["FinishingReport", "EvalReport"]  # step 6's evaluation
+    err = capsys.readouterr().err
+    assert "finishing its last evaluation" in err and "stopping after this step" not in err
+    assert (tmp_path / "run" / ckpt.SUMMARY).exists()

@@ -274,21 +274,25 @@ class QuitNow(KeyboardInterrupt):
 
 class StopRequest(threading.Event):
     """The event a run's loop watches for a stop, which also follows the run's reports (`watch`):
-    until its set-up is over (ReadyReport), a stop cannot wait for a step, and need not."""
+    until its set-up is over (ReadyReport), a stop cannot wait for a step, and need not; once its
+    steps are done (FinishingReport), there is no step left to stop after."""
 
     def __init__(self) -> None:
         super().__init__()
         self.set_up = True  # until the run's ReadyReport: nothing of it written, no step to finish
+        self.finishing = False  # from the run's FinishingReport: its steps are done, its end follows
 
     def watch(self, report: object) -> None:
         """A reporter: pass the run's reports (and compare's) through it."""
         from chargen.compare import CellStart
-        from chargen.reports import ReadyReport
+        from chargen.reports import FinishingReport, ReadyReport
 
         if isinstance(report, ReadyReport):
             self.set_up = False
+        elif isinstance(report, FinishingReport):
+            self.finishing = True
         elif isinstance(report, CellStart):  # the next cell's run is set up
-            self.set_up = True
+            self.set_up, self.finishing = True, False
 
 
 @contextmanager
@@ -300,9 +304,12 @@ def stop_on_signals(announce: bool = True) -> Iterator[StopRequest]:
     (StoppedBeforeTraining). Either way the exit status is the shell's for that signal, 128 + its
     number: 130 for Ctrl-C (SIGINT), 143 for SIGTERM. Under torchrun, Ctrl-C reaches torchrun,
     which passes the signal it got on to each process (SIGINT: 130; a SIGTERM sent to torchrun
-    reaches them as SIGTERM: 143); they stop together after the same step, set-up or not.
+    reaches them as SIGTERM: 143); they stop together after the same step, set-up or not. Once the
+    run's steps are done, the first one only says so: the run's last evaluation and summary follow
+    (on a long validation text, seconds or minutes), and it ends as a finished run does, status 0.
 
-    Pass the run's reports through the StopRequest's `watch`, which tells set-up from training."""
+    Pass the run's reports through the StopRequest's `watch`, which tells set-up and end from
+    training."""
     stop = StopRequest()
     asked: list[int] = []  # the signals received, in order
     alone = _place().size == 1
@@ -316,7 +323,9 @@ def stop_on_signals(announce: bool = True) -> Iterator[StopRequest]:
             # The library reports ReadyReport after its own check of `stop` and before it writes
             # anything, so this leaves nothing half-written, and no stop unseen.
             raise StoppedBeforeTraining()
-        if announce:
+        if announce and stop.finishing:
+            err.print("\nthe run's steps are done: finishing its last evaluation (Ctrl-C again quits now)")
+        elif announce:
             err.print("\nstopping after this step and saving a checkpoint (press Ctrl-C again to quit now)")
 
     previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGINT, signal.SIGTERM)}
