@@ -17,6 +17,9 @@ from chargen.config import ModelConfig
 State = torch.Tensor | tuple[torch.Tensor, torch.Tensor]
 
 _CELLS: dict[str, type[nn.RNNBase]] = {"lstm": nn.LSTM, "gru": nn.GRU, "rnn": nn.RNN}
+# A recurrent layer's tensors, in the order torch's cell functions take them; layer k's are named
+# f"{name}_l{k}" in the fused module.
+LAYER_TENSORS = ("weight_ih", "weight_hh", "bias_ih", "bias_hh")
 
 
 def keep_mask(shape: torch.Size, p: float, device: torch.device) -> torch.Tensor:
@@ -105,13 +108,13 @@ class CharRNN(nn.Module):
         (on the meta device, out of the state dict) with layer k's weights in place of its own."""
         layers = self.config.layers
         states: list[State] = []
-        for k, template in enumerate(self._templates):
+        for k, (template, tensors) in enumerate(zip(self._templates, layer_weights(self), strict=True)):
             weights = {
-                f"{kind}_l0": dropped.get(f"{kind}_l{k}", getattr(self.rnn, f"{kind}_l{k}"))
-                for kind in ("weight_ih", "weight_hh", "bias_ih", "bias_hh")
+                f"{name}_l0": dropped.get(f"{name}_l{k}", tensor)
+                for name, tensor in zip(LAYER_TENSORS, tensors, strict=True)
             }
-            own = None if state is None else _layer_state(state, k)
-            emb, after = torch.func.functional_call(template, weights, (emb, own))
+            start = None if state is None else _layer_state(state, k)
+            emb, after = torch.func.functional_call(template, weights, (emb, start))
             states.append(after)
             if k + 1 < layers:
                 emb = thinned(emb, self.rnn.dropout)
@@ -125,6 +128,12 @@ class CharRNN(nn.Module):
 
     def num_parameters(self) -> int:
         return sum(p.numel() for p in self.parameters())  # parameters() lists a tied matrix once
+
+
+def layer_weights(model: CharRNN) -> list[tuple[torch.Tensor, ...]]:
+    """Each recurrent layer's (weight_ih, weight_hh, bias_ih, bias_hh), as torch's cell functions
+    take them: what every stepper steps with, and what `_layer_by_layer` runs each layer with."""
+    return [tuple(getattr(model.rnn, f"{n}_l{k}") for n in LAYER_TENSORS) for k in range(model.config.layers)]
 
 
 def _layer_state(state: State, k: int) -> State:

@@ -17,7 +17,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from chargen.model import CharRNN, State
+from chargen.model import CharRNN, State, layer_weights
 
 
 class Stepper(Protocol):
@@ -28,13 +28,6 @@ class Stepper(Protocol):
     def state(self) -> State:
         """The state as CharRNN.forward takes it, copied out."""
         ...
-
-
-def layer_weights(model: CharRNN) -> list[tuple[torch.Tensor, ...]]:
-    """Each recurrent layer's (weight_ih, weight_hh, bias_ih, bias_hh), as torch's cell functions
-    take them: what every stepper steps with."""
-    names = ("weight_ih", "weight_hh", "bias_ih", "bias_hh")
-    return [tuple(getattr(model.rnn, f"{n}_l{k}") for n in names) for k in range(model.config.layers)]
 
 
 class CellStepper:
