@@ -30,7 +30,7 @@ from chargen.config import AdaptConfig
 from chargen.device import autocast_to
 from chargen.errors import CorpusError, TrainingError
 from chargen.evaluate import LossStats
-from chargen.model import CharRNN, State
+from chargen.model import CharRNN, State, map_state
 
 # Krause et al. measured the gradient scale on batches of 100 streams. The scale (and so what a
 # step of `lr` means) depends on how many streams each gradient averages over, so it is fixed here,
@@ -81,9 +81,7 @@ def _learner(model: CharRNN) -> CharRNN:
 def _carried(state: State) -> State:
     """The state at a segment's edge: detached, so gradients (and memory) stop there, and fp32
     whatever precision the segment computed in, as the state sampling starts from must be."""
-    if isinstance(state, tuple):
-        return tuple(s.detach().float() for s in state)  # type: ignore[return-value]
-    return state.detach().float()
+    return map_state(lambda s: s.detach().float(), state)
 
 
 def _segment_loss(

@@ -7,6 +7,7 @@ loop over time steps. Generation, one character at a time, steps through stepper
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 
 import torch
 from torch import nn
@@ -118,9 +119,7 @@ class CharRNN(nn.Module):
             states.append(after)
             if k + 1 < layers:
                 emb = thinned(emb, self.rnn.dropout)
-        if isinstance(states[0], tuple):
-            return emb, (torch.cat([s[0] for s in states]), torch.cat([s[1] for s in states]))  # type: ignore[index]
-        return emb, torch.cat(states)  # type: ignore[arg-type]
+        return emb, map_state(lambda *parts: torch.cat(parts), *states)
 
     def init_state(self, batch_size: int, device: torch.device | str = "cpu") -> State:
         h = torch.zeros(self.config.layers, batch_size, self.config.hidden, device=device)
@@ -136,38 +135,37 @@ def layer_weights(model: CharRNN) -> list[tuple[torch.Tensor, ...]]:
     return [tuple(getattr(model.rnn, f"{n}_l{k}") for n in LAYER_TENSORS) for k in range(model.config.layers)]
 
 
+def map_state(fn: Callable[..., torch.Tensor], *states: State) -> State:
+    """`fn` applied tensor by tensor to states of one cell: to their h's, and for an LSTM then to
+    their c's, giving a state of the same kind. The one place that tells an LSTM's pair from a
+    tensor, for the helpers below (and elsewhere)."""
+    if isinstance(states[0], tuple):
+        return tuple(fn(*parts) for parts in zip(*states, strict=True))  # type: ignore[return-value]
+    return fn(*states)
+
+
 def _layer_state(state: State, k: int) -> State:
     """Layer k's part of a (layers, B, H) state, as a one-layer module takes it."""
-    if isinstance(state, tuple):
-        return tuple(s[k : k + 1] for s in state)  # type: ignore[return-value]
-    return state[k : k + 1]
+    return map_state(lambda s: s[k : k + 1], state)
 
 
 def detach_state(state: State) -> State:
     """Cut the graph at a window edge: gradients stop here, but the values carry on."""
-    if isinstance(state, tuple):
-        return tuple(s.detach() for s in state)  # type: ignore[return-value]
-    return state.detach()
+    return map_state(torch.Tensor.detach, state)
 
 
 def keep_state_where(keep: torch.Tensor, new: State, old: State) -> State:
     """`new` where the scalar bool `keep` is true, else `old`, without asking the host which.
     The result is fp32 whatever precision the step computed in."""
-    if isinstance(new, tuple):
-        return tuple(torch.where(keep, n, o).float() for n, o in zip(new, old, strict=True))  # type: ignore[return-value]
-    return torch.where(keep, new, old).float()  # type: ignore[arg-type]
+    return map_state(lambda n, o: torch.where(keep, n, o).float(), new, old)
 
 
 def mask_state(state: State, keep: torch.Tensor) -> State:
     """Zero the state of the streams where `keep` (B,) is 0, as if they were starting afresh."""
     keep = keep.view(1, -1, 1)  # broadcast over layers and units
-    if isinstance(state, tuple):
-        return tuple(s * keep for s in state)  # type: ignore[return-value]
-    return state * keep
+    return map_state(lambda s: s * keep, state)
 
 
 def expand_state(state: State, batch_size: int) -> State:
     """Repeat a one-stream state for `batch_size` streams."""
-    if isinstance(state, tuple):
-        return tuple(s.expand(-1, batch_size, -1).contiguous() for s in state)  # type: ignore[return-value]
-    return state.expand(-1, batch_size, -1).contiguous()
+    return map_state(lambda s: s.expand(-1, batch_size, -1).contiguous(), state)

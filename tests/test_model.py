@@ -3,7 +3,16 @@ import itertools
 import torch
 
 from chargen.config import ModelConfig
-from chargen.model import CharRNN, Dropout, detach_state, keep_mask, mask_state, thinned
+from chargen.model import (
+    CharRNN,
+    Dropout,
+    detach_state,
+    keep_mask,
+    keep_state_where,
+    map_state,
+    mask_state,
+    thinned,
+)
 from chargen.steppers import CellStepper, GemmStepper, NumpyStepper
 
 
@@ -49,6 +58,25 @@ def test_mask_state_zeroes_only_the_chosen_streams() -> None:
     _, state = model(torch.randint(0, 20, (4, 3)))
     masked = mask_state(state, torch.tensor([1.0, 0.0, 1.0]))
     assert masked[:, 1].abs().sum() == 0 and torch.equal(masked[:, 0], state[:, 0])
+
+
+def test_state_helpers_treat_an_lstm_pair_and_a_tensor_alike() -> None:
+    lstm, gru = _model(), _model("gru")
+    pair = lstm(torch.randint(0, 20, (4, 3)))[1]
+    h = gru(torch.randint(0, 20, (4, 3)))[1]
+    zeros = lstm.init_state(3)
+    # map_state pairs h with h and c with c, across several states
+    negated = map_state(torch.sub, zeros, pair)
+    assert isinstance(negated, tuple) and all(torch.equal(n, -p) for n, p in zip(negated, pair, strict=True))
+    assert torch.equal(map_state(torch.neg, h), -h)
+    # keep_state_where picks whole states without asking the host, in fp32
+    kept = keep_state_where(torch.tensor(False), pair, zeros)
+    assert all(torch.equal(k, z) and k.dtype == torch.float32 for k, z in zip(kept, zeros, strict=True))
+    masked = mask_state(pair, torch.tensor([0.0, 1.0, 1.0]))
+    assert all(
+        m[:, 0].abs().sum() == 0 and torch.equal(m[:, 1:], p[:, 1:])
+        for m, p in zip(masked, pair, strict=True)
+    )
 
 
 def test_lstm_starts_from_torchs_own_initialisation_and_tied_weights_are_shared() -> None:
