@@ -22,7 +22,7 @@ from chargen.errors import TrainingError, TrainingInterrupted
 from chargen.model import CharRNN, State, mask_state
 from chargen.recorder import Preview, Recorder
 from chargen.records import Position, TrainSummary
-from chargen.reports import FinishingReport, Reporter
+from chargen.reports import Reporter
 from chargen.schedule import Clock, Schedule
 from chargen.settings import Layout, RunSettings
 from chargen.snapshot import Checkpointer, Generators
@@ -150,8 +150,7 @@ class Loop:
     def _finish(self) -> TrainSummary:
         self.clock.agree()  # with several processes: all stopped at this step, at this time
         train_seconds = self.clock.seconds()
-        self.recorder.settle(self.at)
-        self.recorder.report(FinishingReport(self.at.step))
+        self.recorder.finishing(self.at)
         if self.at.last_eval_step != self.at.step:
             self._evaluate()
         best, final = self.at.best, self.validation.last

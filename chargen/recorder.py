@@ -17,7 +17,7 @@ from chargen.errors import TrainingError
 from chargen.evaluate import LossStats
 from chargen.model import CharRNN
 from chargen.records import Position, TrainRow
-from chargen.reports import EvalReport, Reporter, StepReport
+from chargen.reports import EvalReport, FinishingReport, Reporter, StepReport
 from chargen.schedule import Clock
 from chargen.settings import RunSettings
 
@@ -97,9 +97,11 @@ class Recorder:
         )
         self.report(StepReport(at.step, epoch, fraction, mean_loss, lr, grad_norm, speed, eta))
 
-    def settle(self, at: Position) -> None:
-        """Count what the last report did not, as the run ends."""
+    def finishing(self, at: Position) -> None:
+        """The run's steps are done: count what the last report did not, and say so (its last
+        evaluation and its summary follow)."""
         self._count(at, *self.meter.take()[1:4])
+        self.report(FinishingReport(at.step))
 
     def with_pending(self, at: Position) -> Position:
         """`at` with the steps clipped and skipped since the last report counted in."""
