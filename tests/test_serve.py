@@ -331,6 +331,9 @@ def test_score_gives_per_character_logprobs_as_chargen_score(
     assert half.status_code == 422 and half.json()["field"] == "text", half.text  # was a 500
     bad = httpx.post(server.url + "/v1/score", json={"text": "\u4e00\u4e01"})
     assert bad.status_code == 422 and bad.json()["field"] == "text"
+    # The advice names the request's own field, in JSON, as generate's does.
+    said = bad.json()["error"]
+    assert '`"unknown": "replace"`' in said and "unknown='replace'" not in said, said
 
 
 def test_bad_requests_are_refused_naming_the_problem(server: Served) -> None:

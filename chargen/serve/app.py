@@ -165,8 +165,8 @@ def create_app(engine: Engine, description: dict[str, Any], token: str | None, l
         events = Events()
         engine.submit_score(parsed, events)
         name, data = await events.get()
-        if name == "error":
-            return _error(422, data["error"], data.get("field") or "text")
+        if name == "error":  # said by the library, in its terms: the advice names the JSON field
+            return _error(422, _in_json(data["error"]), data.get("field") or "text")
         return _json(data)
 
     async def not_found(request: Request, exc: Exception) -> Response:
