@@ -37,7 +37,9 @@ def gradient_decay(model: CharRNN, ids: torch.Tensor) -> np.ndarray:
         top.retain_grad()  # keep this step's gradient for reading after backward
         tops.append(top)
     logits = model.head(tops[-1][-1])  # (B, V): the prediction after the last step
-    loss = F.cross_entropy(logits, ids[steps])
+    # Summed, not averaged: each window's state then gets the gradient of its own loss, so the
+    # norms do not shrink as 1 / streams when more windows are averaged.
+    loss = F.cross_entropy(logits, ids[steps], reduction="sum")
     loss.backward()
     model.train(was_training)
     # k = 1 is the last state itself (tops[steps - 1]); k = steps is the first.

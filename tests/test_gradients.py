@@ -1,5 +1,6 @@
 """Vanishing gradients, measured: a plain RNN forgets far faster than an LSTM."""
 
+import numpy as np
 import torch
 from typer.testing import CliRunner
 
@@ -53,3 +54,12 @@ def test_text_windows_are_cut_from_the_text() -> None:
     ids = torch.arange(1000).numpy()
     window = text_windows(ids, steps=9, streams=3)
     assert window.shape == (10, 3) and (window[1:] - window[:-1] == 1).all()
+
+
+def test_the_norms_do_not_depend_on_how_many_windows_are_averaged() -> None:
+    torch.manual_seed(0)
+    model = CharRNN(ModelConfig(cell="lstm", vocab_size=64, layers=2, hidden=32, dropout=0.0))
+    one = random_window(64, 10, 1, seed=0)
+    alone = gradient_decay(model, one)
+    beside = gradient_decay(model, one.repeat(1, 8))  # the same window 8 times: the same mean
+    assert np.allclose(alone, beside, rtol=1e-4), (alone, beside)
