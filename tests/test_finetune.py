@@ -105,6 +105,31 @@ def test_init_starts_a_new_run_that_records_its_parent(tiny_run: TrainSummary, t
     )
 
 
+def test_a_fine_tune_says_what_became_of_the_characters_the_parent_never_saw(
+    tiny_run: TrainSummary, tmp_path: Path
+) -> None:
+    text = tmp_path / "tr.txt"
+    text.write_text(TURKISH, encoding="utf-8")
+    unseen = sum(TURKISH.count(c) for c in set(TURKISH) if c not in load_run(tiny_run.run_dir).vocab.chars)
+    args = ["train", str(text), "--init", str(tiny_run.run_dir), "--max-steps", "1"]
+    grown = CliRunner().invoke(app, [*args, "--out", str(tmp_path / "grown")])
+    assert grown.exit_code == 0, grown.output
+    said = [line for line in grown.stderr.splitlines() if line.startswith("fine-tuning from")]
+    assert len(said) == 1 and "new character(s) get their own rows" in said[0] and "'ş'" in said[0], said
+    skipped = CliRunner().invoke(app, [*args, "--unknown", "skip", "--out", str(tmp_path / "skipped")])
+    assert skipped.exit_code == 0, skipped.output
+    said = [line for line in skipped.stderr.splitlines() if line.startswith("fine-tuning from")]
+    left = len(TURKISH) - unseen
+    assert (
+        said
+        and f"{unseen:,} character(s) it never saw were left out (--unknown skip), leaving {left:,}"
+        in said[0]
+    )
+    refused = CliRunner().invoke(app, [*args, "--out", str(tmp_path / "grown")])  # said once it starts
+    assert refused.exit_code == 1 and refused.stderr.startswith("Error:"), refused.output
+    assert len(refused.stderr.strip().splitlines()) == 1, refused.stderr
+
+
 def test_a_list_run_fine_tunes_on_a_new_list(tmp_path: Path) -> None:
     (tmp_path / "a.txt").write_text("\n".join(f"name{k}x" for k in range(300)), encoding="utf-8")
     (tmp_path / "b.txt").write_text("\n".join(f"ayşe{k}ğ" for k in range(200)), encoding="utf-8")

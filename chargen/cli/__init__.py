@@ -43,6 +43,7 @@ from chargen.cli.tables import (
     print_run_info,
     print_scores,
     print_summary,
+    start_from_note,
 )
 from chargen.config import CELLS, AdaptConfig, ModelConfig, SampleConfig, TextConfig, TrainConfig
 from chargen.errors import ConfigError, RunError
@@ -174,7 +175,8 @@ def train(
             model_config, train_config, text_config = opt.configs(ctx.params)
             with DownloadBar() as download:
                 data = load_corpus(corpus, text_config, progress=download)
-        with stop_on_signals(announce=main) as stop, TrainProgress() as progress:
+        note = start_from_note(init, start) if start is not None and init is not None and main else None
+        with stop_on_signals(announce=main) as stop, TrainProgress(note) as progress:
             report = fan_out(stop.watch, progress, *plotter)
             if resume is None:
                 summary = run_training(data, model_config, train_config, out, report, stop=stop, start=start)

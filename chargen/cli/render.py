@@ -172,9 +172,10 @@ def in_flags(ctx: typer.Context, error: ChargenError, names: dict[str, str] | No
 class TrainProgress:
     """Renders the training loop's reports: a tqdm bar on stderr, evaluations above it."""
 
-    def __init__(self) -> None:
+    def __init__(self, note: str | None = None) -> None:
         self.bar: tqdm | None = None
         self.units = Units()  # the run's, once it has started
+        self.note = note  # a line to print below the run's header, once it has started
 
     def __call__(self, report: Report) -> None:
         from tqdm import tqdm
@@ -193,6 +194,8 @@ class TrainProgress:
                 f"{report.vocab_size} | {report.train_chars:,} training and {report.val_chars:,} "
                 f"validation {self.units.symbol}s | {report.device}{processes} | seed {report.seed}"
             )
+            if self.note:
+                err.print(self.note, soft_wrap=True)
             self.bar = tqdm(
                 total=1000,
                 file=sys.stderr,

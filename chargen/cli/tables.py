@@ -24,6 +24,7 @@ if TYPE_CHECKING:
     from chargen.catalogue import Entry, Found
     from chargen.compare import Comparison
     from chargen.evaluate import LossStats
+    from chargen.finetune import Start
     from chargen.records import RunDescription, TrainSummary
     from chargen.runs import AdaptedEvaluation, FileAdaptation
     from chargen.scoring import Scores
@@ -78,6 +79,29 @@ def print_comparison(comparison: Comparison, units: Units) -> None:
     Console().print(table)
     written = [comparison.out / "compare.json", *([comparison.plot] if comparison.plot else [])]
     err.print(f"wrote {' and '.join(map(literal, written))}; each run is in {literal(comparison.out)}/<cell>")
+
+
+def start_from_note(parent: Path, start: Start) -> str | None:
+    """The line a fine-tune prints once it has started, saying what became of the characters of
+    its text that the parent never saw (None when there were none)."""
+    from chargen.vocab import describe_chars
+
+    said = []
+    if start.new_chars:
+        said.append(
+            f"{len(start.new_chars)} new character(s) get their own rows: {describe_chars(start.new_chars)}"
+        )
+    if start.corpus.unknown:
+        policy = start.parent.unknown
+        if policy == "extend":  # rarer than the parent's --min-count, as in a run of its own
+            done = "rarer than its --min-count became the unknown symbol"
+        elif policy == "replace" and getattr(start.corpus.vocab, "unknown_id", None) is not None:
+            done = "it never saw became its unknown symbol (--unknown replace)"
+        else:
+            why = "skip" if policy == "skip" else "replace: the parent has no unknown symbol"
+            done = f"it never saw were left out (--unknown {why})"
+        said.append(f"{start.corpus.unknown:,} character(s) {done}, leaving {len(start.corpus.ids):,}")
+    return f"fine-tuning from {literal(parent)}: {'; '.join(said)}" if said else None
 
 
 def print_run_info(model: Path, facts: RunDescription) -> None:
