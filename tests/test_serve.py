@@ -178,6 +178,21 @@ def test_only_loopback_binds_without_a_token() -> None:
     check_binding("0.0.0.0", None, True)
     with pytest.raises(ConfigError, match="`token"):
         check_binding("0.0.0.0", None, False)
+    check_binding("0.0.0.0", "a-Z_0.9~+/=!", False)
+    for token in ("pässwörd", " secret", "two words", "tab\there"):  # no client could ever send these
+        with pytest.raises(ConfigError, match="`token` must be printable ASCII"):
+            check_binding("0.0.0.0", token, False)
+
+
+def test_a_token_a_client_could_not_send_is_refused_in_one_line(tiny_run: TrainSummary) -> None:
+    with socket.socket() as taken:  # were the token let through, the port in use would end it
+        taken.bind(("127.0.0.1", 0))
+        port = str(taken.getsockname()[1])
+        args = ["serve", "--model", str(tiny_run.run_dir), "--port", port, "--token", "pässwörd"]
+        result = CliRunner().invoke(app, args)
+    assert result.exit_code == 2, result.output
+    assert result.stderr.startswith("Error: --token must be printable ASCII"), result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
 
 
 def test_the_cli_refuses_a_public_address_without_a_token(tiny_run: TrainSummary) -> None:

@@ -51,6 +51,14 @@ def check_binding(host: str, token: str | None, insecure_no_token: bool) -> None
     """Refuse to listen beyond this machine without a token, unless told to in as many words."""
     if token is not None and not token.strip():
         raise ConfigError("`token` must not be empty", "token")
+    if token is not None and not all("!" <= c <= "~" for c in token):
+        # A client sends it in an HTTP header, which carries ASCII (a browser's fetch refuses anything
+        # else), and the server strips the spaces around it: any other token could never be matched.
+        raise ConfigError(
+            "`token` must be printable ASCII without spaces (letters, digits, punctuation): clients "
+            "send it in an HTTP header; openssl rand -hex 16 makes one",
+            "token",
+        )
     if token is not None and insecure_no_token:
         raise ConfigError("`token` and `insecure_no_token` were both given; give one of them", "token")
     if not is_loopback(host) and token is None and not insecure_no_token:
