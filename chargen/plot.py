@@ -67,7 +67,7 @@ def plot_runs(run_dirs: list[Path], out: Path) -> Path:
         if not train and not evals:  # axes with nothing on them say nothing
             raise RunError(
                 f"{run.path} has no figures to plot yet: its {METRICS} is missing, empty or unreadable "
-                "(a run logs its first at step `log_every` or its first validation)"
+                f"(it logs its first at step {run.train_config.log_every}, or at its first validation)"
             )
         runs.append((run, train, evals))
     # Constrained layout makes room for the legends, which sit outside the panels so they never

@@ -67,6 +67,7 @@ def test_a_run_with_no_training_figures_is_refused_not_drawn_empty(tiny_run, tmp
     result = runner.invoke(app, ["plot", str(tiny_run.run_dir), str(empty), "--out", str(out)])
     assert result.exit_code == 1 and "has no figures to plot" in result.stderr, result.output
     assert len(result.stderr.strip().splitlines()) == 1 and not out.exists()
+    assert "at step 10," in result.stderr and "`" not in result.stderr, result.stderr  # no library name
 
 
 def test_without_matplotlib_the_plot_command_says_how_to_install_it(
