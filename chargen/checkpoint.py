@@ -333,16 +333,22 @@ def describe(run: Run) -> RunDescription:
     A damaged summary or checkpoint is listed under problems rather than refused: info is what
     one runs to find out what is wrong with a run.
     """
-    problems, summary, steps = [], None, None
+    problems, summary, position = [], None, None
     try:
         summary = read_summary(run.path)
     except RunError as err:
         problems.append(f"{SUMMARY} cannot be read ({_cause(err)})")
     if (run.path / CHECKPOINT).exists():
         try:
-            steps = load_checkpoint(run.path / CHECKPOINT).position.step
+            position = load_checkpoint(run.path / CHECKPOINT).position
         except RunError as err:
             problems.append(f"{CHECKPOINT} cannot be read ({_cause(err)}); the run cannot resume")
+    # The best validation so far, the figures of the weights best.safetensors holds: from the
+    # checkpoint, which a run stopped or killed before its end has and keeps up to date when it is
+    # resumed (summary.json is written only at the end), else from the summary.
+    best, best_step = (summary.best, summary.best_step) if summary else (None, None)
+    if position is not None and position.best is not None:
+        best, best_step = position.best, position.best_step
     if (run.path / BEST).exists():
         try:
             load_model_weights(run)  # what sample, eval, score and serve load
@@ -350,4 +356,7 @@ def describe(run: Run) -> RunDescription:
             problems.append(f"{BEST} cannot be read ({_cause(err)}); sample, eval and serve cannot use it")
     files = {p.name: p.stat().st_size for p in sorted(run.path.iterdir()) if not p.name.startswith(".")}
     parameters = CharRNN(run.model_config).num_parameters()
-    return RunDescription(run.path, run.info, parameters, run.vocab, steps, summary, files, problems)
+    steps = position.step if position else None
+    return RunDescription(
+        run.path, run.info, parameters, run.vocab, steps, summary, best, best_step, files, problems
+    )

@@ -282,6 +282,8 @@ class RunDescription:
     vocab: Tokenizer
     steps: int | None  # as of the checkpoint; None without a readable one
     summary: TrainSummary | None  # None until the run has finished, or when it cannot be read
+    best: LossStats | None  # the lowest validation loss: the summary's, else the checkpoint's so far
+    best_step: int | None  # the step it was measured at; None with no validation to show
     files: dict[str, int]  # name: bytes
     problems: list[str]  # what could not be read, and what that means
 
@@ -303,6 +305,15 @@ class RunDescription:
             "parent": {**self.info.parent, "unknown": self.info.unknown} if self.info.parent else None,
             "steps": self.steps,
             "summary": self.summary.to_dict() if self.summary else None,
+            # also for a run not finished (stopped, killed): what best.safetensors holds
+            "best": None
+            if self.best is None
+            else {
+                "step": self.best_step,
+                "loss": self.best.loss,
+                "perplexity": self.best.json_perplexity,
+                "bpc": self.best.bpc,
+            },
             "files": self.files,
             "problems": self.problems,
         }

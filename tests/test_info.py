@@ -150,3 +150,21 @@ def test_paths_and_names_with_brackets_print_exactly(
     compared = runner.invoke(app, [*compare, "--out", "k[b]"], env=wide)
     assert compared.exit_code == 0 and "k[b] (seed" in compared.stdout, compared.output
     assert "wrote k[b]/compare.json; each run is in k[b]/<cell>" in compared.stderr, compared.stderr
+
+
+def test_info_shows_the_best_validation_of_a_run_that_has_not_finished(tiny_run, tmp_path: Path) -> None:
+    """A run stopped by Ctrl-C or killed has no summary.json (it is written at the end), but its
+    checkpoint knows the best validation so far, the figures of what best.safetensors holds."""
+    run_dir = tmp_path / "stopped"
+    shutil.copytree(tiny_run.run_dir, run_dir)
+    (run_dir / ckpt.SUMMARY).unlink()  # as a stopped or killed run leaves it
+    result = runner.invoke(app, ["info", str(run_dir), "--json"])
+    assert result.exit_code == 0, result.output
+    facts = json.loads(result.stdout)
+    assert facts["summary"] is None and facts["problems"] == []
+    assert facts["best"]["step"] == tiny_run.best_step
+    assert facts["best"]["bpc"] == pytest.approx(tiny_run.best.bpc)
+    table = runner.invoke(app, ["info", str(run_dir)], env={"COLUMNS": "200"})
+    assert table.exit_code == 0, table.output
+    assert f"{tiny_run.best.bpc:.4f} bpc" in table.stdout, table.stdout
+    assert f"(step {tiny_run.best_step}) so far" in table.stdout, table.stdout

@@ -152,11 +152,12 @@ def print_run_info(model: Path, facts: RunDescription) -> None:
         f"seed {t.seed}; limits as started: {t.limits()}",
     )
     table.add_row("progress", f"{facts.steps} steps" if facts.steps is not None else "no checkpoint")
-    if summary:
+    if facts.best:
+        after = f"; {summary.chars_per_sec:,.0f} {units.symbol}s/s" if summary else " so far"
         table.add_row(
             "best validation",
-            f"{summary.best.bpc:.4f} {units.bits}, perplexity {summary.best.perplexity:.2f} "
-            f"(step {summary.best_step}); {summary.chars_per_sec:,.0f} {units.symbol}s/s",
+            f"{facts.best.bpc:.4f} {units.bits}, perplexity {facts.best.perplexity:.2f} "
+            f"(step {facts.best_step}){after}",
         )
     for name, size in facts.files.items():
         table.add_row("file", f"{literal(name)}  {size:,} bytes")
