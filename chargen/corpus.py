@@ -25,7 +25,15 @@ from chargen.errors import CorpusChanged, CorpusError, VocabError
 from chargen.items import END, list_files, located_items, source_pieces
 from chargen.paths import chargen_home, corpora_dir
 from chargen.text import Preparer, read_chunks
-from chargen.vocab import ByteVocab, Tokenizer, Vocab, count_code_points, tokenizer_from_dict, unseen_message
+from chargen.vocab import (
+    UNKNOWN,
+    ByteVocab,
+    Tokenizer,
+    Vocab,
+    count_code_points,
+    tokenizer_from_dict,
+    unseen_message,
+)
 
 DEFAULT_CORPUS = corpora_dir() / "the-lamp-at-pellow-point.txt"
 EXCERPT = 40  # characters of the line shown around the first unknown character in an error
@@ -63,6 +71,15 @@ def _count_vocab(paths: list[Path], config: TextConfig, what: str) -> Vocab:
         counts = count_code_points(piece, counts)
     assert counts is not None  # read_chunks refuses an empty file
     vocab = Vocab.from_counts(counts, config.min_count, with_unknown=config.preset == "d2l")
+    if not set(vocab.chars) - {UNKNOWN, END}:  # a model of the unknown symbol alone learns nothing
+        text_counts = counts.copy()
+        text_counts[ord(END)] = 0  # a list's ends, which are kept whatever `min_count` says
+        commonest = int(text_counts.argmax())
+        raise CorpusError(
+            f"`min_count={config.min_count}` leaves no character of {what} {name_paths(paths)} in the "
+            f"vocabulary: the commonest, {chr(commonest)!r}, occurs {int(text_counts[commonest]):,} times; "
+            "give a smaller one"
+        )
     if config.items is not None and END not in vocab.chars:  # kept whatever `min_count` says
         vocab = Vocab([*vocab.chars, END])
     return vocab

@@ -50,6 +50,11 @@ CASES: list[tuple[list[str], int, str]] = [
     (["train", "good.txt", "--seed", "-1"], 2, "--seed must be in 0-9223372036854775807"),
     (["train", "good.txt", "--lr", "inf"], 2, "--lr must be a finite number"),
     (["train", "good.txt", "--tokenizer", "bytes", "--min-count", "2"], 2, "--tokenizer bytes"),
+    (  # every character rarer than that: the vocabulary would be the unknown symbol alone
+        ["train", "good.txt", *TINY, "--min-count", "1000000", "--max-steps", "2", "--out", "mc"],
+        1,
+        "--min-count 1000000 leaves no character",
+    ),
     (["train", "good.txt", "--tie-weights", "--embed", "8", "--hidden", "16"], 2, "--tie-weights needs"),
     (["train", "good.txt", "--out", "a-file/run"], 1, "cannot create run directory"),
     (["train", "good.txt", "--out", "not-a-run"], 1, "already exists and is not empty"),
