@@ -206,6 +206,9 @@ def test_train_sample_new_items_and_eval_from_the_command_line(
     assert result.exit_code == 0, result.output
     rows = [json.loads(line) for line in result.stdout.splitlines()]
     assert len(rows) == 5 and all(r["text"].startswith("th") and r["logprob"] < 0 for r in rows)
+    described = runner.invoke(app, ["sample", "--help"], env={"COLUMNS": "300"}).stdout
+    json_help = next(line for line in described.splitlines() if "--json" in line)
+    assert all(key in json_help for key in rows[0]), (json_help, rows[0])  # --help names every key
 
     test = tmp_path / "test.txt"
     test.write_text("\n".join(words[1500:1700]), encoding="utf-8")

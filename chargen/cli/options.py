@@ -298,7 +298,11 @@ MaxLength = Annotated[
 ]
 ItemsJson = Annotated[
     bool,
-    typer.Option("--json", help="With --items: one JSON object per item: text, logprob (nats), chars, bpc."),
+    typer.Option(
+        "--json",
+        help="With --items: one JSON object per item: text, logprob (nats), chars, bpc, ended (false: "
+        "cut off at --max-length).",
+    ),
 ]
 Stop = Annotated[
     str | None,
