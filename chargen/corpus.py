@@ -31,7 +31,6 @@ from chargen.vocab import (
     Tokenizer,
     Vocab,
     count_code_points,
-    nothing_left_message,
     tokenizer_from_dict,
     unseen_message,
 )
@@ -243,9 +242,7 @@ def load_corpus(
         parts: list[np.ndarray] = []
         n_unknown = _encode(paths, config, vocab, unknown, what, parts)
         ids = np.concatenate(parts) if parts else np.zeros(0, dtype=vocab.dtype)
-        return _something_left(
-            Corpus(name, where, sha256, config, vocab, ids, n_unknown, paths), what, unknown
-        )
+        return Corpus(name, where, sha256, config, vocab, ids, n_unknown, paths)
 
     key_source = {
         "version": CACHE_VERSION,
@@ -271,17 +268,7 @@ def load_corpus(
         if size
         else np.zeros(0, vocab.dtype)
     )
-    corpus = Corpus(name, where, sha256, config, vocab, ids, meta["unknown"], paths)
-    return _something_left(corpus, what, unknown)
-
-
-def _something_left(corpus: Corpus, what: str, unknown: str) -> Corpus:
-    """The corpus, unless dropping its unknown characters left nothing to read: an error saying so
-    (a text of two characters, or a list of one END and no item, is all that can be left)."""
-    if corpus.unknown and len(corpus.ids) < 2:
-        where = f"{what} {name_paths(corpus.paths)}"
-        raise CorpusError(nothing_left_message(where, corpus.unknown, unknown, corpus.end_id is not None))
-    return corpus
+    return Corpus(name, where, sha256, config, vocab, ids, meta["unknown"], paths)
 
 
 def _write_cache(

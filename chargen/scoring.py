@@ -29,7 +29,7 @@ from chargen.evaluate import LossStats, _stream_layout, item_losses
 from chargen.items import ItemSpans, text_pieces
 from chargen.model import CharRNN
 from chargen.text import Preparer
-from chargen.vocab import Tokenizer, nothing_left_message
+from chargen.vocab import Tokenizer
 
 
 @dataclass
@@ -151,8 +151,6 @@ def score_units(
         n_unknown += missing
     ends = np.cumsum([len(ids) for ids in encoded], dtype=np.int64)  # (U,)
     ids = np.concatenate(encoded) if encoded else np.zeros(0, dtype=vocab.dtype)
-    if n_unknown and len(ids) < 2:
-        raise CorpusError(nothing_left_message("the text", n_unknown, unknown))
     each = position_logprobs(model, ids, device, autocast)  # (N,): ids[1:]'s
     chars, logprobs = _per_unit(each, ends)
     seconds = time.perf_counter() - start

@@ -44,17 +44,6 @@ def unseen_message(what: str, chars: Sequence[str], where: str = "") -> str:
     )
 
 
-def nothing_left_message(what: str, dropped: int, unknown: str, items: bool = False) -> str:
-    """The error for a text with too little left to score once the characters a model never saw
-    are dropped (`unknown` skip, or replace without an unknown symbol): it says why, rather than
-    only that the text is short."""
-    left = "no item is left" if items else "under 2 characters are left, too few to read"
-    return (
-        f"{what} has {dropped:,} character(s) the model has never seen, and once they are dropped "
-        f"(`unknown={unknown!r}`) {left}; give a text in the model's characters"
-    )
-
-
 def _smallest_dtype(size: int) -> np.dtype:
     return np.dtype(np.uint8 if size <= 256 else np.uint16 if size <= 65536 else np.uint32)
 

@@ -88,9 +88,6 @@ CASES: list[tuple[list[str], int, str]] = [
     (["eval", "binary.bin", "--model", "run"], 1, "NUL bytes"),
     (["eval", "odd.txt", "--model", "run"], 1, "'☃' (U+2603)"),
     (["eval", "good.txt", "--model", "run", "--unknown", "ignore"], 2, "--unknown must be error"),
-    # nothing but characters the model never saw: dropped, nothing is left to read
-    (["eval", "snow.txt", "--model", "run", "--unknown", "skip"], 1, "(--unknown skip) under 2 characters"),
-    (["score", "snow.txt", "--model", "run", "--unknown", "replace"], 1, "(--unknown replace) under 2"),
     # compare
     (["compare", "good.txt", "--cells", "lstm,transformer"], 2, "--cells: 'transformer' is not a cell"),
     (["compare", "good.txt", "--cells", "gru,lstm,gru"], 2, "--cells names gru more than once"),
@@ -121,7 +118,6 @@ def workspace(lamp_text: str, tmp_path_factory: pytest.TempPathFactory) -> Path:
     (folder / "utf16.txt").write_text("şapka ve çay", encoding="utf-16")
     (folder / "latin1.txt").write_bytes("caf\xe9 au lait".encode("latin-1"))
     (folder / "odd.txt").write_text("The Time Traveller saw snow ☃\n", encoding="utf-8")
-    (folder / "snow.txt").write_text("☃☃☃ ☃", encoding="utf-8")
     (folder / "folder").mkdir()
     (folder / "a-file").write_text("not a directory")
     (folder / "not-a-run").mkdir()
@@ -162,7 +158,7 @@ def test_bad_input(
 
 def test_the_table_is_large() -> None:
     assert len(CASES) >= 25
-    assert {c[0][0] for c in CASES} == {"train", "sample", "eval", "score", "compare"}
+    assert {c[0][0] for c in CASES} == {"train", "sample", "eval", "compare"}
 
 
 def test_bf16_asked_for_on_a_cpu_that_cannot_compute_it_is_one_line(

@@ -20,7 +20,7 @@ from chargen.cli import app
 from chargen.config import ModelConfig, SampleConfig, TextConfig, TrainConfig
 from chargen.corpus import load_corpus
 from chargen.data import IGNORE, ItemBatches
-from chargen.errors import CorpusError, TrainingInterrupted, VocabError
+from chargen.errors import TrainingInterrupted, VocabError
 from chargen.evaluate import evaluate_ids, evaluate_items, item_losses
 from chargen.item_sample import generate_items
 from chargen.items import END, ItemSpans, split_items, text_items
@@ -437,18 +437,6 @@ def test_an_item_of_only_dropped_characters_is_no_item(tmp_path: Path, unknown: 
     corpus = load_corpus(tmp_path / "mine.txt", config, vocab=vocab, unknown=unknown, cache=False)
     assert "".join(vocab.chars[i] for i in corpus.ids) == f"{END}emma{END}ava{END}mia{END}"
     assert corpus.unknown == 5
-
-
-@pytest.mark.parametrize("unknown", ["skip", "replace"])
-def test_a_list_of_only_dropped_characters_says_no_item_is_left(tmp_path: Path, unknown: str) -> None:
-    """Every item made only of characters the vocabulary lacks: not an error about how the ids are
-    laid out (which a reader cannot act on), but one saying that dropping them left no item."""
-    config = TextConfig(items="lines")
-    (tmp_path / "parent.txt").write_text("emma\nava\nmia\n", encoding="utf-8")
-    vocab = load_corpus(tmp_path / "parent.txt", config).vocab
-    (tmp_path / "mine.txt").write_text("ÖÜ\nĞÇ\n", encoding="utf-8")
-    with pytest.raises(CorpusError, match=rf"4 character.*`unknown='{unknown}'`\) no item is left"):
-        load_corpus(tmp_path / "mine.txt", config, vocab=vocab, unknown=unknown, cache=False, what="text")
 
 
 @pytest.mark.parametrize(
