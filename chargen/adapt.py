@@ -29,7 +29,7 @@ import torch.nn.functional as F
 from chargen.config import AdaptConfig
 from chargen.device import autocast_to
 from chargen.errors import CorpusError, TrainingError
-from chargen.evaluate import LossStats
+from chargen.evaluate import LossStats, scored_chars
 from chargen.model import CharRNN, State, map_state
 
 # Krause et al. measured the gradient scale on batches of 100 streams. The scale (and so what a
@@ -188,7 +188,7 @@ class DynamicEvaluator:
         `state` is where the text picks up (None: a zero state)."""
         if self.config.lr == 0:  # no step, and the pull of the trained weights on themselves is nil
             return self.score(ids, state)
-        n = _scored(ids)
+        n = scored_chars(ids)
         start = time.perf_counter()
         segment = self.config.segment
         inputs, targets = _stream(ids, self.device)
@@ -219,13 +219,6 @@ class DynamicEvaluator:
         return score_ids(self.model, ids, self.device, self.autocast, state, self.config.segment)
 
 
-def _scored(ids: np.ndarray) -> int:
-    """How many characters of `ids` are scored: all but the first, which nothing predicts."""
-    if len(ids) < 2:
-        raise CorpusError("the text must have at least 2 characters to evaluate")
-    return len(ids) - 1
-
-
 def _stream(ids: np.ndarray, device: torch.device | str) -> tuple[torch.Tensor, torch.Tensor]:
     """Inputs and targets (n, 1) of one stream through `ids`."""
     ids64 = torch.from_numpy(np.asarray(ids).astype(np.int64, copy=False)).to(device)
@@ -244,7 +237,7 @@ def score_ids(
     """A static, sequential reading: each character's log-probability (after the first) with the
     state carried from `state`, `window` characters per call. With a window of the segment length,
     it computes what dynamic evaluation does before its first step."""
-    n = _scored(ids)
+    n = scored_chars(ids)
     start = time.perf_counter()
     inputs, targets = _stream(ids, device)
     log_probs = torch.empty(n, dtype=torch.float64, device=device)

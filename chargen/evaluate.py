@@ -66,6 +66,24 @@ class LossStats:
         return data
 
 
+def scored_chars(
+    ids: np.ndarray, verb: str = "evaluate", what: str = "the text", left_out: int = 0, listed: bool = False
+) -> int:
+    """How many of a text's `ids` are scored: all but the first, which nothing predicts. Fewer than
+    2 (a list's: no item) is a CorpusError, the one place that says so. `left_out` counts the
+    characters the model never saw that were left out of the ids (skipped, or dropped for want of
+    an unknown symbol): the text as given was longer, so the message says what is left of it."""
+    if len(ids) >= 2:
+        return len(ids) - 1
+    if not left_out:
+        raise CorpusError(f"{what} must have at least 2 characters to {verb}")
+    left, least = ("no items", "one item") if listed else (f"{len(ids)} character(s)", "2 characters")
+    raise CorpusError(
+        f"{what} has {left} left once the {left_out:,} character(s) the model has never seen are "
+        f"left out; it needs at least {least} to {verb}"
+    )
+
+
 def summed_cross_entropy(
     logits: torch.Tensor, targets: torch.Tensor, weights: torch.Tensor | None = None
 ) -> torch.Tensor:
@@ -118,9 +136,7 @@ def evaluate_ids(
     (`world`), each evaluates its share of the segments and the sums are added up, so every
     process gets the figure one process would.
     """
-    n = len(ids) - 1
-    if n < 1:
-        raise CorpusError("the text must have at least 2 characters to evaluate")
+    n = scored_chars(ids)
     start = time.perf_counter()
     world = world or World()
     streams = max(1, min(max_streams, n // (8 * warmup)))  # keep warm-up overhead under ~1/8

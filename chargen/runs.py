@@ -19,13 +19,13 @@ from chargen.corpus import end_id, load_corpus
 from chargen.data import split_ids
 from chargen.device import resolve_device, resolve_precision
 from chargen.errors import ChargenError, ConfigError, CorpusError, RunError
-from chargen.evaluate import LossStats, evaluate_text
+from chargen.evaluate import LossStats, evaluate_text, scored_chars
 from chargen.gradients import gradient_decay, require_positive, text_windows
 from chargen.items import ItemSpans, split_items
 from chargen.model import CharRNN
 from chargen.novelty import NgramIndex
 from chargen.sample import Continuation
-from chargen.vocab import Tokenizer
+from chargen.vocab import Tokenizer, drops_unknown
 
 
 def evaluate_run(
@@ -43,7 +43,7 @@ def evaluate_run(
     """
     run = load_run(run_dir)
     torch_device = resolve_device(device)
-    ids, n_unknown = text_ids(run, text_file, unknown, encoding, errors)
+    ids, n_unknown = text_ids(run, text_file, unknown, encoding, errors, scoring=True)
     # The precision the run validated in, so this figure matches the one it recorded.
     autocast = resolve_precision(run.train_config.precision, torch_device, recorded=True)
     model = load_model_weights(run, torch_device)
@@ -57,9 +57,11 @@ def text_ids(
     unknown: str,
     encoding: str | None = None,
     errors: str | None = None,
+    scoring: bool = False,
 ) -> tuple[np.ndarray, int]:
     """The ids of `text_file` read as the run read its training text (`encoding` and `errors` may
-    differ), or of the run's validation split when it is None; and how many characters were unknown."""
+    differ), or of the run's validation split when it is None; and how many characters were unknown.
+    `scoring`: refused when too few are left to evaluate (see scored_chars)."""
     if unknown not in UNKNOWN_POLICIES:
         raise ConfigError(f"`unknown` must be error, replace or skip, not {unknown!r}", "unknown")
     if text_file is None:
@@ -70,6 +72,9 @@ def text_ids(
         errors=errors or run.text_config.errors,
     )
     corpus = load_corpus(text_file, config, vocab=run.vocab, unknown=unknown, cache=False, what="text")
+    if scoring:
+        left_out = corpus.unknown if drops_unknown(run.vocab, unknown) else 0
+        scored_chars(corpus.ids, what=f"text {text_file}", left_out=left_out, listed=config.items is not None)
     return corpus.ids, corpus.unknown
 
 
@@ -149,9 +154,8 @@ def evaluate_run_adapted(
     run = load_run(run_dir)
     require_one_text(run)
     torch_device = resolve_device(device)
-    ids, n_unknown = text_ids(run, text_file, unknown, encoding, errors)
-    if len(ids) < 2:  # refused before the gradient scale is measured, not after
-        raise CorpusError(f"text {text_file} must have at least 2 characters to evaluate")
+    # Too short a text is refused here, before the gradient scale is measured, not after.
+    ids, n_unknown = text_ids(run, text_file, unknown, encoding, errors, scoring=True)
     autocast = resolve_precision(run.train_config.precision, torch_device, recorded=True)
     model = load_model_weights(run, torch_device)
     scale, source = run_gradient_scale(run, model, config, torch_device, autocast, text_file is not None)

@@ -24,12 +24,12 @@ from chargen.checkpoint import load_model_weights, load_run
 from chargen.config import UNKNOWN_POLICIES, TextConfig
 from chargen.corpus import Source, load_corpus, resolve_paths
 from chargen.device import autocast_to, resolve_device, resolve_precision
-from chargen.errors import ConfigError, CorpusError
-from chargen.evaluate import LossStats, _stream_layout, item_losses
+from chargen.errors import ConfigError
+from chargen.evaluate import LossStats, _stream_layout, item_losses, scored_chars
 from chargen.items import ItemSpans, text_pieces
 from chargen.model import CharRNN
 from chargen.text import Preparer
-from chargen.vocab import Tokenizer
+from chargen.vocab import Tokenizer, drops_unknown
 
 
 @dataclass
@@ -95,9 +95,7 @@ def position_logprobs(
     The text is read in evaluate_ids' streams, each warmed on the characters before its part, so
     that the mean of these is evaluate_ids' loss (negated) to within rounding.
     """
-    n = len(ids) - 1
-    if n < 1:
-        raise CorpusError("the text must have at least 2 characters to score")
+    n = scored_chars(ids, "score")
     streams = max(1, min(max_streams, n // (8 * warmup)))  # as evaluate_ids chooses them
     pos, scored = _stream_layout(n, streams, warmup)  # (L, S) each
     ids64 = ids.astype(np.int64, copy=False)
@@ -151,6 +149,7 @@ def score_units(
         n_unknown += missing
     ends = np.cumsum([len(ids) for ids in encoded], dtype=np.int64)  # (U,)
     ids = np.concatenate(encoded) if encoded else np.zeros(0, dtype=vocab.dtype)
+    scored_chars(ids, "score", left_out=n_unknown if drops_unknown(vocab, unknown) else 0)
     each = position_logprobs(model, ids, device, autocast)  # (N,): ids[1:]'s
     chars, logprobs = _per_unit(each, ends)
     seconds = time.perf_counter() - start
@@ -224,6 +223,8 @@ def score_run(
     if config.items is not None:  # a list: item by item, as the run was trained
         corpus = load_corpus(text_file, config, vocab=run.vocab, unknown=unknown, cache=False, what="text")
         assert corpus.end_id is not None
+        left_out = corpus.unknown if drops_unknown(run.vocab, unknown) else 0
+        scored_chars(corpus.ids, "score", f"text {text_file}", left_out, listed=True)
         return score_items(
             model, run.vocab, corpus.ids, corpus.end_id, torch_device, autocast, corpus.unknown
         )

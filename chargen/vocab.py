@@ -125,10 +125,10 @@ class Vocab:
         if n_unknown:
             if unknown == "error":
                 raise VocabError(unseen_message(what, self.unknown_chars(text)))
-            if unknown == "replace" and self.unknown_id is not None:
-                ids[missing] = self.unknown_id
-            else:
+            if drops_unknown(self, unknown):
                 ids = ids[~missing]
+            else:
+                ids[missing] = self.unknown_id
         return ids.astype(self.dtype), n_unknown
 
     def encode(self, text: str, what: str = "the text", unknown: str = "error") -> np.ndarray:
@@ -213,6 +213,12 @@ class _ByteDecoder:
 
 
 Tokenizer = Vocab | ByteVocab
+
+
+def drops_unknown(vocab: Tokenizer, unknown: str) -> bool:
+    """Whether `unknown` ("replace" or "skip") leaves the characters outside `vocab` out of the ids,
+    rather than mapping them to its unknown symbol: "skip" always, "replace" where it has none."""
+    return unknown == "skip" or vocab.unknown_id is None
 
 
 def tokenizer_from_dict(data: dict) -> Tokenizer:

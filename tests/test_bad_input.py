@@ -88,6 +88,14 @@ CASES: list[tuple[list[str], int, str]] = [
     (["eval", "binary.bin", "--model", "run"], 1, "NUL bytes"),
     (["eval", "odd.txt", "--model", "run"], 1, "'☃' (U+2603)"),
     (["eval", "good.txt", "--model", "run", "--unknown", "ignore"], 2, "--unknown must be error"),
+    # a text of 2 characters that the unseen one, left out, leaves too short: the message says so
+    (["eval", "snow.txt", "--model", "run", "--unknown", "skip"], 1, "has 1 character(s) left once the 1"),
+    (
+        ["eval", "snow.txt", "--model", "run", "--unknown", "replace"],
+        1,
+        "the model has never seen are left out",
+    ),
+    (["eval", "snow.txt", "--model", "run", "--unknown", "skip", "--adapt"], 1, "1 character(s) left once"),
     # compare
     (["compare", "good.txt", "--cells", "lstm,transformer"], 2, "--cells: 'transformer' is not a cell"),
     (["compare", "good.txt", "--cells", "gru,lstm,gru"], 2, "--cells names gru more than once"),
@@ -118,6 +126,7 @@ def workspace(lamp_text: str, tmp_path_factory: pytest.TempPathFactory) -> Path:
     (folder / "utf16.txt").write_text("şapka ve çay", encoding="utf-16")
     (folder / "latin1.txt").write_bytes("caf\xe9 au lait".encode("latin-1"))
     (folder / "odd.txt").write_text("The Time Traveller saw snow ☃\n", encoding="utf-8")
+    (folder / "snow.txt").write_text("a☃", encoding="utf-8")
     (folder / "folder").mkdir()
     (folder / "a-file").write_text("not a directory")
     (folder / "not-a-run").mkdir()

@@ -230,6 +230,13 @@ def test_train_sample_new_items_and_eval_from_the_command_line(
         assert result.exit_code == 0, result.output
         assert command == "eval" or result.stderr.startswith("1 item, "), result.stderr
     assert json.loads(result.stdout)["items"] == 1
+    # A list whose every item is made of characters the model never saw has none left once they
+    # are skipped: the message says so, not that the text is too short.
+    test.write_text("☃\n☃☃\n", encoding="utf-8")
+    for command in ("score", "eval"):
+        result = runner.invoke(app, [command, "--model", str(run), str(test), "--unknown", "skip"])
+        assert result.exit_code == 1 and not result.stdout, result.output
+        assert "has no items left once the 3 character(s) the model has never seen" in result.stderr
 
     # Options for a text's run are refused on a list's run, not ignored; and a prefix longer than
     # --max-length (which counts it) would make only cut-off items.

@@ -210,6 +210,7 @@ def test_bad_input_gets_one_line_and_nothing_on_stdout(tiny_run: TrainSummary, t
     model = str(tiny_run.run_dir)
     (tmp_path / "empty.txt").write_bytes(b"")
     (tmp_path / "one.txt").write_text("a", encoding="utf-8")
+    (tmp_path / "snow.txt").write_text("☃a☃", encoding="utf-8")
     (tmp_path / "odd.txt").write_text("The lamp\nsnow ☃\n", encoding="utf-8")
     (tmp_path / "good.txt").write_text("The lamp\n", encoding="utf-8")
     for args, code, said in (
@@ -221,6 +222,11 @@ def test_bad_input_gets_one_line_and_nothing_on_stdout(tiny_run: TrainSummary, t
         (["--model", model, str(tmp_path / "missing.txt")], 1, "text file not found"),
         (["--model", model, str(tmp_path / "empty.txt")], 1, "is empty"),
         (["--model", model, str(tmp_path / "one.txt")], 1, "at least 2 characters"),
+        (
+            ["--model", model, str(tmp_path / "snow.txt"), "--unknown", "skip"],
+            1,
+            "the text has 1 character(s) left once the 2 character(s) the model has never seen are left out",
+        ),
         (["--model", model, str(tmp_path / "odd.txt")], 1, "line 2 has 1 character(s)"),
         (["--model", model, str(tmp_path / "odd.txt")], 1, "--unknown replace"),
         (["--model", model, str(tmp_path / "good.txt"), "--unknown", "ignore"], 2, "--unknown must be"),

@@ -349,6 +349,9 @@ def test_score_gives_per_character_logprobs_as_chargen_score(
     # The advice names the request's own field, in JSON, as generate's does.
     said = bad.json()["error"]
     assert '`"unknown": "replace"`' in said and "unknown='replace'" not in said, said
+    # Two characters, one of them unseen and skipped: what is left is too short, and it says so.
+    short = httpx.post(server.url + "/v1/score", json={"text": "a\u4e00", "unknown": "skip"})
+    assert short.status_code == 422 and "1 character(s) left once the 1" in short.json()["error"], short.text
 
 
 def test_bad_requests_are_refused_naming_the_problem(server: Served) -> None:
