@@ -156,6 +156,7 @@ def evaluate_run_adapted(
     torch_device = resolve_device(device)
     # Too short a text is refused here, before the gradient scale is measured, not after.
     ids, n_unknown = text_ids(run, text_file, unknown, encoding, errors, scoring=True)
+    require_adaptable(len(ids) - 1, config, f"text {text_file}" if text_file else "the validation split")
     autocast = resolve_precision(run.train_config.precision, torch_device, recorded=True)
     model = load_model_weights(run, torch_device)
     scale, source = run_gradient_scale(run, model, config, torch_device, autocast, text_file is not None)
@@ -166,6 +167,22 @@ def evaluate_run_adapted(
     return AdaptedEvaluation(
         replace(static, unknown=n_unknown), replace(adapted, unknown=n_unknown), config, source, scale.seconds
     )
+
+
+def require_adaptable(scored: int, config: AdaptConfig, what: str) -> None:
+    """Refuses a text with no more characters to score than one segment: dynamic evaluation steps
+    only once a segment is scored, so its one step would come after the last character and the
+    adapted figures would be the static ones, after measuring a gradient scale for nothing."""
+    if scored <= config.segment:
+        fix = (
+            f"lower `segment` below {scored:,} or give a longer text" if scored > 1 else "give a longer text"
+        )
+        raise ConfigError(
+            f"{what} has {scored:,} character(s) to score, no more than one `segment` ({config.segment:,}), "
+            f"so the model would adapt only after the text ends and the adapted figures would be the "
+            f"static ones; {fix}",
+            "segment",
+        )
 
 
 HELD_OUT = 0.1  # the last part of a text to adapt on that measures whether adapting helped

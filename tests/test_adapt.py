@@ -258,6 +258,13 @@ def test_bad_input_is_one_line(tiny_run: TrainSummary, tmp_path: Path) -> None:
     )
     short = tmp_path / "short.txt"
     short.write_text("The lamp", encoding="utf-8")
+    # No longer than one segment: the only step would come after the text ends, so it is refused,
+    # before the gradient scale is measured, rather than reporting the static figures as adapted.
+    message = _one_line_error(runner.invoke(app, ["eval", "--adapt", str(short), *model]), code=2)
+    assert "has 7 character(s) to score, no more than one --adapt-segment (50)" in message
+    assert "lower --adapt-segment below 7" in message
+    result = runner.invoke(app, ["eval", "--adapt", "--adapt-segment", "6", str(short), *model, "--json"])
+    assert result.exit_code == 0 and json.loads(result.stdout)["chars"] == 7, result.output
     assert "at least 20" in _one_line_error(runner.invoke(app, ["sample", "--adapt-on", str(short), *model]))
     message = _one_line_error(runner.invoke(app, ["eval", "--adapt", "--adapt-lr", "-1", *model]), code=2)
     assert "--adapt-lr must not be negative" in message
