@@ -84,7 +84,7 @@ def print_comparison(comparison: Comparison, units: Units) -> None:
 def start_from_note(parent: Path, start: Start) -> str | None:
     """The line a fine-tune prints once it has started, saying what became of the characters of
     its text that the parent never saw (None when there were none)."""
-    from chargen.vocab import describe_chars
+    from chargen.vocab import describe_chars, drops_unknown
 
     said = []
     if start.new_chars:
@@ -95,7 +95,7 @@ def start_from_note(parent: Path, start: Start) -> str | None:
         policy = start.parent.unknown
         if policy == "extend":  # rarer than the parent's --min-count, as in a run of its own
             done = "rarer than its --min-count became the unknown symbol"
-        elif policy == "replace" and getattr(start.corpus.vocab, "unknown_id", None) is not None:
+        elif not drops_unknown(start.corpus.vocab, policy):
             done = "it never saw became its unknown symbol (--unknown replace)"
         else:
             why = "skip" if policy == "skip" else "replace: the parent has no unknown symbol"
