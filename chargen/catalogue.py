@@ -81,6 +81,7 @@ class Found:
     kind: str  # 'offline', 'cached' or 'download'; 'refused': the offline file is not the catalogue's
     path: Path | None  # the file it would be read from (the refused one too); None for a download
     refusal: str | None = None  # the error resolving gives, for a refused one
+    reason: str | None = None  # that error in a few words, for a listing
 
 
 def find(entry: Entry) -> Found:
@@ -88,6 +89,14 @@ def find(entry: Entry) -> Found:
     the catalogue's sha256 here, so listing and loading agree; one that does not match is refused
     rather than passed over for the cache or a download, since the directory was set on purpose."""
     offline = _offline_dir()
+    if offline and not offline.is_dir():  # a typo, most likely: not passed over in silence
+        return Found(
+            "refused",
+            offline,
+            f"CHARGEN_CORPORA is {offline}, which is not a directory; set it to the directory that "
+            f"holds {entry.file}, or unset it to use the cache or a download",
+            "CHARGEN_CORPORA is not a directory",
+        )
     if offline and (offline / entry.file).exists():
         path = offline / entry.file
         actual = file_sha256(path)
@@ -98,6 +107,7 @@ def find(entry: Entry) -> Found:
                 f"{path} is not the catalogue's {entry.name}: its sha256 is {actual}, expected "
                 f"{entry.sha256}; replace it with the catalogue's file, or remove it to use the cache "
                 "or a download",
+                "wrong sha256",
             )
         return Found("offline", path)
     cached = _cache_dir() / entry.file

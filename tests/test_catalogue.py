@@ -109,3 +109,23 @@ def test_header_and_footer_are_stripped() -> None:
     entry = catalogue.Entry("x", "x", "x.txt", "http://x", "0" * 64, 0, "none", "*** START", "*** END")
     text = b"licence\n*** START OF THE BOOK ***\nthe text\n*** END OF THE BOOK ***\nmore licence\n"
     assert catalogue._strip(entry, text) == b"the text\n"
+
+
+def test_a_corpora_directory_that_does_not_exist_is_refused_not_passed_over(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    text = b"The text the catalogue names.\n" * 40
+    cache = tmp_path / "home" / "corpora"
+    cache.mkdir(parents=True)
+    (cache / "written.txt").write_bytes(text)  # a good copy in the cache is not taken instead
+    _catalogue_of_one(tmp_path, "written", text)
+    monkeypatch.setattr(catalogue, "CATALOGUE", tmp_path / "catalogue.json")
+    monkeypatch.setenv("CHARGEN_CORPORA", str(tmp_path / "corproa"))  # a typo
+    monkeypatch.setenv("CHARGEN_HOME", str(tmp_path / "home"))
+    with pytest.raises(CorpusError, match="corproa, which is not a directory") as refused:
+        load_corpus("written")
+    result = CliRunner().invoke(app, ["corpora"])
+    assert result.exit_code == 0, result.output
+    row = next(line for line in result.stdout.splitlines() if line.startswith("│ written"))
+    assert "refused" in row and "cached" not in row, result.stdout
+    assert result.stderr.strip() == f"written cannot be loaded: {refused.value}"

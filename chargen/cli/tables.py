@@ -278,12 +278,12 @@ def print_gradients(label: str, norms: Any) -> None:
 
 def print_corpora(entries: Iterable[Entry], find: Callable[[Entry], Found]) -> None:
     """The catalogue's corpora and where each would come from now; then, on stderr, why loading
-    refuses any whose file in $CHARGEN_CORPORA is not the catalogue's."""
+    refuses any (a file in $CHARGEN_CORPORA not the catalogue's, or no such directory)."""
     table = Table("name", "what", "size", "licence", "source now")
     refusals = []
     for entry in entries:
         found = find(entry)
-        now = "refused: wrong sha256" if found.refusal else found.kind
+        now = f"refused: {found.reason}" if found.refusal else found.kind
         table.add_row(entry.name, entry.title, f"{entry.bytes / 1e6:.1f} MB", entry.licence, now)
         if found.refusal:
             refusals.append(f"{entry.name} cannot be loaded: {found.refusal}")
