@@ -113,9 +113,8 @@ def compare(
         require_matplotlib()
     out = out or _default_out(runs_root, corpus.name)
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
-        raise RunError(
-            f"{out} already exists and is not an empty directory; choose another `out` or remove it"
-        )
+        what = "is a file" if not out.is_dir() else "already exists and is not an empty directory"
+        raise RunError(f"{out} {what}; `out` names the directory the runs go in: choose another or remove it")
     # Decided once, for the first cell, as a run's settings are: one seed for every run, and the
     # size and dropout size auto gives, so that every cell gets the same model shape (otherwise a
     # slower cell would get a smaller model in the same time). A text too short for the batch is

@@ -219,7 +219,7 @@ def adapt_run_on(
     ids, _ = text_ids(run, text_file, unknown, encoding, errors)
     if len(ids) < 20:
         raise CorpusError(
-            f"text {text_file} has {len(ids)} characters; adapting on it needs at least 20, "
+            f"text {text_file} has {len(ids):,} character(s); adapting on it needs at least 20, "
             "so that its last tenth can show whether adapting helped"
         )
     autocast = resolve_precision(run.train_config.precision, device, recorded=True)

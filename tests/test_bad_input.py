@@ -105,7 +105,7 @@ CASES: list[tuple[list[str], int, str]] = [
     (["compare", "empty.txt"], 1, "is empty"),
     (["compare", "short.txt", *TINY, "--max-steps", "2"], 1, "lower --batch-size or --bptt"),
     (["compare", "good.txt", "--out", "not-a-run"], 1, "already exists and is not an empty directory"),
-    (["compare", "good.txt", "--out", "a-file"], 1, "already exists and is not an empty directory"),
+    (["compare", "good.txt", "--out", "a-file"], 1, "a-file is a file; --out names the directory"),
     (["compare", "good.txt", "--hidden", "0"], 2, "--hidden must be at least 1"),
     (["compare", "good.txt", "--max-steps", "0"], 2, "--max-steps must be at least 1"),
     (["compare", "good.txt", "--max-time", "soon"], 2, "--max-time must be a duration"),
