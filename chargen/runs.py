@@ -14,7 +14,7 @@ import torch
 
 from chargen.adapt import DynamicEvaluator, GradientScale, gradient_scale, score_ids
 from chargen.checkpoint import Run, load_model_weights, load_run
-from chargen.config import UNKNOWN_POLICIES, AdaptConfig
+from chargen.config import UNKNOWN_POLICIES, AdaptConfig, TextConfig
 from chargen.corpus import end_id, load_corpus
 from chargen.data import split_ids
 from chargen.device import resolve_device, resolve_precision
@@ -43,7 +43,7 @@ def evaluate_run(
     """
     run = load_run(run_dir)
     torch_device = resolve_device(device)
-    ids, n_unknown = text_ids(run, text_file, unknown, encoding, errors, scoring=True)
+    ids, n_unknown = text_ids(run, text_file, unknown, encoding, errors, too_short_to="evaluate")
     # The precision the run validated in, so this figure matches the one it recorded.
     autocast = resolve_precision(run.train_config.precision, torch_device, recorded=True)
     model = load_model_weights(run, torch_device)
@@ -57,25 +57,33 @@ def text_ids(
     unknown: str,
     encoding: str | None = None,
     errors: str | None = None,
-    scoring: bool = False,
+    too_short_to: str | None = None,
 ) -> tuple[np.ndarray, int]:
     """The ids of `text_file` read as the run read its training text (`encoding` and `errors` may
     differ), or of the run's validation split when it is None; and how many characters were unknown.
-    `scoring`: refused when too few are left to evaluate (see scored_chars)."""
+    `too_short_to` ("evaluate", "score"): refused, saying so, when too few are left for that (see
+    scored_chars)."""
     if unknown not in UNKNOWN_POLICIES:
         raise ConfigError(f"`unknown` must be error, replace or skip, not {unknown!r}", "unknown")
     if text_file is None:
         return run.validation_ids(), 0
-    config = replace(
+    config = reading_config(run, encoding, errors)
+    corpus = load_corpus(text_file, config, vocab=run.vocab, unknown=unknown, cache=False, what="text")
+    if too_short_to is not None:
+        left_out = corpus.unknown if drops_unknown(run.vocab, unknown) else 0
+        listed = config.items is not None
+        scored_chars(corpus.ids, too_short_to, f"text {text_file}", left_out, listed)
+    return corpus.ids, corpus.unknown
+
+
+def reading_config(run: Run, encoding: str | None, errors: str | None) -> TextConfig:
+    """How a text the run is asked about is read: as its training text was, with `encoding` and
+    `errors` in place of its own where given."""
+    return replace(
         run.text_config,
         encoding=encoding or run.text_config.encoding,
         errors=errors or run.text_config.errors,
     )
-    corpus = load_corpus(text_file, config, vocab=run.vocab, unknown=unknown, cache=False, what="text")
-    if scoring:
-        left_out = corpus.unknown if drops_unknown(run.vocab, unknown) else 0
-        scored_chars(corpus.ids, what=f"text {text_file}", left_out=left_out, listed=config.items is not None)
-    return corpus.ids, corpus.unknown
 
 
 # --- dynamic evaluation (adapt.py) ---------------------------------------------------------------
@@ -155,7 +163,7 @@ def evaluate_run_adapted(
     require_one_text(run)
     torch_device = resolve_device(device)
     # Too short a text is refused here, before the gradient scale is measured, not after.
-    ids, n_unknown = text_ids(run, text_file, unknown, encoding, errors, scoring=True)
+    ids, n_unknown = text_ids(run, text_file, unknown, encoding, errors, too_short_to="evaluate")
     require_adaptable(len(ids) - 1, config, f"text {text_file}" if text_file else "the validation split")
     autocast = resolve_precision(run.train_config.precision, torch_device, recorded=True)
     model = load_model_weights(run, torch_device)

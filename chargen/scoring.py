@@ -14,7 +14,7 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -22,12 +22,13 @@ import torch
 
 from chargen.checkpoint import load_model_weights, load_run
 from chargen.config import UNKNOWN_POLICIES, TextConfig
-from chargen.corpus import Source, load_corpus, resolve_paths
+from chargen.corpus import Source, end_id, resolve_paths
 from chargen.device import autocast_to, resolve_device, resolve_precision
 from chargen.errors import ConfigError
 from chargen.evaluate import LossStats, _stream_layout, item_losses, scored_chars
 from chargen.items import ItemSpans, text_pieces
 from chargen.model import CharRNN
+from chargen.runs import reading_config, text_ids
 from chargen.text import Preparer
 from chargen.vocab import Tokenizer, drops_unknown
 
@@ -211,23 +212,16 @@ def score_run(
     if unknown not in UNKNOWN_POLICIES:
         raise ConfigError(f"`unknown` must be error, replace or skip, not {unknown!r}", "unknown")
     run = load_run(run_dir)
-    config = replace(
-        run.text_config,
-        encoding=encoding or run.text_config.encoding,
-        errors=errors or run.text_config.errors,
-    )
+    config = reading_config(run, encoding, errors)
     torch_device = resolve_device(device)
     # The precision the run validated in, as `chargen eval` uses, so that the two agree.
     autocast = resolve_precision(run.train_config.precision, torch_device, recorded=True)
     model = load_model_weights(run, torch_device)
     if config.items is not None:  # a list: item by item, as the run was trained
-        corpus = load_corpus(text_file, config, vocab=run.vocab, unknown=unknown, cache=False, what="text")
-        assert corpus.end_id is not None
-        left_out = corpus.unknown if drops_unknown(run.vocab, unknown) else 0
-        scored_chars(corpus.ids, "score", f"text {text_file}", left_out, listed=True)
-        return score_items(
-            model, run.vocab, corpus.ids, corpus.end_id, torch_device, autocast, corpus.unknown
-        )
+        ids, n_unknown = text_ids(run, text_file, unknown, encoding, errors, too_short_to="score")
+        end = end_id(run.vocab, config)
+        assert end is not None
+        return score_items(model, run.vocab, ids, end, torch_device, autocast, n_unknown)
     lines = read_lines(text_file, config)
     return score_units(
         model, run.vocab, lines, config, unknown, torch_device, autocast, what=f"text {text_file}: line"
