@@ -78,7 +78,7 @@ def _strip(entry: Entry, data: bytes) -> bytes:
 class Found:
     """Where a named corpus would come from now: what `resolve` does and `chargen corpora` lists."""
 
-    kind: str  # 'offline', 'cached' or 'download'; 'refused': the offline file is not the catalogue's
+    kind: str  # 'offline', 'cached' or 'download'; 'refused': a wrong offline file, or no such directory
     path: Path | None  # the file it would be read from (the refused one too); None for a download
     refusal: str | None = None  # the error resolving gives, for a refused one
     reason: str | None = None  # that error in a few words, for a listing
@@ -87,7 +87,8 @@ class Found:
 def find(entry: Entry) -> Found:
     """Where `resolve` would take the corpus from now. A file in $CHARGEN_CORPORA is checked against
     the catalogue's sha256 here, so listing and loading agree; one that does not match is refused
-    rather than passed over for the cache or a download, since the directory was set on purpose."""
+    rather than passed over for the cache or a download, since the directory was set on purpose; so
+    is a $CHARGEN_CORPORA that is not a directory."""
     offline = _offline_dir()
     if offline and not offline.is_dir():  # a typo, most likely: not passed over in silence
         return Found(
