@@ -78,10 +78,15 @@ def scored_chars(
     if not left_out:
         raise CorpusError(f"{what} must have at least 2 characters to {verb}")
     left, least = ("no items", "one item") if listed else (f"{len(ids)} character(s)", "2 characters")
-    raise CorpusError(
-        f"{what} has {left} left once the {left_out:,} character(s) the model has never seen are "
-        f"left out; it needs at least {least} to {verb}"
-    )
+    raise CorpusError(f"{what} {has_left(left, left_out)}; it needs at least {least} to {verb}")
+
+
+def has_left(count: str, left_out: int) -> str:
+    """What a message says a text has: `count`, and where `left_out` characters the model has never
+    seen were left out of it (skipped, or dropped for want of an unknown symbol), that it is what is left."""
+    if not left_out:
+        return f"has {count}"
+    return f"has {count} left once the {left_out:,} character(s) the model has never seen are left out"
 
 
 def summed_cross_entropy(

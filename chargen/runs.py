@@ -19,7 +19,7 @@ from chargen.corpus import end_id, load_corpus
 from chargen.data import split_ids
 from chargen.device import resolve_device, resolve_precision
 from chargen.errors import ChargenError, ConfigError, CorpusError, RunError
-from chargen.evaluate import LossStats, evaluate_text, scored_chars
+from chargen.evaluate import LossStats, evaluate_text, has_left, scored_chars
 from chargen.gradients import gradient_decay, require_positive, text_windows
 from chargen.items import ItemSpans, split_items
 from chargen.model import CharRNN
@@ -224,11 +224,12 @@ def adapt_run_on(
     the model as trained, and by the model adapted on the text before it, frozen. Then adapting
     goes on over that end too, so sampling continues from the whole text's end."""
     require_one_text(run)
-    ids, _ = text_ids(run, text_file, unknown, encoding, errors)
+    ids, unseen = text_ids(run, text_file, unknown, encoding, errors)
     if len(ids) < 20:
+        left_out = unseen if drops_unknown(run.vocab, unknown) else 0
         raise CorpusError(
-            f"text {text_file} has {len(ids):,} character(s); adapting on it needs at least 20, "
-            "so that its last tenth can show whether adapting helped"
+            f"text {text_file} {has_left(f'{len(ids):,} character(s)', left_out)}; adapting on it needs "
+            "at least 20, so that its last tenth can show whether adapting helped"
         )
     autocast = resolve_precision(run.train_config.precision, device, recorded=True)
     scale, source = run_gradient_scale(run, model, config, device, autocast)

@@ -266,6 +266,13 @@ def test_bad_input_is_one_line(tiny_run: TrainSummary, tmp_path: Path) -> None:
     result = runner.invoke(app, ["eval", "--adapt", "--adapt-segment", "6", str(short), *model, "--json"])
     assert result.exit_code == 0 and json.loads(result.stdout)["chars"] == 7, result.output
     assert "at least 20" in _one_line_error(runner.invoke(app, ["sample", "--adapt-on", str(short), *model]))
+    # Long enough as given, too short once the characters the model never saw are skipped: it says so.
+    unseen = tmp_path / "unseen.txt"
+    unseen.write_text("The lamp " + "\u0416" * 30, encoding="utf-8")  # Cyrillic Zhe: not in the corpus
+    skip = ["sample", "--adapt-on", str(unseen), "--unknown", "skip", *model]
+    message = _one_line_error(runner.invoke(app, skip))
+    assert "has 9 character(s) left once the 30 character(s) the model has never seen are left out" in message
+    assert "at least 20" in message
     message = _one_line_error(runner.invoke(app, ["eval", "--adapt", "--adapt-lr", "-1", *model]), code=2)
     assert "--adapt-lr must not be negative" in message
     message = _one_line_error(runner.invoke(app, ["eval", "--adapt-segment", "20", *model]), code=2)
