@@ -111,13 +111,22 @@ class GemmStepper:
     buffers kept from step to step. On the AMD EPYC of docs/benchmarks.md a 2x256 step for one
     stream took 90 us against CellStepper's 133 (one thread, fp32); taking g's tanh as a sigmoid
     made 64 streams 5-10% faster. The same arithmetic up to rounding; stepping.py measures every
-    stepper on the machine at hand and uses the fastest. Holds a transposed copy of the weights."""
+    stepper on the machine at hand and uses the fastest. Holds a transposed copy of the weights.
 
-    def __init__(self, model: CharRNN, state: State) -> None:
+    With `rows=True` the layers' matrices are stored as nn.Linear stores them, a row per gate unit
+    ((4H, K)), and multiplied through a transposed view: the BLAS then splits one row's product
+    between threads differently. On the 2-core Intel Xeon with AMX of docs/benchmarks.md a 2x256
+    step for one stream on two threads ran 8,900 to 9,100 steps/s this way against 6,400 to 6,700
+    (layer 2's (512, 1024) product alone: 28 us against 48), while the (K, N) layout stayed as fast
+    or faster on one thread and for 64 streams. stepping.py times both."""
+
+    def __init__(self, model: CharRNN, state: State, rows: bool = False) -> None:
         assert model.config.cell == "lstm" and isinstance(state, tuple), "GemmStepper steps LSTMs"
         self.hidden, self.layers = model.config.hidden, model.config.layers
         w = _laid_out(model, 1.0, 2.0)  # g's rows doubled: its sigmoid gives (tanh(g) + 1) / 2
-        self.table, self.products, self.biases = w.table, w.products, w.biases
+        self.table, self.biases = w.table, w.biases
+        # (K, 4H) either way as addmm sees it; with `rows`, a view of a (4H, K) matrix.
+        self.products = [p.t().contiguous().t() for p in w.products] if rows else w.products
         self.head_weight, self.head_bias = w.head_weight, w.head_bias
         self.load(state)
 
@@ -232,8 +241,14 @@ def _array(t: torch.Tensor) -> np.ndarray:
 
 
 def make_stepper(model: CharRNN, state: State, kernel: str = "cells") -> Stepper:
-    """The stepper for `kernel`: "cells" (torch's cell functions, any cell), "gemm" (GemmStepper) or
-    "numpy" (NumpyStepper), the last two an LSTM's on a CPU; stepping.py says which is faster where."""
-    if model.config.cell != "lstm" or kernel not in ("gemm", "numpy"):  # a hand-edited cache may say so
+    """The stepper for `kernel`: "cells" (torch's cell functions, any cell), "gemm" (GemmStepper),
+    "gemm-rows" (GemmStepper with rows=True) or "numpy" (NumpyStepper), the last three an LSTM's on
+    a CPU; stepping.py says which is faster where."""
+    if model.config.cell != "lstm" or kernel not in KERNELS:  # a hand-edited cache may say so
         return CellStepper(model, state)
-    return GemmStepper(model, state) if kernel == "gemm" else NumpyStepper(model, state)
+    if kernel == "numpy":
+        return NumpyStepper(model, state)
+    return GemmStepper(model, state, rows=kernel == "gemm-rows")
+
+
+KERNELS = ("gemm", "gemm-rows", "numpy")  # an LSTM's steppers on a CPU, by the names stepping.py uses

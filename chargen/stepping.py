@@ -52,14 +52,15 @@ MEASUREMENTS = 3
 class StepSettings:
     threads: int  # torch's intra-op threads, and for "numpy" its BLAS's too (always 1 there)
     onednn: bool  # whether torch may hand matrix products to oneDNN (mkldnn); off for "numpy"
-    kernel: str  # the stepper: "gemm" (GemmStepper), "numpy" (NumpyStepper) or "cells" (CellStepper)
+    kernel: str  # the stepper: "gemm" or "gemm-rows" (GemmStepper), "numpy" (NumpyStepper), "cells"
 
 
 def candidates(model: CharRNN) -> list[StepSettings]:
-    """One thread or all of them, oneDNN on or off, and for an LSTM each of its steppers (NumPy's on
-    one thread, where its BLAS's threads can be set): each the fastest on some machine we measured."""
+    """One thread or all of them, oneDNN on or off, and for an LSTM each of its steppers (GemmStepper
+    in both layouts; NumPy's on one thread, where its BLAS's threads can be set): each the fastest
+    on some machine we measured."""
     every = torch.get_num_threads()
-    kernels = ["gemm", "cells"] if model.config.cell == "lstm" else ["cells"]
+    kernels = ["gemm", "gemm-rows", "cells"] if model.config.cell == "lstm" else ["cells"]
     options = [
         StepSettings(threads, onednn, kernel)
         for kernel in kernels

@@ -1,3 +1,4 @@
+import functools
 import itertools
 
 import torch
@@ -125,7 +126,8 @@ def test_the_stepper_walks_a_sequence_as_the_fused_module_reads_it() -> None:
 
 
 def test_the_gemm_and_numpy_steppers_walk_a_sequence_as_the_fused_module_reads_it() -> None:
-    for (layers, streams), kind in itertools.product(((1, 1), (2, 3), (3, 2)), (GemmStepper, NumpyStepper)):
+    kinds = (GemmStepper, functools.partial(GemmStepper, rows=True), NumpyStepper)
+    for (layers, streams), kind in itertools.product(((1, 1), (2, 3), (3, 2)), kinds):
         torch.manual_seed(layers)
         config = ModelConfig(vocab_size=20, embed=8, hidden=16, layers=layers, dropout=0.0)
         model = CharRNN(config).eval()
