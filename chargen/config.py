@@ -36,6 +36,20 @@ def _require(condition: bool, field: str, message: str) -> None:
         raise ConfigError(f"`{field}` {message}", field)
 
 
+def require_characters(text: str, field: str) -> None:
+    """Refuse a `text` holding a lone surrogate (U+D800-U+DFFF), which is half of a UTF-16 pair and
+    no character: Python makes one of each byte of a command line that is not UTF-8, and JSON of a
+    \\ud83d escape without its other half. No model has seen one, and none can be written as UTF-8."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as err:
+        raise ConfigError(
+            f"`{field}` holds U+{ord(text[err.start]):04X}, half of a surrogate pair and no character "
+            "(bytes that are not UTF-8, or a \\u escape without its other half); give it as UTF-8",
+            field,
+        ) from None
+
+
 # Seeds torch, numpy and Python all take: non-negative and under 2**63 (numpy refuses -1, torch 2**64).
 MAX_SEED = 2**63 - 1
 
@@ -320,6 +334,9 @@ class SampleConfig:
     def __post_init__(self) -> None:
         _require_finite_numbers(self)
         _require_seed(self.seed)
+        for field in ("prefix", "stop"):  # printed, encoded and searched for as text
+            if (text := getattr(self, field)) is not None:
+                require_characters(text, field)
         _require(self.length >= 0, "length", f"must not be negative, not {self.length}")
         _require(self.max_length >= 1, "max_length", f"must be at least 1, not {self.max_length}")
         _require(

@@ -13,7 +13,7 @@ import math
 from dataclasses import dataclass, fields
 from typing import Any
 
-from chargen.config import UNKNOWN_POLICIES, SampleConfig
+from chargen.config import UNKNOWN_POLICIES, SampleConfig, require_characters
 from chargen.errors import ConfigError
 
 
@@ -141,20 +141,9 @@ def _checked(data: dict[str, Any], known: dict[str, tuple[tuple[type, ...], str]
             raise ConfigError(f"`{name}` must be {what}, not {json.dumps(value)[:40]}", name)
         if isinstance(value, float) and not math.isfinite(value):
             raise ConfigError(f"`{name}` must be a finite number", name)
-        if isinstance(value, str) and (half := _lone_surrogate(value)) is not None:
-            # JSON's \ud83d escape alone: half of a UTF-16 pair, no character, and no UTF-8 for it
-            raise ConfigError(
-                f"`{name}` holds U+{ord(half):04X}, half of a surrogate pair: no character", name
-            )
+        if isinstance(value, str):
+            require_characters(value, name)  # JSON's \ud83d escape alone
     return {name: value for name, value in data.items() if value is not None}
-
-
-def _lone_surrogate(text: str) -> str | None:
-    try:
-        text.encode("utf-8")
-    except UnicodeEncodeError as err:
-        return text[err.start]
-    return None
 
 
 def _at_most(data: dict[str, Any], name: str, limit: int, option: str) -> None:
