@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -48,16 +48,28 @@ def _clean(item: str) -> str:
     return item.lstrip("\r\n").rstrip()
 
 
-def _cut(text: str, mode: str) -> list[tuple[str, str]]:
-    """A prepared text cut as `mode` (not `lines`) cuts it, blank parts included: each part with the
-    separator after it ("" after the last)."""
-    if mode == "files":
+def _prepared_separator(config: TextConfig) -> str:
+    """The separator `config.items` gives, prepared as the text it cuts is, so that it matches what it
+    matched in the file: CR LF read as LF, the same normalisation, lowercased where the text is. Of
+    the d2l preset only the lowercasing applies: its letters-only fold would make any separator of
+    punctuation or line breaks one space, which would cut the text at every word."""
+    mode = config.items
+    assert mode is not None and mode not in ("lines", "files", "paragraphs"), mode
+    lowercase = config.lowercase or config.preset == "d2l"
+    return prepare(mode, replace(config, preset=None, lowercase=lowercase))
+
+
+def _cut(text: str, config: TextConfig) -> list[tuple[str, str]]:
+    """A prepared text cut as `config.items` (not `lines`) cuts it, blank parts included: each part
+    with the separator after it ("" after the last)."""
+    if config.items == "files":
         return [(text, "")]
-    if mode == "paragraphs":
+    if config.items == "paragraphs":
         pieces = _BLANK_LINES.split(text)  # part, blank lines, part, ..., part
         return list(zip(pieces[::2], [*pieces[1::2], ""], strict=True))
-    parts = text.split(mode)
-    return [(part, mode) for part in parts[:-1]] + [(parts[-1], "")]
+    separator = _prepared_separator(config)
+    parts = text.split(separator)
+    return [(part, separator) for part in parts[:-1]] + [(parts[-1], "")]
 
 
 def _part_items(cut: list[tuple[str, str]]) -> Iterator[tuple[int, str]]:
@@ -87,7 +99,7 @@ def text_items(text: str, config: TextConfig) -> list[str]:
     assert mode is not None
     if mode == "lines":
         return [item for _, item in _line_items(text, config)]
-    return [item for _, item in _part_items(_cut(prepare(text, config), mode))]
+    return [item for _, item in _part_items(_cut(prepare(text, config), config))]
 
 
 def item_texts(paths: list[Path], config: TextConfig, what: str = "corpus") -> Iterator[str]:
@@ -118,7 +130,7 @@ def located_items(
                     yield path, line + k, item
                 line += piece.count("\n")
             continue
-        cut = _cut(read_text(path, config, what, empty_ok=several), mode)
+        cut = _cut(read_text(path, config, what, empty_ok=several), config)
         found_separator = found_separator or len(cut) > 1
         for k, item in _part_items(cut):
             yield path, 1 + k, item

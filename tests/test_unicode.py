@@ -3,12 +3,16 @@ and combining marks shown where they cannot draw themselves onto a quote mark.""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 from typer.testing import CliRunner
 
 from chargen.cli import app
-from chargen.config import SampleConfig
-from chargen.errors import ConfigError
+from chargen.config import SampleConfig, TextConfig
+from chargen.corpus import load_corpus
+from chargen.errors import ConfigError, CorpusError
+from chargen.items import ItemSpans, text_items
 from chargen.records import TrainSummary
 from chargen.serve.requests import Limits, parse_generate, parse_json, parse_score
 
@@ -49,3 +53,32 @@ def test_sample_refuses_a_prefix_or_stop_that_is_not_valid_unicode(tiny_run: Tra
     assert said.startswith("Error: --prefix holds U+DCFF") and "not UTF-8" in said, said
     stop = runner.invoke(app, [*base, "--prefix", "The ", "--stop", "e\udcff"])
     assert _one_line_error(stop, code=2).startswith("Error: --stop holds U+DCFF")
+
+
+@pytest.mark.parametrize(
+    ("config", "text"),
+    [
+        # A Windows file's separator, as typed: the text's CR LF is read as LF, and so is the separator's.
+        (TextConfig(items="\r\n%\r\n"), "ana\r\n%\r\nbob\r\n%\r\ncleo\r\n"),
+        # An accent typed decomposed (as macOS gives a file name, say), where NFC composed the text's.
+        (TextConfig(items=" | e\u0301 | "), "ana | \u00e9 | bob | e\u0301 | cleo"),
+        (TextConfig(items="<END>", lowercase=True), "Ana<END>Bob<END>Cleo"),
+        (TextConfig(items=" END ", preset="d2l"), "Ana, END Bob! END Cleo."),  # lowercased, not folded
+    ],
+)
+def test_a_separator_is_prepared_as_the_text_is(config: TextConfig, text: str, tmp_path: Path) -> None:
+    path = tmp_path / "list.txt"
+    path.write_bytes(text.encode("utf-8"))
+    corpus = load_corpus(path, config, cache=False)
+    read = ItemSpans.of(corpus.ids, corpus.end_id).texts(corpus.ids, corpus.vocab.decode)
+    assert read == ["ana", "bob", "cleo"], read
+    assert text_items(text, config) == read  # a text scored against the run is cut as the file was
+
+
+def test_the_d2l_preset_does_not_fold_a_separator_into_a_space(tmp_path: Path) -> None:
+    """Folded as the text is, '%' would be one space, and every word an item."""
+    config = TextConfig(items="%", preset="d2l")
+    assert text_items("Ana % Bob % Cleo", config) == ["ana bob cleo"]
+    (tmp_path / "list.txt").write_text("Ana % Bob % Cleo\n", encoding="utf-8")
+    with pytest.raises(CorpusError, match="has no separator '%' anywhere"):
+        load_corpus(tmp_path / "list.txt", config, cache=False)
