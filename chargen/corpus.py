@@ -31,6 +31,7 @@ from chargen.vocab import (
     Tokenizer,
     Vocab,
     count_code_points,
+    quoted,
     tokenizer_from_dict,
     unseen_message,
 )
@@ -77,8 +78,8 @@ def _count_vocab(paths: list[Path], config: TextConfig, what: str) -> Vocab:
         commonest = int(text_counts.argmax())
         raise CorpusError(
             f"`min_count={config.min_count}` leaves no character of {what} {name_paths(paths)} in the "
-            f"vocabulary: the commonest, {chr(commonest)!r}, occurs {int(text_counts[commonest]):,} times; "
-            "give a smaller one"
+            f"vocabulary: the commonest, {quoted(chr(commonest))}, occurs "
+            f"{int(text_counts[commonest]):,} times; give a smaller one"
         )
     if config.items is not None and END not in vocab.chars:  # kept whatever `min_count` says
         vocab = Vocab([*vocab.chars, END])

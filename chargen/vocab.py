@@ -7,6 +7,7 @@ chargen never asks which one it has.
 from __future__ import annotations
 
 import codecs
+import unicodedata
 from collections.abc import Iterable, Sequence
 from typing import Protocol
 
@@ -28,10 +29,21 @@ def count_code_points(text: str, counts: np.ndarray | None = None) -> np.ndarray
     return new if counts is None else counts + new
 
 
+def _combines(char: str) -> bool:
+    """Whether `char` is a combining mark, which a terminal draws onto the character before it."""
+    return unicodedata.combining(char) != 0 or unicodedata.category(char) in ("Mn", "Me")
+
+
+def quoted(text: str) -> str:
+    """`text` quoted and escaped as repr does it, and its combining marks escaped too ('\\u0301'):
+    repr leaves them as they are, and a lone acute accent would sit on the quote mark before it."""
+    return "".join(c.encode("unicode_escape").decode("ascii") if _combines(c) else c for c in repr(text))
+
+
 def describe_chars(chars: Iterable[str], limit: int = 10) -> str:
     """A readable list such as `'é' (U+00E9), '\\t' (U+0009)` for error messages."""
     chars = list(chars)
-    shown = ", ".join(f"{c!r} (U+{ord(c):04X})" for c in chars[:limit])
+    shown = ", ".join(f"{quoted(c)} (U+{ord(c):04X})" for c in chars[:limit])
     return shown + (f" and {len(chars) - limit} more" if len(chars) > limit else "")
 
 

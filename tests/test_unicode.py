@@ -11,10 +11,11 @@ from typer.testing import CliRunner
 from chargen.cli import app
 from chargen.config import SampleConfig, TextConfig
 from chargen.corpus import load_corpus
-from chargen.errors import ConfigError, CorpusError
+from chargen.errors import ConfigError, CorpusError, VocabError
 from chargen.items import ItemSpans, text_items
 from chargen.records import TrainSummary
 from chargen.serve.requests import Limits, parse_generate, parse_json, parse_score
+from chargen.vocab import Vocab, describe_chars, quoted
 
 runner = CliRunner()
 
@@ -82,3 +83,31 @@ def test_the_d2l_preset_does_not_fold_a_separator_into_a_space(tmp_path: Path) -
     (tmp_path / "list.txt").write_text("Ana % Bob % Cleo\n", encoding="utf-8")
     with pytest.raises(CorpusError, match="has no separator '%' anywhere"):
         load_corpus(tmp_path / "list.txt", config, cache=False)
+
+
+def test_a_combining_mark_shown_alone_is_escaped() -> None:
+    """repr leaves a combining mark as it is, and alone it draws itself onto the quote mark before it."""
+    assert quoted("\u0301") == "'\\u0301'" and quoted("q\u20dd\U0001d167") == "'q\\u20dd\\U0001d167'"
+    assert quoted("é\t") == "'é\\t'"  # composed characters stay; what repr escapes, it still does
+    assert describe_chars(["\u0301", "é"]) == "'\\u0301' (U+0301), 'é' (U+00E9)"
+    with pytest.raises(VocabError) as caught:
+        Vocab(list("ab")).encode("a\u0301b")
+    assert "never seen: '\\u0301' (U+0301);" in str(caught.value), str(caught.value)
+
+
+def test_info_and_sample_escape_a_combining_mark(
+    lamp_text: str, tiny_run: TrainSummary, tmp_path: Path
+) -> None:
+    """A q with an acute accent has no composed form, so NFC keeps the accent a character of its own."""
+    corpus = tmp_path / "accents.txt"
+    corpus.write_text(lamp_text[:20_000] + " q\u0301" * 20, encoding="utf-8")
+    run = tmp_path / "run"
+    tiny = ["--hidden", "16", "--embed", "8", "--layers", "1", "--batch-size", "4", "--bptt", "16"]
+    trained = runner.invoke(app, ["train", str(corpus), *tiny, "--max-steps", "2", "--out", str(run)])
+    assert trained.exit_code == 0, trained.output
+    info = runner.invoke(app, ["info", str(run)], env={"COLUMNS": "300"})
+    assert info.exit_code == 0, info.output
+    assert "\\u0301" in info.stdout and "\u0301" not in info.stdout, info.stdout
+    sample = runner.invoke(app, ["sample", "--model", str(tiny_run.run_dir), "--prefix", "q\u0301"])
+    said = _one_line_error(sample, code=1)
+    assert "--prefix has 1 character(s) the model has never seen: '\\u0301' (U+0301);" in said, said

@@ -106,6 +106,8 @@ def start_from_note(parent: Path, start: Start) -> str | None:
 
 def print_run_info(model: Path, facts: RunDescription) -> None:
     """The facts of checkpoint.describe as a table."""
+    from chargen.vocab import quoted
+
     out = Console()
     m, corpus, summary, plan = facts.info.model, facts.info.corpus, facts.summary, facts.info.plan
     units = Units(facts.vocab.symbol)
@@ -123,8 +125,9 @@ def print_run_info(model: Path, facts: RunDescription) -> None:
             f"({plan.epochs:.1f} passes){speed}",
         )
     vocab = facts.vocab
-    shown = "".join(getattr(vocab, "chars", None) or [])
-    table.add_row("vocabulary", f"{len(vocab)} {vocab.kind}" + (f": {literal(repr(shown))}" if shown else ""))
+    chars = "".join(getattr(vocab, "chars", None) or [])
+    shown = f": {literal(quoted(chars))}" if chars else ""  # a combining mark escaped, not fused
+    table.add_row("vocabulary", f"{len(vocab)} {vocab.kind}{shown}")
     # The list's mode as messages say it: a separator quoted, its line breaks and other control
     # characters escaped (\n), so that it cannot break the table or be read as markup ([b]).
     items = facts.info.text.items
