@@ -87,13 +87,22 @@ def cpu_has_native_bf16() -> bool:
 def cpu_computes_bf16() -> bool:
     """Whether torch's LSTM runs under bf16 autocast on this CPU at all, native units or not: tried
     once, on a one-unit LSTM. On a chip without AVX-512 (AMD EPYC with AVX2 only, say) oneDNN has no
-    bf16 LSTM kernel and torch raises "could not create a primitive descriptor" mid-forward."""
+    bf16 LSTM kernel and torch raises "could not create a primitive descriptor" mid-forward.
+
+    oneDNN is switched on for the try (a sampler's measured settings may have it off) by setting
+    the one flag and putting it back, not with torch.backends.mkldnn.flags(), which also sets
+    oneDNN's TF32 switch: torch 2.13 answers that with a UserWarning ("TF32 acceleration on top of
+    oneDNN is available for Intel GPUs"), printed ahead of chargen's own output."""
     lstm = torch.nn.LSTM(1, 1)
+    onednn = torch.backends.mkldnn.enabled
+    torch.backends.mkldnn.enabled = True
     try:
-        with torch.backends.mkldnn.flags(enabled=True), torch.no_grad(), autocast_to(torch.bfloat16, "cpu"):
+        with torch.no_grad(), autocast_to(torch.bfloat16, "cpu"):
             lstm(torch.zeros(1, 1, 1))
     except RuntimeError:
         return False
+    finally:
+        torch.backends.mkldnn.enabled = onednn
     return True
 
 
