@@ -119,3 +119,75 @@ def test_the_docs_name_each_value_as_the_help_does() -> None:
         bare = re.sub(r"--[\w-]+ [A-Z][A-Z_]*", "", usage[1])  # the options' placeholders, checked above
         arguments = {p.metavar for p in command.params if p.param_type_name == "argument"}
         assert set(re.findall(r"\b[A-Z][A-Z_]*\b", bare)) == arguments, usage[1]
+
+
+def _command_sections() -> dict[str, str]:
+    """Each command's section of docs/commands.md, by command name; serve's with docs/serve.md."""
+    text = (REPO / "docs" / "commands.md").read_text(encoding="utf-8")
+    parts = re.split(r"^## chargen (\w+)\n", text, flags=re.M)
+    sections = {name: body for name, body in zip(parts[1::2], parts[2::2], strict=True)}
+    sections["serve"] += (REPO / "docs" / "serve.md").read_text(encoding="utf-8")
+    return sections
+
+
+def _named(flag: str, text: str) -> bool:
+    return re.search(rf"(?<![\w-]){re.escape(flag)}(?![\w-])", text) is not None
+
+
+def test_every_option_is_named_in_its_commands_section() -> None:
+    """Each option of each command appears in that command's section of the docs; for a switch on
+    by default (`compare --plot`), the flag that turns it off."""
+    import typer.main
+
+    sections = _command_sections()
+    checked = 0
+    for name, command in typer.main.get_command(app).commands.items():  # type: ignore[attr-defined]
+        assert name in sections, f"docs/commands.md has no section for chargen {name}"
+        for param in command.params:
+            if param.param_type_name != "option":
+                continue
+            flags = param.secondary_opts if param.is_flag and param.default is True else param.opts
+            assert any(_named(flag, sections[name]) for flag in flags), f"chargen {name}: {flags[0]}"
+            checked += 1
+    assert checked >= 80, checked
+
+
+def test_a_default_given_in_a_commands_prose_is_that_options_default() -> None:
+    """A default written after an option in a command's section, "`--streams` (16)" or "`--model
+    RUN_DIR` (default `runs/latest`)", is the default that command gives the option."""
+    import typer.main
+
+    sections = _command_sections()
+    # `--flag` or `--flag PLACEHOLDER`, then (default `word`...) or (a number followed by ; ) or ,
+    written = re.compile(
+        r"`(--[\w-]+)(?: [A-Z][A-Z_]*)?`\s+\((?:default )?(?:`([^`]+)`|(\d[\d,]*(?:\.\d+)?)(?=[;),]))"
+    )
+    checked = 0
+    for name, command in typer.main.get_command(app).commands.items():  # type: ignore[attr-defined]
+        defaults = {flag: param.default for param in command.params for flag in getattr(param, "opts", [])}
+        for flag, word, number in written.findall(sections[name]):
+            if flag not in defaults:
+                continue  # another command's option, named in passing
+            default = defaults[flag]
+            given = float(number.replace(",", "")) if number else word
+            got = default if number and isinstance(default, int | float) else str(default)
+            assert given == got, f"chargen {name} {flag}: the docs say {number or word}, not {default!r}"
+            checked += 1
+    assert checked >= 15, checked
+
+
+def test_the_placeholder_paragraph_names_every_placeholder() -> None:
+    """docs/commands.md says what each placeholder of `--help` stands for; none is left out."""
+    import typer.main
+
+    text = (REPO / "docs" / "commands.md").read_text(encoding="utf-8")
+    paragraph = next(p for p in text.split("\n\n") if "placeholder says what to type" in p)
+    metavars = {
+        param.metavar
+        for command in typer.main.get_command(app).commands.values()  # type: ignore[attr-defined]
+        for param in command.params
+        if param.metavar
+    }
+    assert {"RUN_DIR", "N", "DURATION", "ADDRESS"} <= metavars
+    missing = sorted(m for m in metavars if f"`{m}`" not in paragraph)
+    assert not missing, f"docs/commands.md's paragraph on placeholders does not name {missing}"

@@ -6,7 +6,8 @@ them again.
 Each value's placeholder (metavar) says what to type, in capitals as in docs/commands.md: a path
 by what it must be (RUN_DIR, FILE, TEXT_FILE, DIR, CORPUS), N for a whole number, X for any other
 number, CHOICE for one of the words the help lists, TEXT for text taken as it is, and a noun for
-the rest (DURATION, ENCODING, MODE). The help says the unit or range; a flag shows none.
+the rest (DURATION, ENCODING, MODE, LIST, ADDRESS, TOKEN). The help says the unit or range; a flag
+shows none.
 """
 
 from __future__ import annotations
