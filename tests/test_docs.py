@@ -191,3 +191,20 @@ def test_the_placeholder_paragraph_names_every_placeholder() -> None:
     assert {"RUN_DIR", "N", "DURATION", "ADDRESS"} <= metavars
     missing = sorted(m for m in metavars if f"`{m}`" not in paragraph)
     assert not missing, f"docs/commands.md's paragraph on placeholders does not name {missing}"
+
+
+def test_the_short_text_example_has_the_streams_the_batch_gets(lamp_text: str, tmp_path: Path) -> None:
+    """docs/commands.md's `--batch-size` row works an example, "a 400-character poem: 4 streams of
+    64": a text of that many characters is given that many streams of that window by default."""
+    from chargen.config import TrainConfig
+    from chargen.settings import with_batch
+    from tests.conftest import corpus_from_text
+
+    text = (REPO / "docs" / "commands.md").read_text(encoding="utf-8")
+    example = re.search(r"a ([\d,]+)-character poem: (\d+) streams of (\d+)", text)
+    assert example, "docs/commands.md no longer works the example"
+    chars, streams, bptt = (int(group.replace(",", "")) for group in example.groups())
+    corpus = corpus_from_text(tmp_path, lamp_text[:chars])
+    assert len(corpus.ids) == chars
+    assert with_batch(TrainConfig(bptt=bptt), corpus).batch_size == streams
+    assert bptt == TrainConfig.bptt  # the default window, as the example says "by default"
