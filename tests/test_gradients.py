@@ -50,6 +50,16 @@ def test_a_run_given_with_cell_is_refused_not_ignored(tiny_run) -> None:
     assert alone.exit_code == 0 and "untrained 2x256 rnn" in alone.stdout, alone.output
 
 
+def test_a_seed_given_with_a_run_is_refused_not_ignored(tiny_run) -> None:
+    runner = CliRunner()
+    seeded = runner.invoke(app, ["gradients", str(tiny_run.run_dir), "--seed", "3", "--steps", "5"])
+    assert seeded.exit_code == 2 and seeded.stdout == "", seeded.output
+    assert seeded.stderr.strip() == "Error: --seed draws an untrained model and its text; give it with --cell"
+    untrained = ["gradients", "--cell", "rnn", "--seed", "3", "--steps", "5", "--streams", "2"]
+    with_cell = runner.invoke(app, untrained)
+    assert with_cell.exit_code == 0, with_cell.output
+
+
 def test_text_windows_are_cut_from_the_text() -> None:
     ids = torch.arange(1000).numpy()
     window = text_windows(ids, steps=9, streams=3)

@@ -497,6 +497,8 @@ def gradients(
         if cell is not None:
             print_gradients(f"untrained 2x256 {cell}", untrained_decay(cell, steps, streams, seed))
             return
+        if "seed" in opt.given(ctx, leave_out=()):  # a run's windows are its own text: nothing is drawn
+            raise ConfigError("`seed` draws an untrained model and its text; give it with `cell`", "seed")
         run, norms = run_gradient_decay(model, steps, streams)
         print_gradients(f"{model} ({run.model_config.cell})", norms)
 
