@@ -48,6 +48,12 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     items.sort(key=lambda item: item.get_closest_marker("after_all_runs") is not None)
 
 
+def words(text: str) -> str:
+    """The text with every run of white space one space, so that a line Rich wrapped (a long
+    temporary path in a table or a message, say) reads whole."""
+    return " ".join(text.split())
+
+
 def corpus_from_text(
     folder: Path, text: str, name: str = "small", config: TextConfig | None = None
 ) -> Corpus:

@@ -13,6 +13,7 @@ from typer.testing import CliRunner
 from chargen import checkpoint as ckpt
 from chargen.cli import app
 from chargen.records import TrainSummary
+from tests.conftest import words
 
 runner = CliRunner()
 TINY = ["--hidden", "32", "--embed", "16", "--layers", "1", "--batch-size", "4", "--bptt", "16"]
@@ -187,17 +188,12 @@ def test_a_resumed_runs_header_gives_its_limits_now_not_its_first_plan(
     Path("small.txt").write_text(lamp_text[:6_000], encoding="utf-8")
     first = runner.invoke(app, ["train", "small.txt", *TINY, "--max-steps", "4", "--out", "run"])
     assert first.exit_code == 0, first.output
-    assert " passes)" in _words(first.stderr)  # a new run's header gives the plan
+    assert " passes)" in words(first.stderr)  # a new run's header gives the plan
     resumed = runner.invoke(app, ["train", "--resume", "run", "--max-steps", "6"])
     assert resumed.exit_code == 0, resumed.output
-    header = _words(resumed.stderr)
+    header = words(resumed.stderr)
     assert "resumed at step 4, limits now: steps 6 |" in header, header
     assert "planned when the run began)" in header and " passes)" not in header
-
-
-def _words(text: str) -> str:
-    """The text with every run of white space one space, so a table's wrapped line reads whole."""
-    return " ".join(text.split())
 
 
 # A run's unit, its short form, and its bits per one, as the output names them.
@@ -217,7 +213,7 @@ def test_the_output_names_the_unit_the_run_models(
     args = ["train", "small.txt", *TINY, "--max-steps", "4", "--eval-every", "2", "--seed", "0"]
     result = runner.invoke(app, [*args, "--tokenizer", tokenizer, "--out", "run"])
     assert result.exit_code == 0, result.output
-    progress, summary = _words(result.stderr).split("training finished")
+    progress, summary = words(result.stderr).split("training finished")
     assert f"validation {symbol}s |" in progress and f"nats/{short}, perplexity" in progress
     assert f"{bits} (best)" in progress
     assert f" {bits}, " in summary and f"nats/{short}, perplexity" in summary
@@ -225,7 +221,7 @@ def test_the_output_names_the_unit_the_run_models(
 
     result = runner.invoke(app, ["eval", "--model", "run"])
     assert result.exit_code == 0, result.output
-    table = _words(result.stdout)
+    table = words(result.stdout)
     assert f"bits per {symbol}" in table and f"nats/{short}" in table and f"{symbol}s/s" in table
     assert f"bits per {other[0]}" not in table
     result = runner.invoke(app, ["eval", "--model", "run", "--json"])
@@ -244,11 +240,11 @@ def test_the_output_names_the_unit_the_run_models(
 
     result = runner.invoke(app, ["info", "run"])
     assert result.exit_code == 0, result.output
-    assert f" {bits}, perplexity" in _words(result.stdout) and f"{symbol}s/s" in _words(result.stdout)
+    assert f" {bits}, perplexity" in words(result.stdout) and f"{symbol}s/s" in words(result.stdout)
 
     result = runner.invoke(app, ["sample", "--model", "run", "--adapt-on", "two.txt", "--length", "5"])
     assert result.exit_code == 0, result.output
-    said = _words(result.stderr)
+    said = words(result.stderr)
     assert f"({size} {symbol}s, " in said and f"{bits} before" in said
 
 

@@ -17,16 +17,11 @@ from chargen.evaluate import evaluate_ids
 from chargen.finetune import start_from
 from chargen.model import CharRNN
 from chargen.records import TrainSummary
+from tests.conftest import words
 
 TURKISH = (
     "Çalıkuşu romanında Feride, İstanbul'dan ayrılıp Anadolu'da öğretmenlik yapar. Şöyle der: ığdır. " * 40
 )
-
-
-def _flat(output: str) -> str:
-    """The CLI's output with Rich's line wrapping undone: where a long temporary path pushes a
-    phrase across a line break, it is still one phrase."""
-    return " ".join(output.split())
 
 
 def _run(args: list[str]) -> None:
@@ -254,7 +249,7 @@ def test_a_fine_tune_that_skips_or_replaces_resumes_reading_its_text_the_same_wa
     for again, steps in (([], 6), (["--unknown", unknown], 8)):
         result = CliRunner().invoke(app, ["train", "--resume", str(child), *again, "--max-steps", str(steps)])
         assert result.exit_code == 0, result.output
-        assert f"resumed at step {steps - 2}" in _flat(result.output), result.output
+        assert f"resumed at step {steps - 2}" in words(result.output), result.output
         assert load_run(child).info.unknown == unknown
     info = CliRunner().invoke(app, ["info", str(child), "--json"])
     assert json.loads(info.stdout)["steps"] == 8, info.output
@@ -280,7 +275,7 @@ def test_runs_whose_text_had_characters_below_min_count_fine_tune_and_resume(
     _run(["train", str(lamp), "--min-count", "3", *small, "--max-steps", "2", "--out", str(parent)])
     assert json.loads((parent / "run.json").read_text())["corpus"]["unknown"] > 0
     result = CliRunner().invoke(app, ["train", "--resume", str(parent), "--max-steps", "3"])
-    assert result.exit_code == 0 and "resumed at step 2" in _flat(result.output), result.output
+    assert result.exit_code == 0 and "resumed at step 2" in words(result.output), result.output
 
     text = tmp_path / "tr.txt"
     text.write_text(TURKISH + "ǂ", encoding="utf-8")  # ǂ once: below the parent's --min-count 3
@@ -291,7 +286,7 @@ def test_runs_whose_text_had_characters_below_min_count_fine_tune_and_resume(
     assert "ş" in vocab and "ǂ" not in vocab and "\ufffd" in vocab
     assert json.loads((child / "run.json").read_text())["corpus"]["unknown"] == 1
     result = CliRunner().invoke(app, ["train", "--resume", str(child), "--max-steps", "4"])
-    assert result.exit_code == 0 and "resumed at step 2" in _flat(result.output), result.output
+    assert result.exit_code == 0 and "resumed at step 2" in words(result.output), result.output
 
 
 @pytest.mark.parametrize("unknown", ["skip", "replace"])
@@ -306,7 +301,7 @@ def test_a_skip_or_replace_fine_tune_from_before_the_policy_was_recorded_resumes
     del recorded["parent"]["unknown"]  # as a run written before it was recorded
     (child / "run.json").write_text(json.dumps(recorded), encoding="utf-8")
     result = CliRunner().invoke(app, ["train", "--resume", str(child), "--max-steps", "6"])
-    assert result.exit_code == 0 and "resumed at step 4" in _flat(result.output), result.output
+    assert result.exit_code == 0 and "resumed at step 4" in words(result.output), result.output
     corpus = recorded["corpus"]  # the same text as it trained on: replaced, or skipped
     sizes = f"{corpus['train_tokens']:,} training and {corpus['val_tokens']:,} validation"
-    assert sizes in _flat(result.output)
+    assert sizes in words(result.output)
