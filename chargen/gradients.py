@@ -53,10 +53,16 @@ def random_window(vocab_size: int, steps: int, streams: int, seed: int = 0) -> t
     return torch.randint(0, vocab_size, (steps + 1, streams), generator=generator)
 
 
-def text_windows(ids: np.ndarray, steps: int, streams: int) -> torch.Tensor:
-    """(steps + 1, streams) windows cut from evenly spaced places in a text's ids."""
+def text_windows(ids: np.ndarray, steps: int, streams: int, what: str = "the text") -> torch.Tensor:
+    """(steps + 1, streams) windows cut from evenly spaced places in a text's ids (`what`, as a
+    message names it)."""
+    require_positive(steps, streams)
     if len(ids) < steps + 1:
-        raise ValueError(f"the text has {len(ids)} characters, fewer than one window of {steps + 1}")
+        raise ConfigError(
+            f"`steps={steps}` needs windows of {steps + 1:,} characters, and {what} has {len(ids):,}; "
+            "lower `steps`",
+            "steps",
+        )
     starts = np.linspace(0, len(ids) - steps - 1, streams).astype(np.int64)
     window = np.stack([ids[s : s + steps + 1] for s in starts], axis=1)
     return torch.from_numpy(window.astype(np.int64))
@@ -71,6 +77,7 @@ def untrained_decay(cell: str, steps: int, streams: int, seed: int = 0) -> np.nd
 
 
 def require_positive(steps: int, streams: int) -> None:
-    """At least one step back and one window to average over."""
-    if steps < 1 or streams < 1:
-        raise ConfigError("`steps` and `streams` must be at least 1")
+    """At least one step back and one window to average over; the message names the one that is not."""
+    for name, value in (("steps", steps), ("streams", streams)):
+        if value < 1:
+            raise ConfigError(f"`{name}` must be at least 1, not {value}", name)

@@ -290,11 +290,8 @@ def verbatim_shares(index: NgramIndex, vocab: Tokenizer, texts: list[str]) -> li
 
 def run_gradient_decay(run_dir: Path | str, steps: int, streams: int) -> tuple[Run, np.ndarray]:
     """gradient_decay of a run's best model on windows of its validation text; the run too."""
-    require_positive(steps, streams)
+    require_positive(steps, streams)  # before the run is read
     run = load_run(run_dir)
     model = load_model_weights(run)
-    try:
-        window = text_windows(run.validation_ids(), steps, streams)
-    except ValueError as error:
-        raise ConfigError(f"`steps={steps}`: {error}", "steps") from None
+    window = text_windows(run.validation_ids(), steps, streams, "its validation text")
     return run, gradient_decay(model, window)

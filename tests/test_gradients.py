@@ -1,11 +1,13 @@
 """Vanishing gradients, measured: a plain RNN forgets far faster than an LSTM."""
 
 import numpy as np
+import pytest
 import torch
 from typer.testing import CliRunner
 
 from chargen.cli import app
 from chargen.config import ModelConfig
+from chargen.errors import ConfigError
 from chargen.gradients import gradient_decay, random_window, text_windows
 from chargen.model import CharRNN
 
@@ -64,6 +66,28 @@ def test_text_windows_are_cut_from_the_text() -> None:
     ids = torch.arange(1000).numpy()
     window = text_windows(ids, steps=9, streams=3)
     assert window.shape == (10, 3) and (window[1:] - window[:-1] == 1).all()
+    with pytest.raises(ConfigError, match="needs windows of 1,001 characters, and the text has 1,000"):
+        text_windows(ids, steps=1000, streams=3)  # a user's setting: a typed error, not a ValueError
+
+
+def test_steps_or_streams_below_1_are_refused_in_one_line_naming_the_flag(tiny_run) -> None:
+    runner = CliRunner()
+    untrained = ["gradients", "--cell", "rnn"]
+    trained = ["gradients", str(tiny_run.run_dir)]
+    for command in (untrained, trained):
+        for args, said in (
+            (["--steps", "0"], "--steps must be at least 1, not 0"),
+            (["--streams", "-2"], "--streams must be at least 1, not -2"),
+            (["--steps", "3", "--streams", "0"], "--streams must be at least 1, not 0"),
+        ):
+            result = runner.invoke(app, [*command, *args])
+            assert result.exit_code == 2 and result.stdout == "", result.output
+            assert result.stderr.strip() == f"Error: {said}", result.stderr
+    # A window longer than the run's validation text: the flag to lower, and how far.
+    long = runner.invoke(app, [*trained, "--steps", "100000", "--streams", "2"])
+    assert long.exit_code == 2 and long.stdout == "", long.output
+    assert long.stderr.startswith("Error: --steps 100000 needs windows of 100,001 characters, and its ")
+    assert long.stderr.strip().endswith("; lower --steps") and len(long.stderr.splitlines()) == 1
 
 
 def test_the_norms_do_not_depend_on_how_many_windows_are_averaged() -> None:
