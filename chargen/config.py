@@ -167,6 +167,8 @@ class TextConfig(_Stored):
             "items",
             "must be lines, files, paragraphs or a separator string (not empty)",
         )
+        if self.items is not None:  # a separator is searched for in the text, as `stop` is in a sample
+            require_characters(self.items, "items")
         if self.tokenizer == "bytes" and (self.min_count != 1 or self.preset is not None):
             raise ConfigError(
                 "`tokenizer='bytes'` has no unknown symbol: "

@@ -56,6 +56,23 @@ def test_sample_refuses_a_prefix_or_stop_that_is_not_valid_unicode(tiny_run: Tra
     assert _one_line_error(stop, code=2).startswith("Error: --stop holds U+DCFF")
 
 
+def test_train_refuses_a_separator_that_is_not_valid_unicode_or_empty(tmp_path: Path) -> None:
+    """A byte 0xFF in `--items` was searched for in vain, and the run refused with exit 1 for a list
+    without its separator; it is a setting no text can hold, refused by the rule the prefix keeps."""
+    (tmp_path / "list.txt").write_text("ana%bob%cleo%dora\n", encoding="utf-8")
+    for command in ("train", "compare"):
+        args = [command, str(tmp_path / "list.txt"), "--max-steps", "1", "--out", str(tmp_path / "run")]
+        said = _one_line_error(runner.invoke(app, [*args, "--items", "%\udcff"]), code=2)
+        assert said.startswith("Error: --items holds U+DCFF, half of a surrogate pair"), said
+        assert "not UTF-8" in said, said
+        said = _one_line_error(runner.invoke(app, [*args, "--items", ""]), code=2)
+        assert said == "Error: --items must be lines, files, paragraphs or a separator string (not empty)"
+        assert not (tmp_path / "run").exists()
+    with pytest.raises(ConfigError) as caught:
+        TextConfig(items="\ud83d")
+    assert caught.value.field == "items" and str(caught.value).startswith("`items` holds U+D83D")
+
+
 @pytest.mark.parametrize(
     ("config", "text"),
     [
