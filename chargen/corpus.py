@@ -22,7 +22,7 @@ import numpy as np
 from chargen import catalogue
 from chargen.config import TextConfig
 from chargen.errors import CorpusChanged, CorpusError, VocabError
-from chargen.items import END, list_files, located_items, source_pieces
+from chargen.items import END, list_files, located_items, require_cuttable, source_pieces
 from chargen.paths import chargen_home, corpora_dir
 from chargen.text import Preparer, read_chunks
 from chargen.vocab import (
@@ -229,6 +229,7 @@ def load_corpus(
     of it is read.
     """
     config = config or TextConfig()
+    require_cuttable(config)  # before a named corpus is fetched or a file read
     paths, name, where = resolve_paths(path, progress, what)
     if config.items is not None and isinstance(vocab, Vocab) and END not in vocab.chars:
         raise CorpusError(f"the vocabulary has no end-of-item symbol, so {what} cannot be read as a list")

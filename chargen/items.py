@@ -21,8 +21,9 @@ from pathlib import Path
 import numpy as np
 
 from chargen.config import TextConfig
-from chargen.errors import CorpusError
+from chargen.errors import ConfigError, CorpusError
 from chargen.text import Preparer, prepare, read_chunks, read_text
+from chargen.vocab import quoted
 
 END = "\x00"
 IGNORE = -100  # a target the loss leaves out: cross_entropy's default ignore_index
@@ -57,6 +58,32 @@ def _prepared_separator(config: TextConfig) -> str:
     assert mode is not None and mode not in ("lines", "files", "paragraphs"), mode
     lowercase = config.lowercase or config.preset == "d2l"
     return prepare(mode, replace(config, preset=None, lowercase=lowercase))
+
+
+def require_cuttable(config: TextConfig) -> None:
+    """Refuse a list that the d2l preset's fold leaves nothing to cut at: the fold makes every run of
+    characters other than A-Z and a-z one space, so blank lines, and a separator holding anything but
+    those letters and single spaces, are gone from the prepared text before it is cut. (`lines` cuts
+    the text before preparing each line, and `files` cuts nothing.)"""
+    mode = config.items
+    if config.preset != "d2l" or mode in (None, "lines", "files"):
+        return
+    if mode == "paragraphs":
+        raise ConfigError(
+            "`items='paragraphs'` cuts at blank lines, and `preset='d2l'` makes every run of characters "
+            "other than A-Z and a-z one space, so none would be left; use `items='lines'` or "
+            "`items='files'`, or leave out `preset`",
+            "items",
+        )
+    kept, folded = _prepared_separator(config), prepare(mode, config)
+    if folded != kept:
+        raise ConfigError(
+            f"`preset='d2l'` makes every run of characters other than A-Z and a-z one space, so the "
+            f"separator {quoted(kept)} would be {quoted(folded)} and `items` could never cut the text at "
+            "it; give a separator of those letters and single spaces (such as ' END '), or leave out "
+            "`preset`",
+            "items",
+        )
 
 
 def _cut(text: str, config: TextConfig) -> list[tuple[str, str]]:

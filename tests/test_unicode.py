@@ -11,7 +11,7 @@ from typer.testing import CliRunner
 from chargen.cli import app
 from chargen.config import SampleConfig, TextConfig
 from chargen.corpus import load_corpus
-from chargen.errors import ConfigError, CorpusError, VocabError
+from chargen.errors import ConfigError, VocabError
 from chargen.items import ItemSpans, text_items
 from chargen.records import TrainSummary
 from chargen.serve.requests import Limits, parse_generate, parse_json, parse_score
@@ -93,13 +93,31 @@ def test_a_separator_is_prepared_as_the_text_is(config: TextConfig, text: str, t
     assert text_items(text, config) == read  # a text scored against the run is cut as the file was
 
 
-def test_the_d2l_preset_does_not_fold_a_separator_into_a_space(tmp_path: Path) -> None:
-    """Folded as the text is, '%' would be one space, and every word an item."""
+def test_the_d2l_preset_refuses_a_list_its_fold_leaves_nothing_to_cut_at(tmp_path: Path) -> None:
+    """Folded as the text is, '%' would be one space, and every word an item; not folded, it is gone
+    from the folded text, as blank lines are, so such a list is refused before anything is read
+    (it was refused after reading it, for a separator it had, with exit 1)."""
     config = TextConfig(items="%", preset="d2l")
-    assert text_items("Ana % Bob % Cleo", config) == ["ana bob cleo"]
-    (tmp_path / "list.txt").write_text("Ana % Bob % Cleo\n", encoding="utf-8")
-    with pytest.raises(CorpusError, match="has no separator '%' anywhere"):
+    assert text_items("Ana % Bob % Cleo", config) == ["ana bob cleo"]  # never cut at every word
+    (tmp_path / "list.txt").write_text("Ana % Bob % Cleo\n\nDora\n", encoding="utf-8")
+    with pytest.raises(ConfigError, match="the separator '%' would be ' '") as caught:
         load_corpus(tmp_path / "list.txt", config, cache=False)
+    assert caught.value.field == "items"
+    args = ["train", str(tmp_path / "list.txt"), "--preset", "d2l", "--out", str(tmp_path / "run")]
+    for items, said in (
+        ("%", "the separator '%' would be ' ' and --items could never cut the text at it"),
+        ("\n", "the separator '\\n' would be ' '"),
+        ("  ", "the separator '  ' would be ' '"),  # two spaces: the fold leaves one
+        ("paragraphs", "--items paragraphs cuts at blank lines, and --preset d2l makes every run"),
+    ):
+        message = _one_line_error(runner.invoke(app, [*args, "--items", items]), code=2)
+        assert said in message, message
+        assert not (tmp_path / "run").exists()
+    # What the fold keeps is cut at (lowercased, as the text is); lines are cut before the fold.
+    for items, found in ((" end ", ["ana", "bob"]), ("lines", ["ana end bob"])):
+        (tmp_path / "ok.txt").write_text("Ana, END Bob\n", encoding="utf-8")
+        read = load_corpus(tmp_path / "ok.txt", TextConfig(items=items, preset="d2l"), cache=False)
+        assert ItemSpans.of(read.ids, read.end_id).texts(read.ids, read.vocab.decode) == found
 
 
 def test_a_combining_mark_shown_alone_is_escaped() -> None:
