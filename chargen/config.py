@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from chargen.errors import ConfigError
+from chargen.vocab import quoted
 
 CELLS = ("lstm", "gru", "rnn")
 NORMALIZATIONS = ("nfc", "nfkc", "none")
@@ -89,13 +90,14 @@ def differing(name: str, given: Any, recorded: Any, whose: str) -> str:
     """A setting given that differs from a run's, as a message names it: the setting with the value
     given (errors.py), then what `whose` ("the parent", "the run") has in plain words, such as
     "`items='lines'` (the parent has none)" or "`lowercase` (the run has it off)"."""
-    setting = f"`{name}`" if given is True else f"`{name}={given!r}`"  # a switch given is its flag alone
+    shown = quoted(given) if isinstance(given, str) else repr(given)
+    setting = f"`{name}`" if given is True else f"`{name}={shown}`"  # a switch given is its flag alone
     if recorded is None:
         had = "none"
     elif isinstance(recorded, bool):
         had = "it on" if recorded else "it off"
     elif isinstance(recorded, str) and not (recorded.isprintable() and recorded == recorded.strip()):
-        had = repr(recorded)  # a separator such as '\n\n': escaped and quoted, not a line break
+        had = quoted(recorded)  # a separator such as '\n\n': escaped and quoted, not a line break
     else:
         had = str(recorded)
     return f"{setting} ({whose} has {had})"

@@ -127,7 +127,7 @@ def first_unseen(paths: list[Path], config: TextConfig, vocab: Tokenizer, what: 
         of = f" of {path}" if len(paths) > 1 else ""
         start = max(0, min(at - EXCERPT // 2, len(text) - EXCERPT))
         excerpt = "…" * (start > 0) + text[start : start + EXCERPT] + "…" * (start + EXCERPT < len(text))
-        return f"; the first is {f'in item {item}, ' if item else ''}on line {line}{of}: {excerpt!r}"
+        return f"; the first is {f'in item {item}, ' if item else ''}on line {line}{of}: {quoted(excerpt)}"
     return ""  # only the line break put between two files
 
 

@@ -1,8 +1,9 @@
 """The errors chargen raises for a user's mistake; the CLI turns each into a one-line message.
 
 A message names the settings it is about as the library knows them, in backquotes: a config field
-or keyword argument (`lr`), or one with the value to give it (`encoding='utf-16'`). The command
-line shows each as its flag (--lr, --encoding utf-16); the library never names a flag.
+or keyword argument (`lr`), or one with the value to give it (`encoding='utf-16'`), a string quoted
+as vocab.quoted quotes it, so that it may hold a backquote (`items='`'`). The command line shows
+each as its flag (--lr, --encoding utf-16); the library never names a flag.
 """
 
 from __future__ import annotations
@@ -10,8 +11,9 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-# A setting as a message names it (above): group 1 is its name, group 2 the value given, if any.
-NAMED_SETTING = re.compile(r"`(\w+)(?:=([^`]*))?`")
+# A setting as a message names it (above): group 1 is its name, group 2 the value given, if any: a
+# quoted string (in which a backquote, or an escaped quote, is text) or anything up to a backquote.
+NAMED_SETTING = re.compile(r"""`(\w+)(?:=('(?:[^'\\]|\\.)*'|"(?:[^"\\]|\\.)*"|[^`]*))?`""")
 
 
 class ChargenError(Exception):

@@ -36,7 +36,7 @@ _BLANK_LINES = re.compile(r"(\n(?:[ \t\r]*\n)+)")  # grouped: re.split keeps wha
 
 def describe_mode(mode: str) -> str:
     """How a mode reads, for messages: `lines`, `files`, `paragraphs`, or a separator."""
-    return mode if mode in ("lines", "files", "paragraphs") else f"separator {mode!r}"
+    return mode if mode in ("lines", "files", "paragraphs") else f"separator {quoted(mode)}"
 
 
 def default_max_length(mode: str | None) -> int:
@@ -164,7 +164,7 @@ def located_items(
     if mode not in ("lines", "files") and not found_separator:
         missing = "blank line" if mode == "paragraphs" else describe_mode(mode)
         raise CorpusError(
-            f"{what} has no {missing} anywhere, so read with `items={mode!r}` it would be one item"
+            f"{what} has no {missing} anywhere, so read with `items={quoted(mode)}` it would be one item"
         )
 
 

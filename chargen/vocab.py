@@ -35,8 +35,10 @@ def _combines(char: str) -> bool:
 
 
 def quoted(text: str) -> str:
-    """`text` quoted and escaped as repr does it, and its combining marks escaped too ('\\u0301'):
-    repr leaves them as they are, and a lone acute accent would sit on the quote mark before it."""
+    """`text` as every message shows a user's characters, separator or excerpt: quoted and escaped as
+    repr does it (a line break as \\n, a tab as \\t, other control characters by code point, \\x07
+    or \\u2028), and its combining marks escaped too ('\\u0301'): repr leaves them as they are, and
+    a lone acute accent would sit on the quote mark before it."""
     return "".join(c.encode("unicode_escape").decode("ascii") if _combines(c) else c for c in repr(text))
 
 

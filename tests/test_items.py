@@ -389,9 +389,39 @@ def test_stopped_and_resumed_list_run_equals_the_uninterrupted_one(word_file: Pa
             ["--items", "paragraphs"],
             "has no blank line anywhere, so read with --items paragraphs",
         ),
+        # A backquote in the separator once ended the setting the message names (--items '` it
+        # would be); a space made the flag's value two words. Both keep their quotes.
+        ("one\ntwo\n", ["--items", "`"], "no separator '`' anywhere, so read with --items '`' it would be"),
+        (
+            "one\ntwo\n",
+            ["--items", " END "],
+            "no separator ' END ' anywhere, so read with --items ' END ' it",
+        ),
+        (
+            "one\ntwo\n",
+            ["--items", "a`b"],
+            "no separator 'a`b' anywhere, so read with --items 'a`b' it would",
+        ),
+        # A combining mark alone is escaped, as vocab.quoted escapes it everywhere, not drawn on a quote.
+        (
+            "one\ntwo\n",
+            ["--items", "\u0301"],
+            "no separator '\\u0301' anywhere, so read with --items \\u0301",
+        ),
         ("only\n", [], "1 item: too few to hold one out"),
     ],
-    ids=["empty", "blank", "files-on-one-file", "no-separator", "no-blank-line", "one-item"],
+    ids=[
+        "empty",
+        "blank",
+        "files-on-one-file",
+        "no-separator",
+        "no-blank-line",
+        "backquote",
+        "spaces",
+        "inner-backquote",
+        "combining",
+        "one-item",
+    ],
 )
 def test_bad_lists_are_one_line_errors_and_write_nothing(
     tmp_path: Path, content: str, extra: list[str], phrase: str

@@ -130,6 +130,17 @@ def test_a_combining_mark_shown_alone_is_escaped() -> None:
     assert "never seen: '\\u0301' (U+0301);" in str(caught.value), str(caught.value)
 
 
+def test_the_line_an_unseen_character_is_on_is_quoted_as_the_character_is(
+    tiny_run: TrainSummary, tmp_path: Path
+) -> None:
+    """The excerpt after "the first is on line N" was repr's, which left a lone combining mark to
+    draw itself onto the quote mark before it; it is quoted by vocab.quoted, as the character is."""
+    text = tmp_path / "accent.txt"
+    text.write_text("the lamp\nthe q\u0301 and\tthe sea\n", encoding="utf-8")
+    said = _one_line_error(runner.invoke(app, ["eval", "--model", str(tiny_run.run_dir), str(text)]), 1)
+    assert "'\\u0301' (U+0301)" in said and "the first is on line 2: 'the q\\u0301 and\\tthe sea';" in said
+
+
 def test_info_and_sample_escape_a_combining_mark(
     lamp_text: str, tiny_run: TrainSummary, tmp_path: Path
 ) -> None:

@@ -164,9 +164,20 @@ def in_flags(ctx: typer.Context, error: ChargenError, names: dict[str, str] | No
             return match[0]
         if (name, value) in switches:
             return switches[name, value]
-        return flags[name] if value is None else flags[name] + " " + value.strip("'")
+        return flags[name] if value is None else flags[name] + " " + _as_typed(value)
 
     return NAMED_SETTING.sub(flag, str(error))
+
+
+def _as_typed(value: str) -> str:
+    """A setting's value as a message gives it (`'utf-16'`, `' END '`, `64`) as it reads after its
+    flag: a quoted string without its quotes where they hold one plain word (--encoding utf-16),
+    with them where they hold nothing, white space, a quote or a backquote (--items ' END ')."""
+    quoted = len(value) >= 2 and value[0] == value[-1] and value[0] in "'\""
+    if not quoted:
+        return value
+    inner = value[1:-1]
+    return inner if inner and not re.search(r"[\s'\"`]", inner) else value
 
 
 class TrainProgress:
