@@ -9,6 +9,7 @@ import codecs
 import dataclasses
 import math
 import re
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
@@ -361,6 +362,22 @@ class SampleConfig:
             "unknown",
             f"must be error, replace or skip, not {self.unknown!r}",
         )
+
+
+def require_run_kind(
+    given: Iterable[str], listed: bool, list_only: Iterable[str], text_only: Iterable[str]
+) -> None:
+    """Refuse a setting `given` that applies only to the other kind of run, naming it, rather than
+    ignore it: one of `list_only` for a run trained on one text, one of `text_only` for a run
+    trained on a list (`listed`). Each caller says which of its settings are which."""
+    given = set(given)
+    for name in text_only if listed else list_only:
+        if name in given:
+            kinds = ("a text", "a list") if listed else ("a list", "a text")
+            raise ConfigError(
+                f"`{name}` applies to a run trained on {kinds[0]}, and this one was trained on {kinds[1]}",
+                name,
+            )
 
 
 @dataclass

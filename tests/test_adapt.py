@@ -314,8 +314,9 @@ def test_a_run_trained_on_a_list_is_refused(tmp_path: Path) -> None:
     train(load_corpus(names, TextConfig(items="lines")), TINY_MODEL, config, out=tmp_path / "list")
     model = ["--model", str(tmp_path / "list")]
     for command in (["eval", "--adapt"], ["sample", "--adapt-on", str(names)]):
-        message = _one_line_error(runner.invoke(app, [*command, *model]))
-        assert "list of items" in message
+        message = _one_line_error(runner.invoke(app, [*command, *model]), code=2)  # a setting, refused
+        said = f"Error: {command[1]} applies to a run trained on a text, and this one was trained on a list"
+        assert message == said
 
 
 def test_the_tuning_grid_prints_a_row_per_combination_and_the_best(

@@ -238,19 +238,23 @@ def test_train_sample_new_items_and_eval_from_the_command_line(
         assert result.exit_code == 1 and not result.stdout, result.output
         assert "has no items left once the 3 character(s) the model has never seen" in result.stderr
 
-    # Options for a text's run are refused on a list's run, not ignored; and a prefix longer than
-    # --max-length (which counts it) would make only cut-off items.
+    # Options for a text's run are refused on a list's run (a bad setting, exit 2), not ignored; and a
+    # prefix longer than --max-length (which counts it) would make only cut-off items.
+    list_run = "applies to a run trained on a text, and this one was trained on a list"
     refused = {
-        ("--length", "50"): "--length is for a run trained on a text",
-        ("--stop", "a"): "--stop is for a run trained on a text",
-        ("--num-samples", "2"): "--num-samples is for a run trained on a text",
-        ("--novelty",): "--novelty is for a run trained on a text",
+        ("--length", "50"): f"Error: --length {list_run}",
+        ("--stop", "a"): f"Error: --stop {list_run}",
+        ("--num-samples", "2"): f"Error: --num-samples {list_run}",
+        ("--novelty",): f"Error: --novelty {list_run}",
+        ("--adapt-on", str(test)): f"Error: --adapt-on {list_run}",
         ("--max-length", "1", "--prefix", "th"): "--prefix has 2 characters, more than the 1 --max-length",
     }
     for args, message in refused.items():
         result = runner.invoke(app, ["sample", "--model", str(run), "--items", "3", *args])
-        assert result.exit_code != 0 and message in result.output, (args, result.output)
+        assert result.exit_code == 2 and message in result.output, (args, result.output)
         assert len(result.output.strip().splitlines()) == 1 and not result.stdout.strip(), result.output
+    adapted = runner.invoke(app, ["eval", "--model", str(run), str(test), "--adapt"])
+    assert adapted.exit_code == 2 and adapted.stderr.strip() == f"Error: --adapt {list_run}", adapted.output
 
 
 def test_a_folder_of_files_trains_as_items_or_as_one_text(tmp_path: Path, lamp_text: str) -> None:

@@ -239,8 +239,19 @@ def test_a_prefix_that_cannot_be_read_gets_one_line(tiny_run: TrainSummary, tmp_
         (["--prefix-file", str(tmp_path / "snow.txt")], 1, "--prefix-file has 1 character(s) the model"),
         (["--prefix", "-", "--prefix-file", str(tmp_path / "good.txt")], 2, "--prefix and --prefix-file"),
         (["--prefix", "", "--prefix-file", str(tmp_path / "good.txt")], 2, "were both given"),
-        (["--max-length", "5"], 1, "--max-length needs a run trained on a list"),  # not ignored
-        (["--items", "3"], 1, "--items needs a run trained on a list"),
+        # Options for a list's run are refused on a text's run, not ignored: a bad setting (exit 2).
+        (
+            ["--max-length", "5"],
+            2,
+            "--max-length applies to a run trained on a list, and this one was trained",
+        ),
+        (
+            ["--items", "3"],
+            2,
+            "Error: --items applies to a run trained on a list, and this one was trained on a text",
+        ),
+        (["--new"], 2, "Error: --new applies to a run trained on a list"),
+        (["--json"], 2, "Error: --json applies to a run trained on a list"),
     ):
         assert said in _one_line_error(runner.invoke(app, [*base, *args]), code), args
     piped = runner.invoke(app, [*base, "--prefix", "-"], input="caf\xe9".encode("latin-1"))

@@ -45,8 +45,16 @@ from chargen.cli.tables import (
     print_summary,
     start_from_note,
 )
-from chargen.config import CELLS, AdaptConfig, ModelConfig, SampleConfig, TextConfig, TrainConfig
-from chargen.errors import ConfigError, RunError
+from chargen.config import (
+    CELLS,
+    AdaptConfig,
+    ModelConfig,
+    SampleConfig,
+    TextConfig,
+    TrainConfig,
+    require_run_kind,
+)
+from chargen.errors import ConfigError
 from chargen.serve.requests import Limits
 
 if TYPE_CHECKING:
@@ -254,6 +262,11 @@ def compare(
         print_comparison(comparison, Units(data.vocab.symbol))
 
 
+# `sample`'s options that apply to one kind of run only: refused on the other, not ignored.
+SAMPLE_LIST_ONLY = ("items", "new", "as_json", "max_length")
+SAMPLE_TEXT_ONLY = ("length", "stop", "num_samples", "novelty", "adapt_on")
+
+
 @app.command(cls=opt.Command)
 def sample(
     ctx: typer.Context,
@@ -307,20 +320,10 @@ def sample(
         run = load_run(model)
         listed = run.text_config.items is not None
         given = opt.given(ctx, leave_out=())
-        list_only = [items is not None, new, as_json, "max_length" in given]
-        if not listed and any(list_only):
-            flag = ("--items", "--new", "--json", "--max-length")[list_only.index(True)]
-            raise RunError(f"{flag} needs a run trained on a list (chargen train FILE --items lines)")
-        text_only = [name for name in ("length", "stop", "num_samples", "novelty") if name in given]
-        if listed and adapt_on is None and text_only:
-            flag = "--" + text_only[0].replace("_", "-")
-            raise RunError(
-                f"{flag} is for a run trained on a text; this one was trained on a list: "
-                "--items N samples whole items (--max-length cuts them off)"
-            )
+        require_run_kind(given, listed, SAMPLE_LIST_ONLY, SAMPLE_TEXT_ONLY)
         torch_device = resolve_device(device)
         net = load_model_weights(run, torch_device)
-        if listed and adapt_on is None:
+        if listed:
             if "max_length" not in given:  # a document is longer than a line
                 config = dataclasses.replace(config, max_length=default_max_length(run.text_config.items))
             _sample_items(run, net, config, 10 if items is None else items, new, as_json, torch_device)
@@ -390,9 +393,12 @@ def evaluate(
     `chargen eval --adapt other.txt` (with dynamic evaluation too).
     """
     with user_errors(ctx, {"items": "the run's --items"}):
+        from chargen.checkpoint import load_run
         from chargen.runs import evaluate_run, evaluate_run_adapted
 
         adapt_config = opt.adapt_config(ctx, "adapt", adapt)
+        listed = load_run(model).text_config.items is not None
+        require_run_kind(opt.given(ctx, leave_out=()), listed, (), ("adapt",))  # one text, state carried
         label = f"{model} on {text_file or 'its validation split'}"
         if adapt:
             result = evaluate_run_adapted(model, text_file, adapt_config, device, unknown, encoding, errors)

@@ -13,7 +13,7 @@ import math
 from dataclasses import dataclass, fields
 from typing import Any
 
-from chargen.config import UNKNOWN_POLICIES, SampleConfig, require_characters
+from chargen.config import UNKNOWN_POLICIES, SampleConfig, require_characters, require_run_kind
 from chargen.errors import ConfigError
 
 
@@ -156,10 +156,7 @@ def _at_most(data: dict[str, Any], name: str, limit: int, option: str) -> None:
 def parse_generate(data: dict[str, Any], limits: Limits, listed: bool) -> GenerateRequest:
     """A generate body, checked against the limits; `listed`: the run was trained on a list."""
     data = _checked(data, GENERATE_FIELDS)
-    for name in LIST_ONLY if not listed else TEXT_ONLY:
-        if name in data:
-            kind = "a run trained on a list" if name in LIST_ONLY else "a text's run, not a list's"
-            raise ConfigError(f"`{name}` applies to {kind}", name)
+    require_run_kind(data, listed, LIST_ONLY, TEXT_ONLY)
     _at_most(data, "length", limits.max_length, "max_length")
     _at_most(data, "max_length", limits.max_length, "max_length")
     _at_most(data, "n", limits.max_n, "max_n")
