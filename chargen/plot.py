@@ -12,12 +12,17 @@ from pathlib import Path
 from typing import Any
 
 from chargen.checkpoint import METRICS, load_run, read_metrics
-from chargen.errors import ChargenError, RunError
+from chargen.errors import ChargenError, ConfigError, RunError
 from chargen.files import write_bytes_atomic, writing
 from chargen.records import EvalRow, TrainRow
 from chargen.reports import EvalReport, Report, StartReport
 
 PLOT = "plot.png"  # the figure `chargen plot RUN` and `chargen train --plot` write into a run
+# The formats a figure's file name may ask for by its suffix: those matplotlib writes with Agg and its
+# vector backends from 3.7, the plot extra's oldest, with any Pillow. Not gif or avif, which only
+# recent matplotlib writes (gif again from 3.10; avif only with a Pillow built with it), nor raw and
+# rgba (pixels without a header) or pgf (LaTeX code, not an image).
+FORMATS = ("png", "jpg", "jpeg", "webp", "tif", "tiff", "svg", "svgz", "pdf", "eps", "ps")
 
 
 def require_matplotlib() -> None:
@@ -56,8 +61,23 @@ class PlotEachEvaluation:
             plot_runs([self.run_dir], self.run_dir / PLOT)  # metrics.jsonl already has this evaluation
 
 
+def image_format(out: Path) -> str:
+    """The format `out`'s suffix names, one of FORMATS (png where it has none); a ConfigError naming
+    `out` for any other."""
+    suffix = out.suffix.lstrip(".").lower()
+    if suffix and suffix not in FORMATS:
+        raise ConfigError(
+            f"`out` names a .{suffix} file, and a figure is written as "
+            f"{', '.join('.' + name for name in FORMATS)}; give `out` one of those suffixes",
+            "out",
+        )
+    return suffix or "png"
+
+
 def plot_runs(run_dirs: list[Path], out: Path) -> Path:
-    """Draw the runs' training curves into one PNG with three panels; returns its path."""
+    """Draw the runs' training curves into one figure with three panels, in the format `out`'s suffix
+    names (image_format); returns its path."""
+    image = image_format(out)  # before a run is read or matplotlib imported
     plt = _pyplot()
     runs = []  # (run, its training rows, its validations placed by symbols seen)
     for run in map(load_run, run_dirs):
@@ -119,14 +139,12 @@ def plot_runs(run_dirs: list[Path], out: Path) -> Path:
         ax.grid(alpha=0.3)
         ax.legend(fontsize="small", loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0.0)
     # Drawn in memory, then written atomically: the figure is redrawn while people may be looking.
-    image = io.BytesIO()
+    drawn = io.BytesIO()
     try:
-        fig.savefig(image, format=out.suffix.lstrip(".").lower() or "png", dpi=110)
-    except ValueError as err:  # a suffix matplotlib cannot write
-        raise ChargenError(f"cannot write {out}: {err}; use a .png, .svg or .pdf file") from None
+        fig.savefig(drawn, format=image, dpi=110)
     finally:
         plt.close(fig)
     with writing(out.parent):
         out.parent.mkdir(parents=True, exist_ok=True)
-    write_bytes_atomic(out, image.getvalue())
+    write_bytes_atomic(out, drawn.getvalue())
     return out

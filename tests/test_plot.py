@@ -12,11 +12,11 @@ from chargen.checkpoint import read_metrics
 from chargen.cli import app
 from chargen.cli.render import fan_out
 from chargen.config import TextConfig, TrainConfig
-from chargen.plot import PLOT, PlotEachEvaluation
+from chargen.plot import FORMATS, PLOT, PlotEachEvaluation
 from chargen.records import EvalRow, TrainRow
 from chargen.reports import EvalReport, Report
 from chargen.training import train
-from tests.conftest import TINY_MODEL, corpus_from_text
+from tests.conftest import TINY_MODEL, corpus_from_text, words
 
 runner = CliRunner()
 PNG = b"\x89PNG\r\n\x1a\n"
@@ -29,6 +29,47 @@ def test_plot_writes_a_png_for_several_runs(tiny_run, tmp_path: Path) -> None:
     assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and out.stat().st_size > 20_000
     evals = [r for r in read_metrics(tiny_run.run_dir) if isinstance(r, EvalRow)]
     assert evals and all(r.seen for r in evals)  # what the validation points are placed by
+
+
+# How each format's file begins: what matplotlib wrote is that format, not a PNG under another name.
+MAGIC = {
+    "png": PNG,
+    "jpg": b"\xff\xd8\xff",
+    "jpeg": b"\xff\xd8\xff",
+    "webp": b"RIFF",
+    "tif": b"II*\x00",
+    "tiff": b"II*\x00",
+    "svg": b"<?xml",
+    "svgz": b"\x1f\x8b",
+    "pdf": b"%PDF",
+    "eps": b"%!PS-Adobe-3.0 EPSF",
+    "ps": b"%!PS-Adobe-3.0",
+}
+
+
+def test_every_format_listed_is_written_and_any_other_refused_before_reading(
+    tiny_run, tmp_path: Path
+) -> None:
+    assert set(MAGIC) == set(FORMATS)
+    for name in FORMATS:
+        out = tmp_path / f"figure.{name.upper() if name == 'png' else name}"  # the suffix's case is no matter
+        result = runner.invoke(app, ["plot", str(tiny_run.run_dir), "--out", str(out)])
+        assert result.exit_code == 0, (name, result.output)
+        assert out.read_bytes().startswith(MAGIC[name]), (name, out.read_bytes()[:20])
+    listed = ", ".join("." + name for name in FORMATS)
+    for suffix in ("gif", "avif", "txt", "pgf"):  # gif and avif: only recent matplotlib writes them
+        out = tmp_path / f"figure.{suffix}"
+        for run in (str(tiny_run.run_dir), str(tmp_path / "missing-run")):  # refused before reading the run
+            result = runner.invoke(app, ["plot", run, "--out", str(out)])
+            assert result.exit_code == 2 and result.stdout == "", result.output
+            assert result.stderr.strip() == (
+                f"Error: --out names a .{suffix} file, and a figure is written as {listed}; "
+                "give --out one of those suffixes"
+            )
+            assert not out.exists()
+    # The docs list the formats as FORMATS has them.
+    section = (Path(__file__).parents[1] / "docs" / "commands.md").read_text(encoding="utf-8")
+    assert ", ".join(f"`.{name}`" for name in FORMATS[:-1]) + f" or `.{FORMATS[-1]}`" in words(section)
 
 
 def _svg_text(out: Path) -> set[str]:

@@ -519,11 +519,12 @@ def plot(
         Path | None,
         typer.Option(
             metavar="FILE",
-            help="Image file to write: .png, .svg or .pdf. Default: plot.png in the first run.",
+            help="Image file to write, in the format its suffix names (.png, .svg, .pdf and more). "
+            "Default: plot.png in the first run.",
         ),
     ] = None,
 ) -> None:
-    """Draw training and validation bpc, the pre-clip gradient norm and the learning rate into a PNG.
+    """Draw training and validation bpc, the pre-clip gradient norm and the learning rate into an image.
 
     Example: `chargen plot runs/lstm runs/gru --out compare.png`. Needs the plot extra (matplotlib).
     """
