@@ -240,15 +240,20 @@ def _array(t: torch.Tensor) -> np.ndarray:
     return np.array(t.detach().float().cpu().numpy(), dtype=np.float32, order="C", copy=True)
 
 
-def make_stepper(model: CharRNN, state: State, kernel: str = "cells") -> Stepper:
+# The steppers' names, as stepping.py times them and caches the fastest: the one place they are written.
+CELLS_KERNEL = "cells"  # CellStepper: any cell, any device
+GEMM_KERNEL = "gemm"  # GemmStepper, its matrices stored (K, N)
+GEMM_ROWS_KERNEL = "gemm-rows"  # GemmStepper(rows=True), its matrices stored (N, K) as nn.Linear's
+NUMPY_KERNEL = "numpy"  # NumpyStepper
+KERNELS = (GEMM_KERNEL, GEMM_ROWS_KERNEL, NUMPY_KERNEL)  # an LSTM's steppers on a CPU
+
+
+def make_stepper(model: CharRNN, state: State, kernel: str = CELLS_KERNEL) -> Stepper:
     """The stepper for `kernel`: "cells" (torch's cell functions, any cell), "gemm" (GemmStepper),
     "gemm-rows" (GemmStepper with rows=True) or "numpy" (NumpyStepper), the last three an LSTM's on
     a CPU; stepping.py says which is faster where."""
     if model.config.cell != "lstm" or kernel not in KERNELS:  # a hand-edited cache may say so
         return CellStepper(model, state)
-    if kernel == "numpy":
+    if kernel == NUMPY_KERNEL:
         return NumpyStepper(model, state)
-    return GemmStepper(model, state, rows=kernel == "gemm-rows")
-
-
-KERNELS = ("gemm", "gemm-rows", "numpy")  # an LSTM's steppers on a CPU, by the names stepping.py uses
+    return GemmStepper(model, state, rows=kernel == GEMM_ROWS_KERNEL)

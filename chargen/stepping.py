@@ -30,7 +30,7 @@ from chargen.errors import StorageError
 from chargen.files import write_json
 from chargen.model import CharRNN
 from chargen.paths import chargen_home
-from chargen.steppers import make_stepper
+from chargen.steppers import CELLS_KERNEL, GEMM_KERNEL, GEMM_ROWS_KERNEL, NUMPY_KERNEL, make_stepper
 
 if TYPE_CHECKING:
     from threadpoolctl import ThreadpoolController
@@ -60,7 +60,7 @@ def candidates(model: CharRNN) -> list[StepSettings]:
     in both layouts; NumPy's on one thread, where its BLAS's threads can be set): each the fastest
     on some machine we measured."""
     every = torch.get_num_threads()
-    kernels = ["gemm", "gemm-rows", "cells"] if model.config.cell == "lstm" else ["cells"]
+    kernels = [GEMM_KERNEL, GEMM_ROWS_KERNEL, CELLS_KERNEL] if model.config.cell == "lstm" else [CELLS_KERNEL]
     options = [
         StepSettings(threads, onednn, kernel)
         for kernel in kernels
@@ -71,7 +71,7 @@ def candidates(model: CharRNN) -> list[StepSettings]:
         # OpenBLAS's idle threads spin for a while after each product. On the 2-core AMD EPYC with
         # AVX2, two gave one stream 6,868 steps/s against one thread's 9,896, and their spinning
         # made the torch candidates timed after them read up to half their speed.
-        options.append(StepSettings(1, False, "numpy"))
+        options.append(StepSettings(1, False, NUMPY_KERNEL))
     return list(dict.fromkeys(options))  # one thread in all: half as many
 
 
@@ -133,7 +133,7 @@ def choose(model: CharRNN, batch_size: int, device: torch.device | str) -> StepS
 
 def label(settings: StepSettings) -> str:
     """How the cache names a candidate's rate."""
-    if settings.kernel == "numpy":
+    if settings.kernel == NUMPY_KERNEL:
         return f"numpy, {settings.threads} threads"
     onednn = "on" if settings.onednn else "off"
     return f"{settings.kernel}, {settings.threads} threads, onednn {onednn}"
@@ -153,7 +153,7 @@ def applied(settings: StepSettings | None) -> Iterator[None]:
     threads, onednn = torch.get_num_threads(), torch.backends.mkldnn.enabled
     torch.set_num_threads(settings.threads)
     torch.backends.mkldnn.enabled = settings.onednn
-    blas = _blas() if settings.kernel == "numpy" else None
+    blas = _blas() if settings.kernel == NUMPY_KERNEL else None
     try:
         with ExitStack() as stack:
             if blas is not None:
