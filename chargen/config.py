@@ -31,6 +31,11 @@ SIZES = {"small": (2, 256), "medium": (2, 384), "large": (2, 512)}
 # good as uniform, and far beyond it the noise times the temperature overflows float32 (1e39: inf).
 MAX_TEMPERATURE = 1000.0
 DEFAULT_TIME_BUDGET = 120.0  # seconds of training when no limit at all is given
+# Sampling a run trained on a list, unless asked otherwise (`chargen sample --items` and the server's
+# generate alike): this many items, each cut off after this many characters, its prefix counted. A
+# line is short; a file or a paragraph may be a page.
+ITEM_COUNT = 10
+LINE_LENGTH, DOCUMENT_LENGTH = 200, 4000
 
 
 def _require(condition: bool, field: str, message: str) -> None:
@@ -323,6 +328,12 @@ class TrainConfig(_Stored):
         return cls(**{"precision": "fp32", "patience": 0, **known_fields(cls, data)})
 
 
+def default_max_length(mode: str | None) -> int:
+    """The characters a sampled item of a list read in `mode` (TextConfig.items) may have, unless
+    asked otherwise."""
+    return LINE_LENGTH if mode in (None, "lines") else DOCUMENT_LENGTH
+
+
 @dataclass
 class SampleConfig:
     prefix: str = ""  # text the model continues; it is printed first
@@ -333,7 +344,7 @@ class SampleConfig:
     seed: int | None = None  # the same seed gives the same text
     num_samples: int = 1  # independent samples, generated together as one batch, >= 1
     unknown: str = "error"  # a prefix character the model never saw: error, replace or skip
-    max_length: int = 200  # a list's items are cut off after this many characters, >= 1
+    max_length: int = LINE_LENGTH  # a list's items are cut off after this many characters, >= 1
     stop: str | None = None  # end each sample just before this text first appears in it; not empty
 
     def __post_init__(self) -> None:

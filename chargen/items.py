@@ -28,20 +28,12 @@ from chargen.vocab import quoted
 END = "\x00"
 IGNORE = -100  # a target the loss leaves out: cross_entropy's default ignore_index
 SPLIT_SEED = 0  # the held-out items are the same for every run of a list, whatever its seed
-# How long a sampled item may grow before it is cut off, unless asked: a line is short, a file or a
-# paragraph may be a page.
-LINE_LENGTH, DOCUMENT_LENGTH = 200, 4000
 _BLANK_LINES = re.compile(r"(\n(?:[ \t\r]*\n)+)")  # grouped: re.split keeps what it cut at
 
 
 def describe_mode(mode: str) -> str:
     """How a mode reads, for messages: `lines`, `files`, `paragraphs`, or a separator."""
     return mode if mode in ("lines", "files", "paragraphs") else f"separator {quoted(mode)}"
-
-
-def default_max_length(mode: str | None) -> int:
-    """The characters a sampled item of a list read in `mode` may have, unless asked otherwise."""
-    return LINE_LENGTH if mode in (None, "lines") else DOCUMENT_LENGTH
 
 
 def _clean(item: str) -> str:

@@ -7,6 +7,7 @@ import re
 from pathlib import Path
 
 from chargen.cli import app
+from chargen.config import ITEM_COUNT
 
 REPO = Path(__file__).resolve().parents[1]
 README = REPO / "README.md"
@@ -80,7 +81,9 @@ def test_the_option_tables_give_the_defaults_the_commands_have() -> None:
             continue
         assert flag in defaults, f"docs/commands.md documents {flag}, which no command has"
         word, number = literal.groups()
-        if flag == "--items" and number == "10":  # sample's: None, which a list's run reads as 10
+        if flag == "--items" and number is not None:  # sample's: None, which a list's run reads as this
+            assert int(number) == ITEM_COUNT, f"docs/commands.md gives --items {number}, not {ITEM_COUNT}"
+            checked += 1
             continue
         if number is not None:
             got = [

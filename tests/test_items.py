@@ -337,7 +337,7 @@ def test_a_cut_off_item_scores_exactly_its_characters_in_sample_and_serve(tmp_pa
     events: queue.SimpleQueue[tuple[str, dict]] = queue.SimpleQueue()
     try:
         body = {"items": 200, "prefix": "em", "max_length": 4, "seed": 1}
-        engine.submit(parse_generate(body, Limits(), True), lambda name, data: events.put((name, data)))
+        engine.submit(parse_generate(body, Limits(), "lines"), lambda name, data: events.put((name, data)))
         name, done = events.get(timeout=60)
     finally:
         engine.close()

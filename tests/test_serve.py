@@ -139,7 +139,7 @@ def streamed(url: str, body: dict) -> tuple[str, list[dict], dict]:
 
 def test_requests_are_checked_field_by_field() -> None:
     limits = Limits(max_length=100, max_n=2)
-    ok = parse_generate({"prefix": "a", "length": 5, "temperature": 1, "n": 2, "stream": True}, limits, False)
+    ok = parse_generate({"prefix": "a", "length": 5, "temperature": 1, "n": 2, "stream": True}, limits, None)
     assert ok.sample.num_samples == 2 and ok.stream and ok.items is None
     for body, field in [
         ({"length": 101}, "length"),
@@ -160,14 +160,28 @@ def test_requests_are_checked_field_by_field() -> None:
         ({"prefix": "ab\ud83dc"}, "prefix"),  # JSON's "\ud83d" alone: half a pair, no character
     ]:
         with pytest.raises(ConfigError) as caught:
-            parse_generate(body, limits, listed=False)
+            parse_generate(body, limits, None)
         assert caught.value.field == field and f"`{field}`" in str(caught.value), (body, str(caught.value))
     with pytest.raises(ConfigError, match="`n`"):
-        parse_generate({"n": 2}, limits, listed=True)
+        parse_generate({"n": 2}, limits, "lines")
     with pytest.raises(ConfigError, match="`alternatives`"):
-        parse_generate({"alternatives": True, "stream": True}, limits, listed=True)
-    asked = parse_generate({"stream": True, "alternatives": True}, limits, False)
-    assert asked.alternatives and not parse_generate({"stream": True}, limits, False).alternatives
+        parse_generate({"alternatives": True, "stream": True}, limits, "lines")
+    asked = parse_generate({"stream": True, "alternatives": True}, limits, None)
+    assert asked.alternatives and not parse_generate({"stream": True}, limits, None).alternatives
+
+
+def test_a_lists_items_are_cut_where_chargen_sample_cuts_them_within_the_servers_limit() -> None:
+    """Unless a request says otherwise, a list's run gives as many items, each cut as long, as
+    `chargen sample --items` gives: a line's length for a list of lines, a document's for the
+    others (before, every list's items were cut at a line's). Never past the server's --max-length."""
+    from chargen.config import DOCUMENT_LENGTH, ITEM_COUNT, LINE_LENGTH
+
+    for mode, length in [("lines", LINE_LENGTH), ("paragraphs", DOCUMENT_LENGTH), ("files", DOCUMENT_LENGTH)]:
+        parsed = parse_generate({}, Limits(), mode)
+        assert (parsed.items, parsed.sample.max_length) == (ITEM_COUNT, length), mode
+    assert parse_generate({}, Limits(max_length=300), "paragraphs").sample.max_length == 300
+    assert parse_generate({"max_length": 50}, Limits(max_length=300), "@@").sample.max_length == 50
+    assert parse_generate({}, Limits(), None).items is None
 
 
 def test_only_loopback_binds_without_a_token() -> None:
@@ -697,6 +711,37 @@ def test_a_list_run_serves_items_as_chargen_sample_makes_them(tmp_path: Path) ->
         assert too_long.status_code == 422 and too_long.json()["field"] == "max_length", too_long.text
     finally:
         served.stop()
+
+
+def test_a_list_of_paragraphs_serves_items_as_long_as_chargen_sample_makes_them(
+    lamp_text: str, tmp_path: Path
+) -> None:
+    """A run on a list of long paragraphs, which it learns rarely end: the server's items, asked for
+    without `max_length`, are `chargen sample --items`'s, run past a line's length (where the server
+    cut them before) up to a document's."""
+    import re
+
+    from chargen.config import DOCUMENT_LENGTH, LINE_LENGTH, TextConfig, TrainConfig
+    from chargen.training import train
+    from tests.conftest import TINY_MODEL, corpus_from_text
+
+    chunks = [re.sub(r"\n\s*\n", "\n", lamp_text[k : k + 3_000]).strip() for k in range(0, 24_000, 3_000)]
+    corpus = corpus_from_text(tmp_path, "\n\n".join(chunks), "paragraphs", TextConfig(items="paragraphs"))
+    steps = TrainConfig(batch_size=4, bptt=32, max_steps=30, eval_every=30, log_every=10, seed=0)
+    run = train(corpus, TINY_MODEL, steps, out=tmp_path / "run").run_dir
+    served = Served(run)
+    try:
+        answer = generate(served.url, {"items": 3, "seed": 2})
+        assert answer.status_code == 200, answer.text
+        items = answer.json()["items"]
+    finally:
+        served.stop()
+    result = CliRunner().invoke(app, ["sample", "--model", str(run), "--items", "3", "--seed", "2", "--json"])
+    assert result.exit_code == 0, result.output
+    expected = [json.loads(line) for line in result.output.splitlines() if line.startswith("{")]
+    assert [(i["text"], i["ended"]) for i in items] == [(i["text"], i["ended"]) for i in expected]
+    assert max(len(i["text"]) for i in items) > LINE_LENGTH
+    assert all(len(i["text"]) <= DOCUMENT_LENGTH for i in items)
 
 
 def test_a_byte_run_streams_whole_characters_as_chargen_sample_makes_them(

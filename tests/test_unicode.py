@@ -38,7 +38,7 @@ def test_a_lone_surrogate_is_refused_in_the_library_and_the_server_alike() -> No
         assert caught.value.field == field and said.startswith(f"`{field}` holds U+"), said
         assert f"U+{ord(text[-1]):04X}" in said and "not UTF-8" in said, said
         with pytest.raises(ConfigError) as served:
-            parse_generate({field: text}, Limits(), listed=False)
+            parse_generate({field: text}, Limits(), None)
         assert str(served.value) == said  # the server says what the library says
     with pytest.raises(ConfigError) as scored:
         parse_score(parse_json(b'{"text": "ab\\ud83dc"}'))

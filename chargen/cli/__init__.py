@@ -47,11 +47,13 @@ from chargen.cli.tables import (
 )
 from chargen.config import (
     CELLS,
+    ITEM_COUNT,
     AdaptConfig,
     ModelConfig,
     SampleConfig,
     TextConfig,
     TrainConfig,
+    default_max_length,
     require_run_kind,
 )
 from chargen.errors import ConfigError
@@ -305,7 +307,6 @@ def sample(
     with user_errors(ctx, {"prefix": "--prefix-file"} if prefix_file and not both else None):
         from chargen.checkpoint import load_model_weights, load_run
         from chargen.device import resolve_device
-        from chargen.items import default_max_length
         from chargen.runs import adapt_run_on, novelty_index, verbatim_shares
         from chargen.sample import decode_prefix, encode_prefix, read_prefix, sample_batch, sample_stream
 
@@ -326,7 +327,9 @@ def sample(
         if listed:
             if "max_length" not in given:  # a document is longer than a line
                 config = dataclasses.replace(config, max_length=default_max_length(run.text_config.items))
-            _sample_items(run, net, config, 10 if items is None else items, new, as_json, torch_device)
+            _sample_items(
+                run, net, config, ITEM_COUNT if items is None else items, new, as_json, torch_device
+            )
             return
         index = novelty_index(run) if novelty else None  # a missing training text fails before sampling
         after = None

@@ -20,7 +20,15 @@ import typer
 from typer.core import TyperArgument, TyperCommand
 
 from chargen.cli.render import OneLineErrors
-from chargen.config import AdaptConfig, ModelConfig, TextConfig, TrainConfig
+from chargen.config import (
+    DOCUMENT_LENGTH,
+    ITEM_COUNT,
+    LINE_LENGTH,
+    AdaptConfig,
+    ModelConfig,
+    TextConfig,
+    TrainConfig,
+)
 from chargen.errors import ConfigError
 
 T = TypeVar("T")
@@ -276,7 +284,7 @@ ItemCount = Annotated[
         "--items",
         metavar="N",
         help="For a run trained on a list: generate this many whole items, one per line (items with line "
-        "breaks inside: a blank line between them), >= 1. Default for such a run: 10.",
+        f"breaks inside: a blank line between them), >= 1. Default for such a run: {ITEM_COUNT}.",
         show_default=False,
     ),
 ]
@@ -292,8 +300,8 @@ MaxLength = Annotated[
     int,
     typer.Option(
         metavar="N",
-        help="With --items: cut an item off after this many characters, >= 1. Default: 200 for a list "
-        "of lines, 4,000 for files, paragraphs or separated items.",
+        help=f"With --items: cut an item off after this many characters, >= 1. Default: {LINE_LENGTH:,} for "
+        f"a list of lines, {DOCUMENT_LENGTH:,} for files, paragraphs or separated items.",
         show_default=False,
     ),
 ]

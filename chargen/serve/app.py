@@ -126,7 +126,7 @@ def create_app(engine: Engine, description: dict[str, Any], token: str | None, l
         return _json(described)
 
     async def generate(request: Request) -> Response:
-        parsed = parse_generate(await body(request), limits, engine.listed)
+        parsed = parse_generate(await body(request), limits, engine.text_config.items)
         events = Events()
         job = events.job = engine.submit(parsed, events)
         if not parsed.stream:

@@ -13,7 +13,14 @@ import math
 from dataclasses import dataclass, fields
 from typing import Any
 
-from chargen.config import UNKNOWN_POLICIES, SampleConfig, require_characters, require_run_kind
+from chargen.config import (
+    ITEM_COUNT,
+    UNKNOWN_POLICIES,
+    SampleConfig,
+    default_max_length,
+    require_characters,
+    require_run_kind,
+)
 from chargen.errors import ConfigError
 
 
@@ -153,8 +160,12 @@ def _at_most(data: dict[str, Any], name: str, limit: int, option: str) -> None:
         )
 
 
-def parse_generate(data: dict[str, Any], limits: Limits, listed: bool) -> GenerateRequest:
-    """A generate body, checked against the limits; `listed`: the run was trained on a list."""
+def parse_generate(data: dict[str, Any], limits: Limits, list_mode: str | None) -> GenerateRequest:
+    """A generate body, checked against the limits. `list_mode`: how the run's list was read (its
+    TextConfig.items: lines, files, ...), None for a run trained on a text. A list's items are cut
+    where `chargen sample` cuts them unless `max_length` says otherwise, but never past the
+    server's `max_length`."""
+    listed = list_mode is not None
     data = _checked(data, GENERATE_FIELDS)
     require_run_kind(data, listed, LIST_ONLY, TEXT_ONLY)
     _at_most(data, "length", limits.max_length, "max_length")
@@ -172,11 +183,13 @@ def parse_generate(data: dict[str, Any], limits: Limits, listed: bool) -> Genera
             "`alternatives` come with a streamed answer: send `stream: true` too", "alternatives"
         )
     settings = {k: v for k, v in data.items() if k not in ("n", "items", "stream", "alternatives")}
+    if listed and "max_length" not in settings:
+        settings["max_length"] = min(default_max_length(list_mode), limits.max_length)
     try:
         sample = SampleConfig(**settings, num_samples=data.get("n", 1))
     except ConfigError as err:
         raise ConfigError(str(err).replace("`num_samples`", "`n`"), err.field) from None
-    items = data.get("items", 10) if listed else None
+    items = data.get("items", ITEM_COUNT) if listed else None
     return GenerateRequest(sample, items, data.get("stream", False), data.get("alternatives", False))
 
 
