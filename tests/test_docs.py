@@ -6,6 +6,8 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
+import pytest
+
 from chargen.cli import app
 from chargen.config import ITEM_COUNT
 
@@ -211,3 +213,23 @@ def test_the_short_text_example_has_the_streams_the_batch_gets(lamp_text: str, t
     assert len(corpus.ids) == chars
     assert with_batch(TrainConfig(bptt=bptt), corpus).batch_size == streams
     assert bptt == TrainConfig.bptt  # the default window, as the example says "by default"
+
+
+def test_the_cache_folder_is_where_the_docs_say(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """docs/corpora.md gives the rule for chargen's home, where the corpora, token and step caches
+    live: $CHARGEN_HOME, else $XDG_CACHE_HOME/chargen, else ~/.cache/chargen, a variable set but
+    empty counting as unset. It used to leave out $XDG_CACHE_HOME."""
+    from chargen.paths import chargen_home
+
+    text = " ".join((REPO / "docs" / "corpora.md").read_text(encoding="utf-8").split())
+    rule = r"`\$CHARGEN_HOME` where that is set and not empty, else `\$XDG_CACHE_HOME/chargen` where that is"
+    assert re.search(rule + r" set and not empty, else `~/\.cache/chargen`", text), "docs/corpora.md"
+    monkeypatch.setenv("CHARGEN_HOME", str(tmp_path / "home"))
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    monkeypatch.setenv("HOME", str(tmp_path / "user"))
+    assert chargen_home() == tmp_path / "home"
+    monkeypatch.setenv("CHARGEN_HOME", "")
+    assert chargen_home() == tmp_path / "xdg" / "chargen"
+    monkeypatch.delenv("CHARGEN_HOME")
+    monkeypatch.setenv("XDG_CACHE_HOME", "")
+    assert chargen_home() == tmp_path / "user" / ".cache" / "chargen"
