@@ -28,6 +28,20 @@ def test_quality_refuses_a_keep_folder_that_already_holds_a_run_before_training(
     assert [p.name for p in keep.iterdir()] == ["60s-seed1"]  # seed 0 was not trained either
 
 
+def test_items_refuses_a_keep_folder_that_already_holds_a_run_before_training(tmp_path: Path) -> None:
+    """As quality does: before, items trained seed 0 into the folder, then seed 1 into the run
+    already there, mixing two benchmarks' runs."""
+    corpus = tmp_path / "names.txt"
+    corpus.write_text("".join(f"{a}{b}na\n" for a in "bdklmnrst" for b in "aeiou"), encoding="utf-8")
+    keep = tmp_path / "runs"
+    (keep / "1s-seed1").mkdir(parents=True)
+    args = ["items", "--corpus", str(corpus), "--budgets", "1s", "--seeds", "0,1"]
+    result = _bench(*args, "--keep", str(keep))
+    assert result.returncode == 2 and "Traceback" not in result.stderr and result.stdout == ""
+    assert "already holds 1s-seed1; choose another directory" in result.stderr.splitlines()[-1]
+    assert [p.name for p in keep.iterdir()] == ["1s-seed1"]  # seed 0 was not trained either
+
+
 def test_a_missing_corpus_is_one_line_not_a_traceback(tmp_path: Path) -> None:
     result = _bench("quality", "--corpus", str(tmp_path / "missing.txt"), "--budgets", "1s", "--seeds", "0")
     assert result.returncode == 1 and result.stdout == ""

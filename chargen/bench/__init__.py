@@ -8,6 +8,7 @@ measures, its options with their units and defaults, and an example. Each is a m
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
 # Each benchmark and what it measures, as `python -m chargen.bench --help` lists them.
 BENCHMARKS = {
@@ -34,3 +35,21 @@ def parser(name: str, doc: str) -> argparse.ArgumentParser:
         epilog=f"example:\n{example}",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
+
+
+def run_name(budget: float, seed: int) -> str:
+    """The folder of one budget's and seed's run (in --keep DIR, or a temporary one): 60s-seed0."""
+    return f"{int(budget)}s-seed{seed}"
+
+
+def refuse_kept_runs(
+    parser: argparse.ArgumentParser, keep: str | None, budgets: list[float], seeds: list[int]
+) -> None:
+    """Refuse --keep DIR, before the first run rather than after it, where DIR already holds a run
+    this benchmark would write: the runs of two benchmarks would be mixed, or one overwritten."""
+    if keep is None:
+        return
+    names = [run_name(budget, seed) for budget in budgets for seed in seeds]
+    taken = [name for name in names if (Path(keep) / name).exists()]
+    if taken:
+        parser.error(f"--keep {keep} already holds {', '.join(taken)}; choose another directory")

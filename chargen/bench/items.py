@@ -26,7 +26,7 @@ from typing import Any
 
 import torch
 
-from chargen.bench import machine
+from chargen.bench import machine, refuse_kept_runs, run_name
 from chargen.bench import parser as bench_parser
 from chargen.bench.quality import _overrides
 from chargen.checkpoint import load_model_weights, load_run
@@ -66,7 +66,7 @@ def run_budget(
     train_file: Path, test_file: Path, listed: set[str], budget: float, seed: int, folder: Path, args: Any
 ) -> Result:
     model_config, train_config = _overrides(args.set)
-    out = folder / f"{int(budget)}s-seed{seed}"
+    out = folder / run_name(budget, seed)
     config = dataclasses.replace(train_config, max_time=budget, seed=seed, precision=args.precision)
     corpus = load_corpus(train_file, TextConfig(items="lines"))
     summary = train(corpus, model_config, config, out=out)
@@ -120,12 +120,16 @@ def main(argv: list[str] | None = None) -> None:
     )
     parser.add_argument("--json", metavar="FILE", help="also write the figures to this file")
     parser.add_argument(
-        "--keep", metavar="DIR", help="keep the runs in this directory instead of a temporary one"
+        "--keep",
+        metavar="DIR",
+        help="keep the runs in this directory (60s-seed0, ...) instead of a temporary one; refused "
+        "before any training if it already holds one of them",
     )
     args = parser.parse_args(argv)
     budgets = [parse_duration(b, "--budgets") or 0.0 for b in args.budgets.split(",")]
     seeds = [int(s) for s in args.seeds.split(",")]
     machine.set_threads(args.threads)
+    refuse_kept_runs(parser, args.keep, budgets, seeds)
     text = Path(args.corpus).read_text(encoding="utf-8")
     names = [line.strip() for line in text.splitlines() if line.strip()]
     train_names, test_names = makemore_split(names)

@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from chargen.adapt import dynamic_evaluate, gradient_scale
-from chargen.bench import machine
+from chargen.bench import machine, refuse_kept_runs, run_name
 from chargen.bench import parser as bench_parser
 from chargen.bench.reference import train_reference
 from chargen.checkpoint import load_model_weights, load_run
@@ -78,10 +78,6 @@ class Result:
         }
 
 
-def _run_name(budget: float, seed: int) -> str:
-    return f"{int(budget)}s-seed{seed}"
-
-
 def run_budget(
     corpus: Corpus,
     budget: float,
@@ -94,7 +90,7 @@ def run_budget(
     adapt: bool = True,
 ) -> Result:
     """chargen's defaults (or the given configs) for `budget` seconds, then the reference as long."""
-    out = folder / _run_name(budget, seed)
+    out = folder / run_name(budget, seed)
     config = dataclasses.replace(
         train_config or TrainConfig(), max_time=budget, seed=seed, precision=precision
     )
@@ -194,18 +190,17 @@ def main(argv: list[str] | None = None) -> None:
     )
     parser.add_argument("--json", metavar="FILE", help="also write the figures to this file")
     parser.add_argument(
-        "--keep", metavar="DIR", help="keep the runs in this directory instead of a temporary one"
+        "--keep",
+        metavar="DIR",
+        help="keep the runs in this directory (60s-seed0, ...) instead of a temporary one; refused "
+        "before any training if it already holds one of them",
     )
     args = parser.parse_args(argv)
     budgets = [parse_duration(b, "--budgets") or 0.0 for b in args.budgets.split(",")]
     seeds = [int(s) for s in args.seeds.split(",")]
     model_config, train_config = _overrides(args.set)
     machine.set_threads(args.threads)
-    if args.keep:  # refuse before the first run rather than after it
-        names = [_run_name(budget, seed) for budget in budgets for seed in seeds]
-        taken = [name for name in names if (Path(args.keep) / name).exists()]
-        if taken:
-            parser.error(f"--keep {args.keep} already holds {', '.join(taken)}; choose another directory")
+    refuse_kept_runs(parser, args.keep, budgets, seeds)
     corpus = load_corpus(args.corpus, TextConfig(preset=args.preset))  # a bad corpus fails before any output
     print(f"{machine.describe()}; --precision {args.precision}", flush=True)
 
