@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from chargen.bench import BENCHMARKS
 from chargen.cli import app
 from chargen.config import ITEM_COUNT
 
@@ -233,3 +234,21 @@ def test_the_cache_folder_is_where_the_docs_say(monkeypatch: pytest.MonkeyPatch,
     monkeypatch.delenv("CHARGEN_HOME")
     monkeypatch.setenv("XDG_CACHE_HOME", "")
     assert chargen_home() == tmp_path / "user" / ".cache" / "chargen"
+
+
+@pytest.mark.parametrize("name", list(BENCHMARKS))
+def test_every_benchmark_option_is_named_in_the_docs(name: str, capsys: pytest.CaptureFixture[str]) -> None:
+    """Each option `python -m chargen.bench NAME --help` lists is named in docs/benchmarks.md (the
+    serve benchmark's in docs/serve.md, beside the server). quality's and items' --keep and adapt's
+    --text and --chars were not."""
+    import importlib
+
+    with pytest.raises(SystemExit):
+        importlib.import_module(f"chargen.bench.{name}").main(["--help"])
+    options = capsys.readouterr().out.split("\noptions:\n")[1]
+    flags = [f for f in re.findall(r"^  (?:-\w, )?(--[\w-]+)", options, flags=re.M) if f != "--help"]
+    assert len(flags) >= 3, options
+    document = REPO / "docs" / ("serve.md" if name == "serve" else "benchmarks.md")
+    text = document.read_text(encoding="utf-8")
+    missing = [flag for flag in flags if not _named(flag, text)]
+    assert not missing, f"{document.name} does not name the {name} benchmark's {missing}"
