@@ -632,7 +632,8 @@ def test_the_playground_keeps_to_max_length_and_replaces_unknown_characters(tiny
 
 def test_the_playground_of_a_list_run_behind_a_token(tmp_path: Path) -> None:
     """The token box shows, the first Generate after typing the token works (the page learns the
-    run is a list first), and the items shown are as many as the slider says, in the answer's order."""
+    run is a list first), and the items shown are as many as the slider says, in the answer's order,
+    each growing from the prefix piece by piece as it is generated before it is shown whole."""
     from chargen.config import TextConfig, TrainConfig
     from chargen.training import train
     from tests.conftest import TINY_MODEL, corpus_from_text
@@ -652,6 +653,17 @@ def test_the_playground_of_a_list_run_behind_a_token(tmp_path: Path) -> None:
         assert browser.find_element(By.ID, "token-box").is_displayed()
         browser.find_element(By.ID, "token").send_keys(TOKEN)
         browser.find_element(By.ID, "seed").send_keys("3")
+        browser.find_element(By.ID, "prefix").send_keys("a")
+        # Every text an item's list entry gains, in order: a piece appended, or (`whole`) the entry
+        # set to the finished item.
+        browser.execute_script(
+            "window.gained = []; new MutationObserver((records) => { for (const r of records) {"
+            "  if (r.target.tagName !== 'LI') continue;"
+            "  const index = Array.prototype.indexOf.call(r.target.parentNode.children, r.target);"
+            "  const whole = r.removedNodes.length > 0;"
+            "  for (const node of r.addedNodes) window.gained.push([index, node.data, whole]);"
+            "} }).observe(document.getElementById('items'), {childList: true, subtree: true});"
+        )
         browser.find_element(By.ID, "generate").click()  # at once, as a person would
         wait.until(lambda b: "characters in" in b.find_element(By.ID, "status").text)
         assert browser.find_element(By.ID, "length-v").text == "10"
@@ -660,10 +672,16 @@ def test_the_playground_of_a_list_run_behind_a_token(tmp_path: Path) -> None:
         ]
         asked = httpx.post(
             served.url + "/v1/generate",
-            json={"items": 10, "seed": 3, "temperature": 0.8, "top_p": 1.0},
+            json={"items": 10, "seed": 3, "temperature": 0.8, "top_p": 1.0, "prefix": "a"},
             headers={"Authorization": f"Bearer {TOKEN}"},
         ).json()
         assert shown == [item["text"] for item in asked["items"]]
+        gained = browser.execute_script("return window.gained")
+        for index, item in enumerate(asked["items"]):
+            *pieces, last = [(text, whole) for i, text, whole in gained if i == index]
+            assert pieces and not any(whole for _, whole in pieces), (index, gained)  # it grew first...
+            assert "a" + "".join(text for text, _ in pieces) == item["text"], (index, gained)
+            assert last == (item["text"], True), (index, gained)  # ...then was shown whole
     finally:
         browser.quit()
         served.stop()
@@ -690,9 +708,30 @@ def test_a_list_run_serves_items_as_chargen_sample_makes_them(tmp_path: Path) ->
         expected = [json.loads(line) for line in result.output.splitlines() if line.startswith("{")]
         assert [i["text"] for i in items] == [i["text"] for i in expected]
         assert all(i["text"].startswith("a") for i in items)
-        with httpx.stream("POST", served.url + "/v1/generate", json={"items": 3, "stream": True}) as response:
+        # A stream grows each item in `piece` events keyed by its index (the characters after the
+        # prefix, each with its probability), then ends it with an `item` event.
+        body = {"items": 3, "stream": True, "prefix": "a", "seed": 5}
+        with httpx.stream("POST", served.url + "/v1/generate", json=body) as response:
             events = list(sse(response))
         assert [name for name, _ in events].count("item") == 3 and events[-1][0] == "done"
+        grown: dict[int, str] = {}
+        ended: list[dict] = []
+        for name, data in events[:-1]:
+            assert data["index"] not in {item["index"] for item in ended}, (
+                name,
+                data,
+            )  # nothing after its end
+            if name == "piece":
+                assert "row" not in data and len(data["probs"]) == len(data["text"]) >= 1, data
+                assert all(0 < p <= 1 for p in data["probs"]), data
+                grown[data["index"]] = grown.get(data["index"], "") + data["text"]
+            else:
+                assert name == "item" and data["index"] in grown, (name, data)  # grown before it ended
+                assert "a" + grown[data["index"]] == data["text"], (grown, data)
+                ended.append(data)
+        assert sorted(item["index"] for item in ended) == [0, 1, 2]
+        in_order = sorted(ended, key=lambda item: item["index"])
+        assert [item["text"] for item in events[-1][1]["items"]] == [item["text"] for item in in_order]
         # Items cut and cleaned as `chargen score` reads a file of the list: a blank line is no item,
         # blanks around a name are not part of it.
         text = "emma\n\n  ava  \n"

@@ -61,7 +61,7 @@ class _Row:
     """One sample (or item) of a request."""
 
     decoder: Any
-    text: str = ""  # generated so far (for an item: its symbols' ids are kept instead)
+    text: str = ""  # generated so far (an item's: after its prefix, and only for a stream; see `ids`)
     symbols: int = 0  # the symbols `text` was made of: what `length` and `chars` count (bytes, in a byte run)
     marks: list[int] = field(default_factory=list)  # per character of `text`: `symbols` once it was made
     probs: list[float] = field(default_factory=list)  # per character of `text` (streams only)
@@ -423,7 +423,7 @@ class Engine:
                 job.live = [i for i in rows if not job.rows[i].done]
             at += n
             top += n if asks else 0
-            if job.request.stream and not job.listed:
+            if job.request.stream:
                 self._flush(job, tick)
         finished = [job for job in self.jobs if not job.alive()]
         if len(keep) < len(ids):
@@ -452,6 +452,10 @@ class Engine:
             elif job.t < job.budget - 1:
                 row.logprob += logprob
                 row.ids.append(symbol)
+                if job.request.stream:  # the item grows in the stream, piece by piece
+                    piece = row.decoder.decode([symbol]) if self.texts is None else self.texts[symbol]
+                    row.text += piece
+                    row.probs.extend([prob] * len(piece))
             return
         # A character vocabulary's symbols are whole characters: looked up, not decoded one by one.
         piece = row.decoder.decode([symbol]) if self.texts is None else self.texts[symbol]
@@ -494,9 +498,15 @@ class Engine:
             job.prefix_chars + len(row.ids) + int(ended),
             ended,
         )
-        row.text, row.symbols = item.text, job.prefix_chars + len(row.ids)
+        row.symbols = job.prefix_chars + len(row.ids)
         if job.request.stream:
-            self._tell(job.sink, "item", {"index": job.rows.index(row), **item.to_dict()})
+            index = job.rows.index(row)
+            rest = row.decoder.decode([], final=True)  # a byte run's unfinished character, as U+FFFD
+            row.text += rest
+            row.probs.extend([1.0] * len(rest))
+            if len(row.text) > row.sent:  # its last piece, before it ends
+                self._send(job, index, row, len(row.text))
+            self._tell(job.sink, "item", {"index": index, **item.to_dict()})
         row.item = item  # type: ignore[attr-defined]
 
     def _flush(self, job: Job, tick: bool) -> None:
@@ -515,11 +525,17 @@ class Engine:
                 continue
             if not (done or row.done or row.sent == 0 or pending >= STREAM_CHARS or tick):
                 continue
-            piece = {"row": i, "text": row.text[row.sent : ready], "probs": row.probs[row.sent : ready]}
-            if job.request.alternatives:
-                piece["top"] = [self._named(top) for top in row.tops[row.sent : ready]]
-            self._tell(job.sink, "piece", piece)
-            row.sent = ready
+            self._send(job, i, row, ready)
+
+    def _send(self, job: Job, i: int, row: _Row, ready: int) -> None:
+        """A piece of row `i`: its characters from the last sent up to `ready`. A list's piece names
+        its item by `index`, as the item's own event does; a text's, its sample by `row`."""
+        key = "index" if job.listed else "row"
+        piece = {key: i, "text": row.text[row.sent : ready], "probs": row.probs[row.sent : ready]}
+        if job.request.alternatives:
+            piece["top"] = [self._named(top) for top in row.tops[row.sent : ready]]
+        self._tell(job.sink, "piece", piece)
+        row.sent = ready
 
     def _flush_plain(self, job: Job, tick: bool) -> None:
         """_flush for a plain request: its rows move together, so they are sent together."""
