@@ -184,6 +184,26 @@ def test_a_lists_items_are_cut_where_chargen_sample_cuts_them_within_the_servers
     assert parse_generate({}, Limits(), None).items is None
 
 
+def test_a_texts_length_left_out_is_chargen_samples_within_the_servers_limit(tiny_run: TrainSummary) -> None:
+    """A text's run without `length` generates as many characters as `chargen sample` does, but never
+    more than the server's --max-length: before, it generated 500 under --max-length 60, past the
+    limit that a request naming `length` was held to."""
+    from chargen.config import SampleConfig
+
+    assert parse_generate({}, Limits(), None).sample.length == SampleConfig.length
+    assert parse_generate({}, Limits(max_length=60), None).sample.length == 60
+    assert parse_generate({"length": 7}, Limits(max_length=60), None).sample.length == 7
+    served = Served(tiny_run.run_dir, "--max-length", "60")
+    try:
+        whole = generate(served.url, {"prefix": "The ", "n": 2, "seed": 1})
+        assert whole.status_code == 200, whole.text
+        assert whole.json()["chars"] == 2 * 60 and all(len(t) == 60 for t in whole.json()["texts"])
+        text, _, final = streamed(served.url, {"seed": 1})
+        assert final["event"] == "done" and final["chars"] == len(text) == 60, final
+    finally:
+        served.stop()
+
+
 def test_only_loopback_binds_without_a_token() -> None:
     assert is_loopback("127.0.0.1") and is_loopback("::1") and is_loopback("localhost")
     assert not is_loopback("0.0.0.0") and not is_loopback("192.168.1.2") and not is_loopback("example.org")

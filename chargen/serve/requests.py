@@ -163,7 +163,8 @@ def _at_most(data: dict[str, Any], name: str, limit: int, option: str) -> None:
 def parse_generate(data: dict[str, Any], limits: Limits, list_mode: str | None) -> GenerateRequest:
     """A generate body, checked against the limits. `list_mode`: how the run's list was read (its
     TextConfig.items: lines, files, ...), None for a run trained on a text. A list's items are cut
-    where `chargen sample` cuts them unless `max_length` says otherwise, but never past the
+    where `chargen sample` cuts them unless `max_length` says otherwise, and a text's samples are as
+    long as `chargen sample` makes them unless `length` says otherwise, but neither past the
     server's `max_length`."""
     listed = list_mode is not None
     data = _checked(data, GENERATE_FIELDS)
@@ -185,6 +186,8 @@ def parse_generate(data: dict[str, Any], limits: Limits, list_mode: str | None) 
     settings = {k: v for k, v in data.items() if k not in ("n", "items", "stream", "alternatives")}
     if listed and "max_length" not in settings:
         settings["max_length"] = min(default_max_length(list_mode), limits.max_length)
+    if not listed and "length" not in settings:
+        settings["length"] = min(SampleConfig.length, limits.max_length)
     try:
         sample = SampleConfig(**settings, num_samples=data.get("n", 1))
     except ConfigError as err:
