@@ -21,6 +21,7 @@ import pytest
 from typer.testing import CliRunner
 
 from chargen.cli import app
+from chargen.config import ITEM_COUNT, SampleConfig, default_max_length
 from chargen.errors import ConfigError
 from chargen.records import TrainSummary
 from chargen.serve.requests import Limits, check_binding, is_loopback, parse_generate
@@ -174,7 +175,7 @@ def test_a_lists_items_are_cut_where_chargen_sample_cuts_them_within_the_servers
     """Unless a request says otherwise, a list's run gives as many items, each cut as long, as
     `chargen sample --items` gives: a line's length for a list of lines, a document's for the
     others (before, every list's items were cut at a line's). Never past the server's --max-length."""
-    from chargen.config import DOCUMENT_LENGTH, ITEM_COUNT, LINE_LENGTH
+    from chargen.config import DOCUMENT_LENGTH, LINE_LENGTH
 
     for mode, length in [("lines", LINE_LENGTH), ("paragraphs", DOCUMENT_LENGTH), ("files", DOCUMENT_LENGTH)]:
         parsed = parse_generate({}, Limits(), mode)
@@ -188,8 +189,6 @@ def test_a_texts_length_left_out_is_chargen_samples_within_the_servers_limit(tin
     """A text's run without `length` generates as many characters as `chargen sample` does, but never
     more than the server's --max-length: before, it generated 500 under --max-length 60, past the
     limit that a request naming `length` was held to."""
-    from chargen.config import SampleConfig
-
     assert parse_generate({}, Limits(), None).sample.length == SampleConfig.length
     assert parse_generate({}, Limits(max_length=60), None).sample.length == 60
     assert parse_generate({"length": 7}, Limits(max_length=60), None).sample.length == 7
@@ -263,6 +262,14 @@ def test_health_model_and_page(server: Served, tiny_run: TrainSummary) -> None:
     info = CliRunner().invoke(app, ["info", str(tiny_run.run_dir), "--json"])
     expected = json.loads(info.output)
     assert described["model"] == expected["model"] and described["vocab"] == expected["vocab"]
+    # What a request leaving a field out gets, told field by field (a text's run: no list's fields):
+    # asking for every one of them gives what asking for none does.
+    defaults = described["defaults"]
+    assert defaults["length"] == SampleConfig.length and defaults["temperature"] == SampleConfig.temperature
+    assert "seed" not in defaults and "items" not in defaults and "max_length" not in defaults
+    given, left_out = generate(server.url, {**defaults, "seed": 5}), generate(server.url, {"seed": 5})
+    assert given.status_code == 200, given.text
+    assert given.json()["texts"] == left_out.json()["texts"]
     page = httpx.get(server.url + "/")
     assert page.status_code == 200 and "<title>chargen playground</title>" in page.text
     assert "http://" not in page.text and "https://" not in page.text  # nothing from elsewhere
@@ -586,6 +593,14 @@ def test_the_playground_streams_coloured_text_and_stops(server: Served) -> None:
         wait = WebDriverWait(browser, 30)
         wait.until(lambda b: "parameters" in b.find_element(By.ID, "model").text)
         assert not browser.find_element(By.ID, "token-box").is_displayed()  # this server needs none
+        # Each control starts at the server's default for its field, and its number shows it (before,
+        # the page had its own copies: a length of 300, where a request left without one gets 500).
+        defaults = httpx.get(server.url + "/v1/model").json()["defaults"]
+        for field in ("temperature", "top_p", "length"):
+            shown = browser.find_element(By.ID, field).get_attribute("value")
+            assert float(shown) == defaults[field], (field, shown)
+            assert browser.find_element(By.ID, f"{field}-v").text == shown
+        assert browser.find_element(By.ID, "unknown").get_attribute("value") == defaults["unknown"]
         browser.find_element(By.ID, "prefix").send_keys("The lamp ")
         # long enough to be stopped long before its end, however fast the machine
         browser.execute_script("const e = document.getElementById('length'); e.max = 1e5; e.value = 1e5")
@@ -630,7 +645,8 @@ def test_the_playground_keeps_to_max_length_and_replaces_unknown_characters(tiny
         wait = WebDriverWait(browser, 30)
         wait.until(lambda b: "parameters" in b.find_element(By.ID, "model").text)
         slider = browser.find_element(By.ID, "length")
-        assert slider.get_attribute("max") == "255"
+        # the server's default length, 500 held to its --max-length, is where the slider starts
+        assert slider.get_attribute("max") == "255" and slider.get_attribute("value") == "255"
         browser.execute_script("const e = document.getElementById('length'); e.value = e.max")  # the end
         assert int(slider.get_attribute("value")) <= 255
         browser.find_element(By.ID, "generate").click()
@@ -686,7 +702,7 @@ def test_the_playground_of_a_list_run_behind_a_token(tmp_path: Path) -> None:
         )
         browser.find_element(By.ID, "generate").click()  # at once, as a person would
         wait.until(lambda b: "characters in" in b.find_element(By.ID, "status").text)
-        assert browser.find_element(By.ID, "length-v").text == "10"
+        assert browser.find_element(By.ID, "length-v").text == str(ITEM_COUNT)  # the server's default
         shown = [
             li.get_attribute("textContent") for li in browser.find_elements(By.CSS_SELECTOR, "#items li")
         ]
@@ -718,6 +734,9 @@ def test_a_list_run_serves_items_as_chargen_sample_makes_them(tmp_path: Path) ->
     run = train(corpus, TINY_MODEL, steps, out=tmp_path / "names-run").run_dir
     served = Served(run)
     try:
+        defaults = httpx.get(served.url + "/v1/model").json()["defaults"]  # a list's fields, not a text's
+        assert (defaults["items"], defaults["max_length"]) == (ITEM_COUNT, default_max_length("lines"))
+        assert "length" not in defaults and "n" not in defaults and "stop" not in defaults
         answer = generate(served.url, {"items": 6, "seed": 5, "prefix": "a"})
         assert answer.status_code == 200, answer.text
         items = answer.json()["items"]

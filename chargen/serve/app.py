@@ -28,7 +28,7 @@ from starlette.routing import Route
 
 from chargen.errors import NAMED_SETTING, ChargenError, ConfigError, ServerBusy
 from chargen.serve.engine import Engine, Job
-from chargen.serve.requests import Limits, parse_generate, parse_json, parse_score
+from chargen.serve.requests import Limits, generate_defaults, parse_generate, parse_json, parse_score
 
 RETRY_AFTER = "1"  # seconds a client told the server is full should wait
 
@@ -115,11 +115,12 @@ def create_app(engine: Engine, description: dict[str, Any], token: str | None, l
             }
         )
 
-    # The run's description, and what one request may ask of this server (the playground's sliders
-    # stop there).
+    # The run's description, what one request may ask of this server (the playground's sliders stop
+    # there), and what a request gets for a field it leaves out (the playground's controls start there).
     described = {
         **description,
         "limits": {"max_length": limits.max_length, "max_n": limits.max_n, "max_items": limits.max_items},
+        "defaults": generate_defaults(limits, engine.text_config.items),
     }
 
     async def model(request: Request) -> Response:

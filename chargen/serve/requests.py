@@ -196,6 +196,32 @@ def parse_generate(data: dict[str, Any], limits: Limits, list_mode: str | None) 
     return GenerateRequest(sample, items, data.get("stream", False), data.get("alternatives", False))
 
 
+def generate_defaults(limits: Limits, list_mode: str | None) -> dict[str, Any]:
+    """What a generate request that leaves a field out gets from this server, by field as the JSON
+    names it, for the fields of its kind of run (`list_mode` as parse_generate takes it); `seed` is
+    drawn afresh each time, so it has none. The playground's controls start here, so that each
+    default is written once, where the request is parsed."""
+    parsed = parse_generate({}, limits, list_mode)
+    sample = parsed.sample
+    values = {
+        "prefix": sample.prefix,
+        "length": sample.length,
+        "temperature": sample.temperature,
+        "top_k": sample.top_k,
+        "top_p": sample.top_p,
+        "n": sample.num_samples,
+        "stop": sample.stop,
+        "items": parsed.items,
+        "max_length": sample.max_length,
+        "unknown": sample.unknown,
+        "stream": parsed.stream,
+        "alternatives": parsed.alternatives,
+    }
+    assert set(values) == set(GENERATE_FIELDS) - {"seed"}, "a field without its default here"
+    other = TEXT_ONLY if list_mode is not None else LIST_ONLY
+    return {name: value for name, value in values.items() if name not in other}
+
+
 def parse_score(data: dict[str, Any]) -> ScoreRequest:
     data = _checked(data, SCORE_FIELDS)
     if "text" not in data:
