@@ -38,7 +38,9 @@ from chargen.vocab import (
 
 DEFAULT_CORPUS = corpora_dir() / "the-lamp-at-pellow-point.txt"
 EXCERPT = 40  # characters of the line shown around the first unknown character in an error
-CACHE_VERSION = 2  # bump when the cached format or the encoding rules change (2: no empty items)
+# Bump when the cached format or the encoding rules change (2: no empty items; 3: a d2l list's line items
+# without the space the fold left at their end).
+CACHE_VERSION = 3
 
 
 @dataclass

@@ -103,11 +103,12 @@ def _part_items(cut: list[tuple[str, str]]) -> Iterator[tuple[int, str]]:
 
 
 def _line_items(text: str, config: TextConfig) -> Iterator[tuple[int, str]]:
-    """The items of a text (as read, not yet prepared) read as `lines`: each non-blank line,
-    stripped and prepared, with its line counted from 0."""
+    """The items of a text (as read, not yet prepared) read as `lines`: each line stripped, prepared,
+    then cleaned as a separator's parts are (the d2l preset folds a line's last punctuation into a
+    space), with its line counted from 0; a line blank before or after preparing is no item."""
     for k, line in enumerate(text.split("\n")):
-        if line.strip():
-            yield k, prepare(line.strip(), config)
+        if line.strip() and (item := _clean(prepare(line.strip(), config))):
+            yield k, item
 
 
 def text_items(text: str, config: TextConfig) -> list[str]:

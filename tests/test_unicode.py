@@ -12,7 +12,7 @@ from chargen.cli import app
 from chargen.config import SampleConfig, TextConfig
 from chargen.corpus import load_corpus
 from chargen.errors import ConfigError, VocabError
-from chargen.items import ItemSpans, text_items
+from chargen.items import ItemSpans, located_items, text_items
 from chargen.records import TrainSummary
 from chargen.serve.requests import Limits, parse_generate, parse_json, parse_score
 from chargen.vocab import Vocab, describe_chars, quoted
@@ -91,6 +91,23 @@ def test_a_separator_is_prepared_as_the_text_is(config: TextConfig, text: str, t
     read = ItemSpans.of(corpus.ids, corpus.end_id).texts(corpus.ids, corpus.vocab.decode)
     assert read == ["ana", "bob", "cleo"], read
     assert text_items(text, config) == read  # a text scored against the run is cut as the file was
+
+
+def test_a_d2l_lists_lines_end_as_its_separated_items_do(tmp_path: Path) -> None:
+    """The fold makes a line's last punctuation a space; a line's item ends without it, as an item
+    cut at a separator does (before, 'Ana, END Bob!' was 'ana end bob '), and a line of punctuation
+    alone, blank once folded, is no item, as a blank line is none (before, it was the item ' ')."""
+    text = "Ana, END Bob!\n?!\nCleo.\n"
+    config = TextConfig(items="lines", preset="d2l")
+    path = tmp_path / "list.txt"
+    path.write_text(text, encoding="utf-8")
+    corpus = load_corpus(path, config, cache=False)
+    read = ItemSpans.of(corpus.ids, corpus.end_id).texts(corpus.ids, corpus.vocab.decode)
+    assert read == ["ana end bob", "cleo"], read
+    assert text_items(text, config) == read
+    assert [line for _, line, _ in located_items([path], config)] == [1, 3]  # each item's own line
+    separated = TextConfig(items=" END ", preset="d2l")
+    assert text_items("Ana, END Bob!", separated) == ["ana", "bob"]
 
 
 def test_the_d2l_preset_refuses_a_list_its_fold_leaves_nothing_to_cut_at(tmp_path: Path) -> None:
