@@ -2,7 +2,16 @@ import torch
 
 from chargen.config import SIZES, ModelConfig, TrainConfig
 from chargen.model import CharRNN
-from chargen.recipe import CHARS_PER_PARAMETER, ITEMS_BATCH, TEXT_BATCH, dropout_for, resolve, with_batch
+from chargen.recipe import (
+    CHARS_PER_PARAMETER,
+    FINE_TUNE_LR_FACTOR,
+    ITEMS_BATCH,
+    TEXT_BATCH,
+    dropout_for,
+    resolve,
+    with_batch,
+    with_learning_rate,
+)
 
 CPU = torch.device("cpu")
 VOCAB = 65
@@ -68,6 +77,22 @@ def test_a_time_budget_is_planned_from_measured_speed_without_touching_the_seede
     assert plan["chars_per_sec"] > 0 and plan["chars"] == plan["chars_per_sec"] * 1.0
     assert torch.equal(torch.rand(3), expected)
     assert resolved.dropout == dropout_for(plan["epochs"], CharRNN(resolved).num_parameters())
+
+
+def test_the_planned_rate_falls_with_width_and_rises_with_dropout_for_a_fresh_run_only() -> None:
+    def rate(hidden: int, dropout: float, fine_tune: bool = False, given: float | None = None) -> float:
+        model = ModelConfig(vocab_size=VOCAB, layers=2, hidden=hidden, dropout=dropout)
+        lr = with_learning_rate(TrainConfig(max_steps=1, lr=given), model, fine_tune).lr
+        assert lr is not None
+        return lr
+
+    assert rate(256, 0.0) == 0.006 and rate(512, 0.0) < rate(384, 0.0) < 0.006  # wider, lower
+    assert rate(256, 0.2) == rate(256, 0.45) == 0.008  # a third more from dropout 0.2 up
+    assert 0.006 < rate(256, 0.05) < rate(256, 0.1) < 0.008  # and smoothly below it
+    assert abs(rate(384, 0.2) - rate(384, 0.0) * 4 / 3) < 1e-5  # the gain is the same at any width
+    # A fine-tuned run keeps its own measured factor, dropout or not; a given rate is kept as given.
+    assert rate(256, 0.3, fine_tune=True) == rate(256, 0.0, fine_tune=True) == 0.006 * FINE_TUNE_LR_FACTOR
+    assert rate(256, 0.3, given=0.001) == 0.001
 
 
 def test_the_batch_is_planned_for_a_text_and_for_a_list_unless_given() -> None:

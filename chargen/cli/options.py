@@ -142,7 +142,9 @@ Bptt = Annotated[int, typer.Option(metavar="N", help="Characters per backpropaga
 Lr = Annotated[
     float | None,
     typer.Option(
-        metavar="X", help="Peak learning rate of AdamW, > 0. Default: 0.006 at 256 units, less when wider."
+        metavar="X",
+        help="Peak learning rate of AdamW, > 0. Default: 0.006 at 256 units, less when wider, "
+        "up to a third more with dropout.",
     ),
 ]
 WeightDecay = Annotated[float, typer.Option(metavar="X", help="AdamW weight decay on matrices, >= 0.")]
