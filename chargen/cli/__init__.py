@@ -400,8 +400,9 @@ def evaluate(
         from chargen.runs import evaluate_run, evaluate_run_adapted
 
         adapt_config = opt.adapt_config(ctx, "adapt", adapt)
-        listed = load_run(model).text_config.items is not None
-        require_run_kind(opt.given(ctx, leave_out=()), listed, (), ("adapt",))  # one text, state carried
+        if adapt:  # eval's one option for a text's run only: the run is read for it alone
+            listed = load_run(model).text_config.items is not None
+            require_run_kind(opt.given(ctx, leave_out=()), listed, (), ("adapt",))  # one text, state carried
         label = f"{model} on {text_file or 'its validation split'}"
         if adapt:
             result = evaluate_run_adapted(model, text_file, adapt_config, device, unknown, encoding, errors)

@@ -453,14 +453,17 @@ class Engine:
                 row.logprob += logprob
                 row.ids.append(symbol)
                 if job.request.stream:  # the item grows in the stream, piece by piece
-                    piece = row.decoder.decode([symbol]) if self.texts is None else self.texts[symbol]
+                    piece = self._piece(row, symbol)
                     row.text += piece
                     row.probs.extend([prob] * len(piece))
             return
-        # A character vocabulary's symbols are whole characters: looked up, not decoded one by one.
-        piece = row.decoder.decode([symbol]) if self.texts is None else self.texts[symbol]
         row.symbols += 1
-        self._extend(job, row, piece, prob, top)
+        self._extend(job, row, self._piece(row, symbol), prob, top)
+
+    def _piece(self, row: _Row, symbol: int) -> str:
+        """What `symbol` adds to `row`'s text. A character vocabulary's symbols are whole characters:
+        looked up, not decoded one by one; a byte's may be part of one, which its decoder keeps."""
+        return row.decoder.decode([symbol]) if self.texts is None else self.texts[symbol]
 
     def _extend(self, job: Job, row: _Row, piece: str, prob: float, top: Top | None) -> None:
         searched = max(0, len(row.text) - len(job.config.stop or "") + 1)
